@@ -1,0 +1,65 @@
+"""Counters of what the monitor did, readable as a dict and exported as OTel metrics."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from opentelemetry import metrics
+
+COUNTERS = (
+    "total_requests",
+    "slow_requests",
+    "blacklisted_requests",
+    "reports_written",
+    "reports_failed",
+    "alerts_sent",
+    "alerts_suppressed",
+    "alerts_failed",
+    "alerts_dropped",
+    "profiles_precise",
+    "internal_errors",
+)
+
+
+class Stats:
+    """Thread-safe counters plus the overhead estimate.
+
+    Each counter is mirrored to an OpenTelemetry counter ``otel_wpm.<name>`` on
+    the global MeterProvider, so the figures reach the user's metrics backend.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._overhead: dict[str, Any] = {"average_overhead": 0.0, "method": "none"}
+        meter = metrics.get_meter("otel_wpm")
+        self._instruments = {name: meter.create_counter(f"otel_wpm.{name}") for name in COUNTERS}
+        self._duration = meter.create_histogram(
+            "otel_wpm.request.duration", unit="s", description="Duration of watched requests"
+        )
+
+    def incr(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += amount
+        self._instruments[name].add(amount)
+
+    def record_duration(self, seconds: float, slow: bool) -> None:
+        self._duration.record(seconds, {"wpm.slow": slow})
+
+    def set_overhead(self, average_overhead: float, **details: Any) -> None:
+        with self._lock:
+            self._overhead = {"average_overhead": average_overhead, **details}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts = dict.fromkeys(COUNTERS, 0)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            counts = dict(self._counts)
+            overhead = dict(self._overhead)
+        total = counts["total_requests"]
+        counts["slow_request_rate"] = 100.0 * counts["slow_requests"] / total if total else 0.0
+        counts["overhead_stats"] = overhead
+        return counts
