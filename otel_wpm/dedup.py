@@ -1,0 +1,239 @@
+"""One alert per key (``"GET /users/<id>"``) per time window, across processes and restarts.
+
+Usage::
+
+    store = SQLiteDedupStore("/var/lib/otel-wpm/dedup.sqlite3")   # or RedisDedupStore(url)
+    send, suppressed = store.claim(alert.dedup_key, window_seconds=3600)
+    if send:
+        deliver(replace(alert, suppressed_since_last=suppressed))
+
+``claim`` answers whether to send now and how many alerts were held back for that
+key since the last one sent. A window of 0 turns de-duplication off. A store that
+fails (Redis down, disk error) lets every alert through and logs that once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+logger = logging.getLogger("otel_wpm.dedup")
+
+Clock = Callable[[], float]
+
+
+class DedupStore(ABC):
+    """Decides which alerts to send; subclasses implement :meth:`_claim` atomically."""
+
+    def __init__(self) -> None:
+        self._failing = False
+
+    def claim(self, key: str, window_seconds: float) -> tuple[bool, int]:
+        """``(send now?, alerts suppressed for key since the last one sent)``."""
+        if window_seconds <= 0:
+            return True, 0
+        try:
+            result = self._claim(key, window_seconds)
+        except Exception as error:  # noqa: BLE001 - never let de-duplication stop an alert
+            self._report_failure(error)
+            return True, 0
+        if self._failing:
+            self._failing = False
+            logger.info("%s works again; alerts are de-duplicated again", self.describe())
+        return result
+
+    @abstractmethod
+    def _claim(self, key: str, window_seconds: float) -> tuple[bool, int]: ...
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def _report_failure(self, error: Exception) -> None:
+        # One warning per outage, not one per alert.
+        if not self._failing:
+            self._failing = True
+            logger.warning(
+                "%s failed (%s: %s); sending every alert until it recovers",
+                self.describe(),
+                type(error).__name__,
+                error,
+            )
+
+
+class MemoryDedupStore(DedupStore):
+    """De-duplication within this process only, for when nothing persistent is configured."""
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        super().__init__()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, int]] = {}
+
+    def _claim(self, key: str, window_seconds: float) -> tuple[bool, int]:
+        now = self._clock()
+        with self._lock:
+            last_sent, suppressed = self._entries.get(key, (None, 0))
+            if last_sent is not None and _within(now - last_sent, window_seconds):
+                self._entries[key] = (last_sent, suppressed + 1)
+                return False, 0
+            self._entries[key] = (now, 0)
+            return True, suppressed
+
+
+class SQLiteDedupStore(DedupStore):
+    """De-duplication shared by the processes of a host through a SQLite file (WAL mode).
+
+    Each claim is one ``BEGIN IMMEDIATE`` transaction, so concurrent processes
+    see each other's claims. The connection is reopened after a fork.
+    """
+
+    BUSY_TIMEOUT_MS = 5000
+
+    def __init__(self, path: str | os.PathLike[str], clock: Clock = time.time) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self._pid = 0
+
+    def describe(self) -> str:
+        return f"SQLite de-duplication store {self.path}"
+
+    def _claim(self, key: str, window_seconds: float) -> tuple[bool, int]:
+        with self._lock:
+            connection = self._connect()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                result = self._claim_in_transaction(connection, key, window_seconds)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+            return result
+
+    def _claim_in_transaction(
+        self, connection: sqlite3.Connection, key: str, window_seconds: float
+    ) -> tuple[bool, int]:
+        now = self._clock()
+        row = connection.execute(
+            "SELECT last_sent, suppressed FROM dedup WHERE key = ?", (key,)
+        ).fetchone()
+        if row is not None and _within(now - row[0], window_seconds):
+            connection.execute("UPDATE dedup SET suppressed = suppressed + 1 WHERE key = ?", (key,))
+            return False, 0
+        connection.execute(
+            "INSERT INTO dedup (key, last_sent, suppressed) VALUES (?, ?, 0) "
+            "ON CONFLICT(key) DO UPDATE SET last_sent = excluded.last_sent, suppressed = 0",
+            (key, now),
+        )
+        return True, row[1] if row is not None else 0
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is not None and self._pid == os.getpid():
+            return self._connection
+        # A connection inherited through fork must not be used (nor closed) in the child.
+        self._connection = None
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        connection = sqlite3.connect(
+            str(self.path),
+            timeout=self.BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,  # transactions are explicit
+            check_same_thread=False,
+        )
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {self.BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS dedup ("
+                "key TEXT PRIMARY KEY, last_sent REAL NOT NULL, "
+                "suppressed INTEGER NOT NULL DEFAULT 0)"
+            )
+        except BaseException:
+            connection.close()
+            raise
+        self._connection, self._pid = connection, os.getpid()
+        return connection
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None and self._pid == os.getpid():
+                self._connection.close()
+            self._connection = None
+
+
+class RedisDedupStore(DedupStore):
+    """De-duplication shared by every host using the same Redis.
+
+    The claim is ``SET key NX PX window`` (the key expiring ends the window);
+    suppressed alerts ``INCR`` a counter that the next sender reads and deletes.
+    """
+
+    PREFIX = "otel_wpm:dedup:"
+    #: Counters outlive the window so a count survives a quiet period, but not forever.
+    COUNTER_MIN_TTL_SECONDS = 7 * 24 * 3600
+    SOCKET_TIMEOUT_SECONDS = 2.0
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        try:
+            import redis
+        except ImportError:
+            raise RuntimeError(
+                "dedup_redis_url is set but the redis package is not installed: "
+                "pip install 'otel-wpm[redis]'"
+            ) from None
+        self.url = url
+        self._client: Any = redis.Redis.from_url(
+            url,
+            socket_timeout=self.SOCKET_TIMEOUT_SECONDS,
+            socket_connect_timeout=self.SOCKET_TIMEOUT_SECONDS,
+        )
+
+    def describe(self) -> str:
+        return f"Redis de-duplication store {_without_password(self.url)}"
+
+    def _claim(self, key: str, window_seconds: float) -> tuple[bool, int]:
+        claim_key = f"{self.PREFIX}{key}:claim"
+        counter_key = f"{self.PREFIX}{key}:suppressed"
+        window_ms = max(1, int(window_seconds * 1000))
+        if self._client.set(claim_key, b"1", nx=True, px=window_ms):
+            pipeline = self._client.pipeline(transaction=True)
+            pipeline.get(counter_key)
+            pipeline.delete(counter_key)
+            suppressed, _ = pipeline.execute()
+            return True, int(suppressed or 0)
+        counter_ttl = max(self.COUNTER_MIN_TTL_SECONDS, int(2 * window_seconds))
+        pipeline = self._client.pipeline(transaction=True)
+        pipeline.incr(counter_key)
+        pipeline.expire(counter_key, counter_ttl)
+        pipeline.execute()
+        return False, 0
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _within(elapsed: float, window_seconds: float) -> bool:
+    # A clock stepped backwards gives a negative elapsed time: send rather than go quiet.
+    return 0 <= elapsed < window_seconds
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
