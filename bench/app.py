@@ -1,0 +1,191 @@
+"""Reference Flask app for the overhead benchmark.
+
+Endpoints: ``/fast`` (tiny JSON), ``/cpu`` (recursive fib, call-dense, ~20 ms),
+``/cpu_mix`` (comprehensions, json, sorting, formatting, ~20 ms), ``/io``
+(sleeps 20 ms), ``/slow`` (sleeps 1.2 s, for soak tests) and ``/_bench/config``
+(which configuration is installed; used by ``bench/run.py`` to wait for readiness).
+
+The watching stack is chosen by the ``BENCH_CONFIG`` environment variable:
+
+* ``bare``: plain Flask.
+* ``otel``: OTel WSGI middleware + SDK ``TracerProvider`` whose only span
+  processor drops every span (so the SDK span path is paid, export is not).
+* ``wpm``: ``otel`` + ``ProfilingSpanProcessor`` with the default engine.
+* ``wpm_precise``: ``otel`` + ``ProfilingSpanProcessor(engine="pyinstrument")``.
+
+The stack must be installed in each worker after fork; ``bench/gunicorn_conf.py``
+does that from its ``post_fork`` hook::
+
+    BENCH_CONFIG=wpm gunicorn -c bench/gunicorn_conf.py -w 1 -k gthread \\
+        --threads 4 -b 127.0.0.1:8000 bench.app:app
+
+Outside gunicorn, call ``install()`` yourself::
+
+    from bench.app import app, install
+    install("otel")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from flask import Flask, jsonify
+
+CONFIGS = ("bare", "otel", "wpm", "wpm_precise")
+
+#: fib(27) takes ~17-20 ms on the 2-core benchmark machine (Python 3.11).
+FIB_N = 27
+#: One mix round takes ~0.4 ms there (a little more under gthread), so ~20 ms.
+MIX_ROUNDS = 48
+IO_SLEEP_SECONDS = 0.02
+SLOW_SLEEP_SECONDS = 1.2
+#: URL patterns the profiler is told to ignore in the ``wpm*`` configurations.
+URL_BLACKLIST = (r"^/_bench/", r"^/static/")
+
+app = Flask(__name__)
+_state: dict[str, Any] = {"config": None, "provider": None, "output_dir": None}
+
+
+def fib(n: int) -> int:
+    """Naive recursive Fibonacci: one Python call per node."""
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+def _mix_rows(seed: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": i,
+            "name": f"user-{(i * 7919 + seed) % 1000:04d}",
+            "score": (i * 31 + seed) % 97,
+            "tags": [t for t in ("a", "bb", "ccc", "dddd") if (i + len(t)) % 2],
+        }
+        for i in range(200)
+    ]
+
+
+def _format_row(row: dict[str, Any]) -> str:
+    return "{id:>5} {name:<10} {score:3d} {tags}".format(
+        id=row["id"], name=row["name"], score=row["score"], tags=",".join(row["tags"])
+    )
+
+
+def mix_round(seed: int) -> int:
+    """One round of app-like work; returns a checksum so nothing is optimised away."""
+    text = json.dumps(_mix_rows(seed))
+    rows = json.loads(text)
+    rows.sort(key=lambda r: (r["score"], r["name"]))
+    groups: dict[int, list[int]] = {}
+    for row in rows:
+        groups.setdefault(row["score"] % 10, []).append(row["id"])
+    report = "\n".join(_format_row(r) for r in rows[:50])
+    return len(text) + sum(len(ids) for ids in groups.values()) + len(report)
+
+
+@app.route("/fast")
+def fast() -> Any:
+    return jsonify(ok=True)
+
+
+@app.route("/cpu")
+def cpu() -> Any:
+    return jsonify(fib=fib(FIB_N))
+
+
+@app.route("/cpu_mix")
+def cpu_mix() -> Any:
+    return jsonify(checksum=sum(mix_round(seed) for seed in range(MIX_ROUNDS)))
+
+
+@app.route("/io")
+def io() -> Any:
+    time.sleep(IO_SLEEP_SECONDS)
+    return jsonify(slept=IO_SLEEP_SECONDS)
+
+
+@app.route("/slow")
+def slow() -> Any:
+    time.sleep(SLOW_SLEEP_SECONDS)
+    return jsonify(slept=SLOW_SLEEP_SECONDS)
+
+
+@app.route("/_bench/config")
+def bench_config() -> Any:
+    provider = _state["provider"]
+    processors = _processor_names(provider) if provider is not None else []
+    return jsonify(config=_state["config"], pid=os.getpid(), processors=processors)
+
+
+def _processor_names(provider: Any) -> list[str]:
+    multi = getattr(provider, "_active_span_processor", None)
+    inner = getattr(multi, "_span_processors", ())
+    return [type(p).__name__ for p in inner]
+
+
+def _make_provider() -> Any:
+    """An SDK provider, set global, whose only processor drops every span."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        SimpleSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class DropExporter(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(DropExporter()))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _add_profiler(provider: Any, engine: Optional[str], output_dir: str) -> None:
+    from otel_wpm import Config, ProfilingSpanProcessor
+
+    options: dict[str, Any] = {
+        "threshold_seconds": 1.0,
+        "local_output_dir": output_dir,
+        "url_blacklist": list(URL_BLACKLIST),
+    }
+    if engine is not None:
+        options["engine"] = engine
+    provider.add_span_processor(ProfilingSpanProcessor(Config(**options)))
+
+
+def install(config: str, output_dir: Optional[str] = None) -> None:
+    """Wrap ``app.wsgi_app`` with the watching stack named by ``config`` (once per process)."""
+    if config not in CONFIGS:
+        raise ValueError(f"unknown BENCH_CONFIG {config!r}; expected one of {CONFIGS}")
+    if _state["config"] is not None:
+        raise RuntimeError(f"already installed: {_state['config']}")
+    _state["config"] = config
+    if config == "bare":
+        return
+    from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+
+    provider = _make_provider()
+    if config.startswith("wpm"):
+        out = output_dir or tempfile.mkdtemp(prefix="otel-wpm-bench-")
+        _state["output_dir"] = out
+        _add_profiler(provider, "pyinstrument" if config == "wpm_precise" else None, out)
+    _state["provider"] = provider
+    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
+
+
+def install_from_env() -> None:
+    """``install()`` with ``BENCH_CONFIG`` (default ``bare``) and ``BENCH_OUTPUT_DIR``."""
+    install(os.environ.get("BENCH_CONFIG", "bare"), os.environ.get("BENCH_OUTPUT_DIR") or None)
+
+
+def shutdown() -> None:
+    """Shut the tracer provider down (stops any processor threads)."""
+    provider = _state["provider"]
+    if provider is not None:
+        provider.shutdown()

@@ -1,0 +1,38 @@
+"""Gunicorn hooks for the benchmark app: install the watching stack in each worker.
+
+The stack (tracer provider, span processors, any profiler threads) is built in
+``post_fork``, i.e. in the worker after fork, never in the master; don't combine
+this file with ``--preload``. Usage::
+
+    BENCH_CONFIG=otel gunicorn -c bench/gunicorn_conf.py --chdir . \\
+        -w 1 -k gthread --threads 4 -b 127.0.0.1:8000 bench.app:app
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+preload_app = False
+graceful_timeout = 5
+#: gunicorn >= 25 opens a control socket in ~/.gunicorn by default; benchmark servers
+#: run side by side with others, so keep them off it (older versions ignore this name).
+control_socket_disable = True
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    if _ROOT not in sys.path:
+        sys.path.insert(0, _ROOT)
+    from bench import app as bench_app
+
+    bench_app.install_from_env()
+    worker.log.info("bench: installed %s in pid %s", bench_app._state["config"], os.getpid())
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    from bench import app as bench_app
+
+    bench_app.shutdown()

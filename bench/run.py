@@ -1,0 +1,431 @@
+"""Overhead benchmark: throughput of the reference app under each watching configuration.
+
+For every repetition and every configuration (order rotated each repetition), start
+gunicorn (1 worker, gthread x4, 127.0.0.1 only), wait for it, then for each endpoint
+warm up and run ``wrk -t2 -c8 -d<duration>s --latency``. Throughput is reported as a
+ratio against ``otel`` measured in the same repetition (median and min-max across
+repetitions), with median p50/p99 latency alongside. Usage::
+
+    python bench/run.py --reps 5 --duration 10            # full run, ~16 min
+    python bench/run.py --quick --configs bare,otel       # smoke check, 1 rep x 2 s
+    python bench/run.py --endpoints /cpu,/io --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GUNICORN_CONF = os.path.join(ROOT, "bench", "gunicorn_conf.py")
+HOST = "127.0.0.1"
+CONFIGS = ("bare", "otel", "wpm", "wpm_precise")
+ENDPOINTS = ("/fast", "/cpu", "/cpu_mix", "/io")
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+WRK_THREADS = 2
+WRK_CONNECTIONS = 8
+SUSPICIOUS_LOG = re.compile(r"Traceback|\[ERROR\]|\[CRITICAL\]|WARNING|Warning|Exception")
+
+
+@dataclasses.dataclass
+class Sample:
+    """One wrk measurement of one endpoint under one configuration."""
+
+    rep: int
+    config: str
+    endpoint: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    socket_errors: dict[str, int]
+    non_2xx: int
+
+    @property
+    def errors(self) -> int:
+        return sum(self.socket_errors.values()) + self.non_2xx
+
+
+@dataclasses.dataclass
+class RunIssues:
+    """Anything suspicious seen during the run."""
+
+    start_failures: list[str] = dataclasses.field(default_factory=list)
+    log_lines: list[str] = dataclasses.field(default_factory=list)
+    report_files: list[str] = dataclasses.field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def _to_ms(value: str, unit: str) -> float:
+    return float(value) * _UNIT_MS[unit]
+
+
+def parse_wrk(text: str) -> dict[str, Any]:
+    """Requests/sec, p50/p99 (ms), request count, socket errors and non-2xx from wrk output."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if rps is None:
+        raise ValueError(f"no Requests/sec in wrk output:\n{text}")
+    lat = {
+        pct: _to_ms(val, unit)
+        for pct, val, unit in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.M)
+    }
+    total = re.search(r"(\d+) requests in", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    socket_errors = (
+        dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()))) if sock else {}
+    )
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {
+        "rps": float(rps.group(1)),
+        "p50_ms": lat.get("50", float("nan")),
+        "p99_ms": lat.get("99", float("nan")),
+        "requests": int(total.group(1)) if total else 0,
+        "socket_errors": {k: v for k, v in socket_errors.items() if v},
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+    }
+
+
+def run_wrk(url: str, duration: float, latency: bool = True) -> str:
+    cmd = ["wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{duration:g}s"]
+    if latency:
+        cmd.append("--latency")
+    done = subprocess.run(
+        cmd + [url], capture_output=True, text=True, timeout=duration + 30, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    return done.stdout
+
+
+# ------------------------------------------------------------------------ server
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _tail(path: str, lines: int = 40) -> str:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return "".join(fh.readlines()[-lines:])
+
+
+def _get_json(url: str) -> Optional[dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:
+            return json.loads(resp.read().decode())
+    except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+        return None
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, config: str, log: str) -> None:
+    """Poll ``/_bench/config`` until the worker answers with ``config`` installed."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn ({config}) exited {proc.returncode}:\n{_tail(log)}")
+        info = _get_json(f"http://{HOST}:{port}/_bench/config")
+        if info is not None:
+            if info.get("config") != config:
+                raise RuntimeError(f"worker reports config {info.get('config')!r}, not {config}")
+            if config.startswith("wpm") and "ProfilingSpanProcessor" not in info["processors"]:
+                raise RuntimeError(f"no ProfilingSpanProcessor installed: {info}")
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"gunicorn ({config}) not ready in {READY_TIMEOUT_S}s:\n{_tail(log)}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the gunicorn master and wait (bounded); SIGKILL its group as a last resort."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+@contextmanager
+def gunicorn(config: str, workdir: str) -> Iterator[int]:
+    """Run the bench app under ``config`` on a free loopback port; yields the port."""
+    port = free_port()
+    log = os.path.join(workdir, f"gunicorn-{config}-{port}.log")
+    env = dict(os.environ, BENCH_CONFIG=config, BENCH_OUTPUT_DIR=os.path.join(workdir, "reports"))
+    cmd = [
+        sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, "--chdir", ROOT,
+        "-w", "1", "-k", "gthread", "--threads", "4", "-b", f"{HOST}:{port}",
+        "bench.app:app",
+    ]  # fmt: skip
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        wait_ready(proc, port, config, log)
+        yield port
+    finally:
+        stop(proc)
+
+
+def scan_log(workdir: str) -> list[str]:
+    """Suspicious lines (tracebacks, warnings, errors) from all gunicorn logs so far."""
+    found = []
+    for name in sorted(os.listdir(workdir)):
+        if name.endswith(".log"):
+            with open(os.path.join(workdir, name), encoding="utf-8", errors="replace") as fh:
+                found += [f"{name}: {ln.rstrip()}" for ln in fh if SUSPICIOUS_LOG.search(ln)]
+    return found
+
+
+# --------------------------------------------------------------------- measuring
+
+
+def measure_config(
+    rep: int, config: str, endpoints: Sequence[str], args: argparse.Namespace, workdir: str
+) -> list[Sample]:
+    samples = []
+    with gunicorn(config, workdir) as port:
+        for endpoint in endpoints:
+            url = f"http://{HOST}:{port}{endpoint}"
+            if args.warmup > 0:
+                run_wrk(url, args.warmup, latency=False)
+            parsed = parse_wrk(run_wrk(url, args.duration))
+            sample = Sample(rep=rep, config=config, endpoint=endpoint, **parsed)
+            samples.append(sample)
+            flag = ""
+            if sample.errors:
+                flag = f"  ERRORS {sample.socket_errors} non2xx={sample.non_2xx}"
+            print(
+                f"  rep {rep} {config:<12} {endpoint:<9} {sample.rps:9.1f} req/s "
+                f"p50 {sample.p50_ms:7.2f} ms p99 {sample.p99_ms:7.2f} ms{flag}",
+                flush=True,
+            )
+    return samples
+
+
+def rotated(items: Sequence[str], rep: int) -> list[str]:
+    shift = rep % len(items)
+    return list(items[shift:]) + list(items[:shift])
+
+
+def run_all(args: argparse.Namespace, workdir: str, issues: RunIssues) -> list[Sample]:
+    samples: list[Sample] = []
+    for rep in range(args.reps):
+        for config in rotated(args.configs, rep):
+            try:
+                samples += measure_config(rep, config, args.endpoints, args, workdir)
+            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+                print(f"  rep {rep} {config}: FAILED: {exc}", flush=True)
+                issues.start_failures.append(f"rep {rep} {config}: {exc}")
+    return samples
+
+
+# ----------------------------------------------------------------------- summary
+
+
+def _rps(samples: Sequence[Sample]) -> dict[tuple[int, str, str], float]:
+    return {(s.rep, s.config, s.endpoint): s.rps for s in samples}
+
+
+def ratios(samples: Sequence[Sample], num: str, den: str, endpoint: str) -> list[float]:
+    """Per-repetition throughput ratio ``num / den`` on ``endpoint``."""
+    rps = _rps(samples)
+    reps = sorted({s.rep for s in samples})
+    return [
+        rps[(r, num, endpoint)] / rps[(r, den, endpoint)]
+        for r in reps
+        if (r, num, endpoint) in rps and rps.get((r, den, endpoint))
+    ]
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def _median_of(samples: Sequence[Sample], config: str, endpoint: str, field: str) -> float:
+    values = [getattr(s, field) for s in samples if s.config == config and s.endpoint == endpoint]
+    return statistics.median(values) if values else float("nan")
+
+
+def summarise(samples: Sequence[Sample], args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for endpoint in args.endpoints:
+        rows = {}
+        for config in args.configs:
+            rows[config] = {
+                "ratio_vs_baseline": spread(ratios(samples, config, args.baseline, endpoint)),
+                "rps_median": _median_of(samples, config, endpoint, "rps"),
+                "p50_ms_median": _median_of(samples, config, endpoint, "p50_ms"),
+                "p99_ms_median": _median_of(samples, config, endpoint, "p99_ms"),
+                "errors": sum(
+                    s.errors for s in samples if s.config == config and s.endpoint == endpoint
+                ),
+            }
+        otel_vs_bare = spread(ratios(samples, "otel", "bare", endpoint))
+        out[endpoint] = {"configs": rows, "otel_vs_bare": otel_vs_bare}
+    return out
+
+
+def _fmt_spread(sp: dict[str, float]) -> str:
+    if not sp["n"]:
+        return "n/a"
+    return f"{sp['median']:.2f} [{sp['min']:.2f}-{sp['max']:.2f}]"
+
+
+def print_tables(summary: dict[str, Any], args: argparse.Namespace) -> None:
+    for endpoint, block in summary.items():
+        print(f"\n{endpoint}   throughput vs {args.baseline} (same repetition): median [min-max]")
+        head = ("config", "ratio", "p50 ms", "p99 ms", "req/s", "errors")
+        print("  {:<12} {:<20} {:>8} {:>8} {:>9} {:>7}".format(*head))
+        for config, row in block["configs"].items():
+            print(
+                f"  {config:<12} {_fmt_spread(row['ratio_vs_baseline']):<20} "
+                f"{row['p50_ms_median']:8.2f} {row['p99_ms_median']:8.2f} "
+                f"{row['rps_median']:9.1f} {row['errors']:7d}"
+            )
+        if block["otel_vs_bare"]["n"]:
+            print(f"  otel vs bare: {_fmt_spread(block['otel_vs_bare'])}")
+
+
+def print_markdown(summary: dict[str, Any], args: argparse.Namespace) -> None:
+    """The headline matrix, ready to paste into bench/README.md."""
+    eps = list(summary)
+    print(f"\nThroughput vs {args.baseline}, median [min-max] over {args.reps} reps:\n")
+    print("| config | " + " | ".join(f"`{e}`" for e in eps) + " |")
+    print("|---" * (len(eps) + 1) + "|")
+    for config in args.configs:
+        cells = [_fmt_spread(summary[e]["configs"][config]["ratio_vs_baseline"]) for e in eps]
+        print(f"| {config} | " + " | ".join(cells) + " |")
+    if all(summary[e]["otel_vs_bare"]["n"] for e in eps):
+        cells = [_fmt_spread(summary[e]["otel_vs_bare"]) for e in eps]
+        print("| otel / bare | " + " | ".join(cells) + " |")
+
+
+def print_issues(samples: Sequence[Sample], issues: RunIssues) -> None:
+    bad = [s for s in samples if s.errors]
+    print("\nChecks:")
+    print(f"  wrk socket errors / non-2xx: {len(bad)} of {len(samples)} runs affected")
+    for s in bad:
+        print(f"    rep {s.rep} {s.config} {s.endpoint}: {s.socket_errors} non2xx={s.non_2xx}")
+    print(f"  server start failures: {len(issues.start_failures)}")
+    for line in issues.start_failures:
+        print("    " + line.replace("\n", "\n    "))
+    print(f"  suspicious gunicorn log lines: {len(issues.log_lines)}")
+    for line in issues.log_lines[:20]:
+        print("    " + line)
+    print(f"  reports written (expected 0, nothing is slow): {len(issues.report_files)}")
+
+
+# -------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated")
+    ap.add_argument("--endpoints", default=",".join(ENDPOINTS), help="comma-separated")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk before each run")
+    ap.add_argument("--baseline", default="otel", help="config the ratios are taken against")
+    ap.add_argument("--json", dest="json_out", help="write samples and summary here")
+    ap.add_argument("--log-dir", help="keep gunicorn logs here (default: a temp dir, removed)")
+    ap.add_argument("--quick", action="store_true", help="smoke check: 1 rep, 2 s, 1 s warm-up")
+    args = ap.parse_args(argv)
+    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    args.endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
+    if args.quick:
+        args.reps, args.duration, args.warmup = 1, 2.0, 1.0
+    unknown = set(args.configs) - set(CONFIGS)
+    if unknown:
+        ap.error(f"unknown configs {sorted(unknown)}; choose from {CONFIGS}")
+    if args.baseline not in args.configs:
+        args.baseline = args.configs[0]
+    if not 1 <= args.reps <= 100 or not 0 < args.duration <= 600:
+        ap.error("--reps must be 1..100 and --duration 0..600")
+    return args
+
+
+@contextmanager
+def _workdir(keep: Optional[str]) -> Iterator[str]:
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        yield keep
+        return
+    with tempfile.TemporaryDirectory(prefix="otel-wpm-bench-") as tmp:
+        yield tmp
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk not found on PATH", file=sys.stderr)
+        return 2
+    print(
+        f"configs={args.configs} endpoints={args.endpoints} reps={args.reps} "
+        f"duration={args.duration:g}s warmup={args.warmup:g}s wrk -t{WRK_THREADS} "
+        f"-c{WRK_CONNECTIONS}; gunicorn -w 1 -k gthread --threads 4; cpus={os.cpu_count()}",
+        flush=True,
+    )
+    issues = RunIssues()
+    with _workdir(args.log_dir) as workdir:
+        os.makedirs(os.path.join(workdir, "reports"), exist_ok=True)
+        samples = run_all(args, workdir, issues)
+        issues.log_lines = scan_log(workdir)
+        issues.report_files = sorted(os.listdir(os.path.join(workdir, "reports")))
+    summary = summarise(samples, args)
+    print_tables(summary, args)
+    print_markdown(summary, args)
+    print_issues(samples, issues)
+    if args.json_out:
+        write_json(args, samples, summary, issues)
+    return 1 if issues.start_failures or any(s.errors for s in samples) else 0
+
+
+def write_json(
+    args: argparse.Namespace, samples: Sequence[Sample], summary: dict[str, Any], issues: RunIssues
+) -> None:
+    data = {
+        "meta": {k: v for k, v in vars(args).items() if k != "json_out"} | {"cpus": os.cpu_count()},
+        "samples": [dataclasses.asdict(s) for s in samples],
+        "summary": summary,
+        "issues": dataclasses.asdict(issues),
+    }
+    with open(args.json_out, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+    print(f"\nwrote {args.json_out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
