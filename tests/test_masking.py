@@ -205,8 +205,9 @@ def test_mask_text_prefers_longest_secret() -> None:
 json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=10)
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 secret_names = st.sampled_from(["password", "Authorization", "x-api-key", "refresh_token"])
