@@ -46,6 +46,8 @@ IO_SLEEP_SECONDS = 0.02
 SLOW_SLEEP_SECONDS = 1.2
 #: URL patterns the profiler is told to ignore in the ``wpm*`` configurations.
 URL_BLACKLIST = (r"^/_bench/", r"^/static/")
+#: Extra keys masked in captured request data in the ``wpm*`` configurations.
+MASK_KEYS = ("password", "api_key")
 
 app = Flask(__name__)
 _state: dict[str, Any] = {"config": None, "provider": None, "output_dir": None}
@@ -151,8 +153,12 @@ def _add_profiler(provider: Any, engine: Optional[str], output_dir: str) -> None
 
     options: dict[str, Any] = {
         "threshold_seconds": 1.0,
+        "enable_local_file": True,
         "local_output_dir": output_dir,
+        "enable_url_blacklist": True,
         "url_blacklist": list(URL_BLACKLIST),
+        "capture_headers": True,
+        "mask_keys": list(MASK_KEYS),
     }
     if engine is not None:
         options["engine"] = engine
