@@ -1,0 +1,110 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from mattermost_server import FakeMattermostServer
+
+from otel_wpm.alert import Alert, HotFrame
+
+# --- Alert delivery fixtures: a fake Mattermost server and a real redis-server ---------
+
+
+@pytest.fixture
+def make_alert() -> Callable[..., Alert]:
+    """Builds an :class:`Alert` for ``GET /users/<id>``; keyword arguments override fields."""
+
+    def build(**overrides: Any) -> Alert:
+        fields: dict[str, Any] = {
+            "service": "shop",
+            "method": "GET",
+            "route": "/users/<id>",
+            "url": "https://shop.example.com/users/42?token=***",
+            "status": 200,
+            "duration_seconds": 2.345,
+            "threshold_seconds": 1.0,
+            "host": "web-1",
+            "trace_id": "0af7651916cd43dd8448eb211c80319c",
+            "span_id": "b7ad6b7169203331",
+            "start_time": datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc),
+            "trace_url": "https://traces.example.com/trace/0af7651916cd43dd8448eb211c80319c",
+            "report_url": "https://reports.example.com/r/0af76519.html",
+            "report_path": Path("/tmp/0af76519.html"),
+            "report_filename": "0af76519.html",
+            "report_html": b"<html><body>r\xc3\xa9port\r\n\x00end</body></html>",
+            "hot_frames": (
+                HotFrame("load_user", "app/users.py:42", 1.5, 0.64),
+                HotFrame("render", "app/views.py:7", 0.5, 0.21),
+            ),
+        }
+        fields.update(overrides)
+        return Alert(**fields)
+
+    return build
+
+
+@pytest.fixture
+def mattermost_server() -> Iterator[FakeMattermostServer]:
+    """A started loopback Mattermost; ``.url``, ``.token`` and ``.channel_id`` to configure."""
+    with FakeMattermostServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway redis-server on a free loopback port, as a ``redis://`` URL."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.skip("redis-server is not on PATH (apt-get install redis-server)")
+    port = _free_loopback_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            executable,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_redis_ready(process)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_redis_ready(process: subprocess.Popen[str]) -> None:
+    # redis-server logs this line once it accepts connections; EOF means it exited.
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "Ready to accept connections" in line:
+            threading.Thread(
+                target=process.stdout.read, daemon=True
+            ).start()  # keep the pipe drained
+            return
+    raise RuntimeError(f"redis-server exited with status {process.wait()}")
