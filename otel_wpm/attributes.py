@@ -14,3 +14,7 @@ REPORT_FILE = "wpm.report.file"
 THRESHOLD_SECONDS = "wpm.threshold_seconds"
 
 ALL = (SLOW, REPORT_URL, REPORT_FILE, THRESHOLD_SECONDS)
+
+#: Set by ``PerformanceMonitor.create_decorator()`` on the span of a decorated
+#: function, so that the processor profiles it like a request.
+PROFILE = "wpm.profile"

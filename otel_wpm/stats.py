@@ -57,7 +57,7 @@ class Stats:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            counts = dict(self._counts)
+            counts: dict[str, Any] = dict(self._counts)
             overhead = dict(self._overhead)
         total = counts["total_requests"]
         counts["slow_request_rate"] = 100.0 * counts["slow_requests"] / total if total else 0.0

@@ -1,0 +1,97 @@
+"""From a written report to alerts: build the :class:`Alert`, pick exporters and de-dup store."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Optional
+
+from .alert import Alert
+from .config import Config
+from .dedup import DedupStore, MemoryDedupStore, RedisDedupStore, SQLiteDedupStore
+from .delivery import AlertDispatcher
+from .exporters import AlertExporter, LocalFileExporter, MattermostExporter
+from .masking import SecretMasker
+from .profile import hot_frames
+from .report import SlowRequest
+
+DEDUP_FILE_NAME = ".otel-wpm-dedup.sqlite3"
+
+
+def build_exporters(config: Config) -> list[AlertExporter]:
+    exporters: list[AlertExporter] = []
+    if config.enable_local_file:
+        exporters.append(LocalFileExporter(config.local_output_dir))
+    if config.enable_mattermost:
+        exporters.append(
+            MattermostExporter(
+                config.mattermost_server_url,
+                config.mattermost_token,
+                config.mattermost_channel_id,
+                timeout_seconds=config.mattermost_timeout_seconds,
+            )
+        )
+    return exporters
+
+
+def build_dedup_store(config: Config) -> DedupStore:
+    """Redis when configured (several hosts), else SQLite beside the reports (one host)."""
+    if config.dedup_redis_url:
+        return RedisDedupStore(config.dedup_redis_url)
+    if config.enable_local_file:
+        return SQLiteDedupStore(Path(config.local_output_dir) / DEDUP_FILE_NAME)
+    return MemoryDedupStore()
+
+
+def build_alert(
+    slow: SlowRequest, report_path: Optional[os.PathLike[str]], report: bytes, masker: SecretMasker
+) -> Alert:
+    return Alert(
+        service=slow.service,
+        method=slow.facts.method,
+        route=slow.facts.route_or_path,
+        url=masker.mask_url(slow.facts.url),
+        status=slow.facts.status,
+        duration_seconds=slow.duration_seconds,
+        threshold_seconds=slow.threshold_seconds,
+        host=socket.gethostname(),
+        trace_id=slow.trace_id,
+        span_id=slow.span_id,
+        start_time=slow.started_at,
+        trace_url=slow.trace_url,
+        report_url=slow.report_link,
+        report_path=Path(report_path) if report_path else None,
+        report_filename=slow.report_file,
+        report_html=report,
+        hot_frames=hot_frames(slow.profile.session),
+        in_flight=slow.in_flight,
+    )
+
+
+class AlertPipeline:
+    """The exporters, de-dup store and delivery thread for one configuration."""
+
+    def __init__(self, config: Config, stats: Any) -> None:
+        self.dispatcher = AlertDispatcher(
+            build_exporters(config),
+            build_dedup_store(config),
+            window_seconds=config.alert_window_days * 86400,
+            stats=stats,
+            queue_size=config.alert_queue_size,
+        )
+
+    def submit(
+        self,
+        slow: SlowRequest,
+        report_path: Optional[os.PathLike[str]],
+        report: bytes,
+        masker: SecretMasker,
+    ) -> None:
+        self.dispatcher.submit(build_alert(slow, report_path, report, masker))
+
+    def flush(self, timeout: float) -> bool:
+        return self.dispatcher.flush(timeout)
+
+    def shutdown(self, timeout: float) -> None:
+        self.dispatcher.shutdown(timeout)

@@ -1,0 +1,146 @@
+"""Capture what a request carried (headers, query, body) without disturbing the app.
+
+The body is never read by us: :class:`RecordingInput` replaces ``wsgi.input``
+and keeps a copy of the first bytes *the application* reads, so the app gets
+exactly the bytes it would have got without the monitor, when it wants them.
+
+Finding the WSGI environ: a span processor only sees the span, so at the start
+of a request span we look up the call stack for the nearest frame with a local
+named ``environ`` holding a WSGI environ. Every WSGI server, framework and
+OpenTelemetry WSGI/Flask/Django instrumentation has one on the stack there.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Optional
+
+from typing_extensions import TypeGuard
+
+_MAX_FRAMES_TO_SEARCH = 64
+_HEADER_NAMES_WITHOUT_PREFIX = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}
+
+
+class RecordingInput:
+    """A ``wsgi.input`` stand-in that remembers up to ``limit`` bytes of what was read."""
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._kept = bytearray()
+        self.bytes_read = 0
+
+    def _keep(self, data: bytes) -> bytes:
+        self.bytes_read += len(data)
+        room = self._limit - len(self._kept)
+        if room > 0 and data:
+            self._kept += data[:room]
+        return data
+
+    @property
+    def kept(self) -> bytes:
+        return bytes(self._kept)
+
+    @property
+    def truncated(self) -> bool:
+        return self.bytes_read > len(self._kept)
+
+    def read(self, *args: Any) -> bytes:
+        return self._keep(self._stream.read(*args))
+
+    def readline(self, *args: Any) -> bytes:
+        return self._keep(self._stream.readline(*args))
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if hasattr(self._stream, "readinto"):
+            count = self._stream.readinto(view)
+        else:
+            data = self._stream.read(len(view))
+            count = len(data)
+            view[:count] = data
+        if count:
+            self._keep(bytes(view[:count]))
+        return count or 0
+
+    def readlines(self, *args: Any) -> list[bytes]:
+        return [self._keep(line) for line in self._stream.readlines(*args)]
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self._stream:
+            yield self._keep(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _looks_like_environ(value: Any) -> TypeGuard[dict[str, Any]]:
+    return isinstance(value, dict) and "wsgi.input" in value and "REQUEST_METHOD" in value
+
+
+def find_wsgi_environ(frame: Optional[FrameType] = None) -> Optional[dict[str, Any]]:
+    """The WSGI environ of the request being served on this thread, if one is on the stack."""
+    frame = frame or sys._getframe(1)
+    for _ in range(_MAX_FRAMES_TO_SEARCH):
+        if frame is None:
+            return None
+        # co_varnames is a cheap tuple lookup; f_locals is only built for likely frames.
+        if "environ" in frame.f_code.co_varnames:
+            candidate = frame.f_locals.get("environ")
+            if _looks_like_environ(candidate):
+                return candidate
+        frame = frame.f_back
+    return None
+
+
+def start_recording(environ: dict[str, Any], limit: int) -> Optional[RecordingInput]:
+    """Put a :class:`RecordingInput` in front of ``wsgi.input`` (once per environ)."""
+    current = environ.get("wsgi.input")
+    if isinstance(current, RecordingInput):
+        return current
+    if current is None or limit <= 0:
+        return None
+    recorder = RecordingInput(current, limit)
+    environ["wsgi.input"] = recorder
+    return recorder
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    """A copy of the request data taken when the span ends; masked only when rendered."""
+
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    query: str = ""
+    content_type: str = ""
+    body: bytes = b""
+    body_bytes_read: int = 0
+    body_truncated: bool = False
+
+
+def _headers_of(environ: dict[str, Any]) -> list[tuple[str, str]]:
+    headers = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers.append((key[5:].replace("_", "-").title(), str(value)))
+        elif key in _HEADER_NAMES_WITHOUT_PREFIX:
+            headers.append((_HEADER_NAMES_WITHOUT_PREFIX[key], str(value)))
+    return sorted(headers)
+
+
+def snapshot(
+    environ: Optional[dict[str, Any]], recorder: Optional[RecordingInput], with_headers: bool
+) -> RawRequest:
+    """Copy what the report needs out of the environ before the server reuses it."""
+    if environ is None:
+        return RawRequest()
+    return RawRequest(
+        headers=_headers_of(environ) if with_headers else [],
+        query=str(environ.get("QUERY_STRING", "")),
+        content_type=str(environ.get("CONTENT_TYPE", "")),
+        body=recorder.kept if recorder else b"",
+        body_bytes_read=recorder.bytes_read if recorder else 0,
+        body_truncated=recorder.truncated if recorder else False,
+    )

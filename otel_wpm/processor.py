@@ -1,0 +1,348 @@
+"""``ProfilingSpanProcessor``: profile request spans, report the slow ones.
+
+Usage with an SDK ``TracerProvider`` you already have::
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from otel_wpm import Config, ProfilingSpanProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(ProfilingSpanProcessor(Config(threshold_seconds=0.5)))
+
+What it watches: server spans that are local roots (no parent, or a remote
+parent), from whichever instrumentation made them, and spans of functions
+decorated by ``PerformanceMonitor.create_decorator()``. Every other span costs
+one attribute check.
+
+The path of a watched span:
+
+1. ``on_start`` (request thread): register it with the :class:`StackSampler`,
+   put a :class:`RecordingInput` in front of ``wsgi.input``, and with the
+   precise engine maybe start a pyinstrument profiler.
+2. Sampler thread: once the span is older than the threshold, mark the *live*
+   span with ``wpm.slow`` and ``wpm.report.url`` so the trace links to the
+   report; once it is older than ``hung_request_factor`` x threshold, report it
+   while it still runs.
+3. ``on_end`` (request thread): fast spans are forgotten; slow ones are copied
+   into a :class:`SlowRequest` and queued.
+4. Report thread: render the HTML, write the file, hand an :class:`Alert` to
+   the alert dispatcher, which de-duplicates and delivers on its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
+
+from . import attributes
+from .alerting import AlertPipeline
+from .capture import find_wsgi_environ, snapshot, start_recording
+from .config import Config
+from .logs import LogOnce
+from .masking import SecretMasker
+from .precise import OverheadBudget, start_profiler, stop_profiler
+from .profile import Profile, session_from_samples
+from .report import SlowRequest, render_report, report_file_name
+from .report_store import ReportStore
+from .sampler import InFlightRequest, SamplerListener, StackSampler
+from .semconv import HttpFacts, http_facts
+from .stats import Stats
+from .worker import BackgroundWorker
+
+logger = logging.getLogger("otel_wpm")
+
+
+def _facts_of(span: ReadableSpan) -> HttpFacts:
+    if span.kind is SpanKind.SERVER:
+        return http_facts(span.attributes)
+    return HttpFacts(
+        method="CALL", path=span.name, query="", url=span.name, route=span.name, status=None
+    )
+
+
+class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
+    """An OpenTelemetry span processor that explains slow requests with a profile."""
+
+    def __init__(self, config: Optional[Config] = None) -> None:
+        self._config = config if config is not None else Config.from_env()
+        self.stats = Stats()
+        self._failures = LogOnce(logger)
+        self._watched: dict[int, InFlightRequest] = {}
+        self._started_cpu = time.process_time()
+        self._sampler = StackSampler(self, **self._sampler_settings(self._config))
+        self._reports: BackgroundWorker[SlowRequest] = BackgroundWorker(
+            "otel-wpm-reports", self._report, self._config.alert_queue_size, self._report_dropped
+        )
+        self._apply(self._config)
+
+    # --- configuration -------------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @staticmethod
+    def _sampler_settings(config: Config) -> dict[str, Any]:
+        threshold = config.threshold_seconds
+        factor = config.hung_request_factor
+        return {
+            "interval_seconds": config.sampling_interval_seconds,
+            "sample_after_seconds": threshold * config.sample_after_fraction,
+            "threshold_seconds": threshold,
+            "hung_after_seconds": threshold * factor if factor else None,
+        }
+
+    def _apply(self, config: Config) -> None:
+        self._masker = SecretMasker.from_env(config.mask_keys)
+        self._store = ReportStore(config.local_output_dir) if config.enable_local_file else None
+        self._budget = (
+            OverheadBudget(config.max_performance_overhead)
+            if config.engine == "pyinstrument"
+            else None
+        )
+        self._alerts = AlertPipeline(config, self.stats)
+
+    def update_config(self, config: Config) -> None:
+        """Use ``config`` from now on; requests in flight finish under the old one."""
+        old_alerts = self._alerts
+        self._config = config
+        self._sampler.configure(**self._sampler_settings(config))
+        self._apply(config)
+        old_alerts.shutdown(config.shutdown_timeout_seconds)
+
+    # --- SpanProcessor -------------------------------------------------------------------
+
+    def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
+        try:
+            nested = self._watch_kind(span)
+            if nested is not None and self._config.enabled:
+                self._watch(span, nested)
+        except Exception:
+            self._failures.warning("on_start", "otel-wpm failed to watch a span", exc_info=True)
+
+    def _watch_kind(self, span: Span) -> Optional[bool]:
+        """None: not watched; False: a request span; True: a decorated function in a request."""
+        if span.kind is SpanKind.SERVER and (span.parent is None or span.parent.is_remote):
+            return False
+        if span.attributes and span.attributes.get(attributes.PROFILE):
+            return self._sampler.is_watching_thread(threading.get_ident())
+        return None
+
+    def _watch(self, span: Span, nested: bool) -> None:
+        if span.kind is SpanKind.SERVER:
+            facts = http_facts(span.attributes)
+            if self._config.is_url_blacklisted(facts.url, facts.path):
+                self.stats.incr("total_requests")
+                self.stats.incr("blacklisted_requests")
+                return
+        request = InFlightRequest(
+            span=span, thread_id=threading.get_ident(), start_ns=span.start_time or time.time_ns()
+        )
+        if not nested:
+            request.environ = find_wsgi_environ(sys._getframe(1))
+            if request.environ is not None:
+                request.recorder = start_recording(request.environ, self._config.capture_body_bytes)
+        for stale in self._sampler.register(request, nested):
+            self._forget_stale(stale)
+        if self._budget is not None and not nested and self._budget.should_profile():
+            request.profiler = start_profiler(self._config.sampling_interval_seconds / 10)
+            request.sampling_paused = request.profiler is not None
+        self._watched[span.context.span_id] = request
+
+    def _forget_stale(self, stale: InFlightRequest) -> None:
+        self._watched.pop(stale.span.context.span_id, None)
+        if stale.profiler is not None:
+            stop_profiler(stale.profiler)
+        self._failures.warning(
+            "stale",
+            "otel-wpm: a watched span never ended on thread %d; its state was discarded",
+            stale.thread_id,
+        )
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            if span.context is None:
+                return
+            request = self._watched.pop(span.context.span_id, None)
+            if request is not None:
+                self._finish(span, request)
+        except Exception:
+            self._failures.warning("on_end", "otel-wpm failed to finish a span", exc_info=True)
+
+    def _finish(self, span: ReadableSpan, request: InFlightRequest) -> None:
+        self._sampler.unregister(request)
+        duration = ((span.end_time or time.time_ns()) - request.start_ns) / 1e9
+        session = stop_profiler(request.profiler) if request.profiler is not None else None
+        if self._budget is not None:
+            self._budget.observe(duration, profiled=request.profiler is not None)
+        if request.profiler is not None:
+            self.stats.incr("profiles_precise")
+        slow = duration >= self._config.threshold_seconds
+        self.stats.incr("total_requests")
+        self.stats.record_duration(duration, slow)
+        if slow:
+            self.stats.incr("slow_requests")
+            self._reports.submit(self._slow_request(span, request, duration, session))
+
+    # --- SamplerListener (sampler thread) ------------------------------------------------
+
+    def on_threshold_crossed(self, request: InFlightRequest) -> None:
+        span = request.span
+        if span.end_time is not None:
+            return
+        file_name = self._report_file_name(span, request, in_flight=False)
+        request.report_file = file_name
+        link = self._report_link(span, file_name)
+        span.set_attribute(attributes.SLOW, True)
+        span.set_attribute(attributes.THRESHOLD_SECONDS, self._config.threshold_seconds)
+        span.set_attribute(attributes.REPORT_FILE, file_name)
+        if link:
+            span.set_attribute(attributes.REPORT_URL, link)
+
+    def on_hung(self, request: InFlightRequest) -> None:
+        span = request.span
+        if span.end_time is not None:
+            return
+        age = (time.time_ns() - request.start_ns) / 1e9
+        self._reports.submit(self._slow_request(span, request, age, None, in_flight=True))
+
+    # --- building reports ----------------------------------------------------------------
+
+    def _report_file_name(
+        self, span: ReadableSpan, request: InFlightRequest, in_flight: bool
+    ) -> str:
+        facts = _facts_of(span)
+        return report_file_name(
+            datetime.fromtimestamp(request.start_ns / 1e9, tz=timezone.utc),
+            facts.method,
+            facts.route_or_path,
+            format_trace_id(span.context.trace_id),
+            format_span_id(span.context.span_id),
+            in_flight,
+        )
+
+    def _report_link(self, span: ReadableSpan, file_name: str) -> Optional[str]:
+        base = self._config.report_base_url
+        if base:
+            return f"{base}/trace/{format_trace_id(span.context.trace_id)}"
+        if self._store is not None:
+            return str(self._store.path_of(file_name))
+        return None
+
+    def _trace_url(self, span: ReadableSpan) -> Optional[str]:
+        template = self._config.trace_url_template
+        if not template:
+            return None
+        return template.format(
+            trace_id=format_trace_id(span.context.trace_id),
+            span_id=format_span_id(span.context.span_id),
+        )
+
+    def _service_name(self, span: ReadableSpan) -> str:
+        if self._config.service_name:
+            return self._config.service_name
+        return str(span.resource.attributes.get("service.name", "unknown_service"))
+
+    def _slow_request(
+        self,
+        span: ReadableSpan,
+        request: InFlightRequest,
+        duration: float,
+        session: Any,
+        in_flight: bool = False,
+    ) -> SlowRequest:
+        facts = _facts_of(span)
+        samples = list(request.samples)
+        interval = self._config.sampling_interval_seconds
+        if session is not None:
+            profile = Profile(session, "pyinstrument", session.duration, duration)
+        else:
+            session = session_from_samples(
+                samples, request.start_ns / 1e9, duration, interval, f"{facts.method} request"
+            )
+            profile = Profile(session, "sampling", request.sampled_seconds(), duration)
+        file_name = (
+            self._report_file_name(span, request, in_flight=True)
+            if in_flight
+            else request.report_file or self._report_file_name(span, request, in_flight=False)
+        )
+        return SlowRequest(
+            service=self._service_name(span),
+            facts=facts,
+            trace_id=format_trace_id(span.context.trace_id),
+            span_id=format_span_id(span.context.span_id),
+            start_time=request.start_ns / 1e9,
+            duration_seconds=duration,
+            threshold_seconds=self._config.threshold_seconds,
+            raw_request=snapshot(request.environ, request.recorder, self._config.capture_headers),
+            profile=profile,
+            report_file=file_name,
+            report_link=self._report_link(span, file_name),
+            trace_url=self._trace_url(span),
+            in_flight=in_flight,
+        )
+
+    # --- report thread -------------------------------------------------------------------
+
+    def _report(self, slow: SlowRequest) -> None:
+        content = render_report(slow, self._masker).encode("utf-8")
+        path = None
+        if self._store is not None:
+            path = self._write(slow.report_file, content)
+        self._alerts.submit(slow, path, content, self._masker)
+
+    def _write(self, file_name: str, content: bytes) -> Optional[os.PathLike[str]]:
+        assert self._store is not None
+        try:
+            path = self._store.write(file_name, content)
+        except OSError as exc:
+            self.stats.incr("reports_failed")
+            self._failures.warning(
+                "report-write",
+                "otel-wpm cannot write reports to %s: %s",
+                self._store.directory,
+                exc.strerror or exc,
+            )
+            return None
+        self._failures.recovered(
+            "report-write", "otel-wpm writes reports to %s again", self._store.directory
+        )
+        self.stats.incr("reports_written")
+        return path
+
+    def _report_dropped(self, slow: SlowRequest) -> None:
+        self.stats.incr("reports_failed")
+        self._failures.warning("report-queue", "otel-wpm report queue is full; dropping the oldest")
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def get_stats(self) -> dict[str, Any]:
+        if self._budget is not None:
+            self.stats.set_overhead(self._budget.estimated_overhead(), **self._budget.details())
+        else:
+            process_cpu = max(time.process_time() - self._started_cpu, 1e-9)
+            self.stats.set_overhead(
+                self._sampler.cpu_seconds / process_cpu,
+                method="CPU time of the sampler thread / CPU time of the process",
+            )
+        return self.stats.snapshot()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        deadline = time.monotonic() + timeout_millis / 1000
+        reports_done = self._reports.flush(timeout_millis / 1000)
+        return reports_done and self._alerts.flush(max(0.0, deadline - time.monotonic()))
+
+    def shutdown(self) -> None:
+        timeout = self._config.shutdown_timeout_seconds
+        deadline = time.monotonic() + timeout
+        self._sampler.stop()
+        self._reports.shutdown(timeout)
+        self._alerts.shutdown(max(0.0, deadline - time.monotonic()))

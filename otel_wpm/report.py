@@ -1,0 +1,193 @@
+"""The HTML report of one slow request: who, what, how slow, and pyinstrument's profile.
+
+Everything taken from the request is masked (:mod:`otel_wpm.masking`) and
+HTML-escaped here. The profile is rendered by pyinstrument's own HTML renderer;
+our header is placed above it in the same page.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import platform
+import re
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from pyinstrument.renderers import HTMLRenderer
+
+from .capture import RawRequest
+from .masking import SecretMasker
+from .params import RequestParams, request_params
+from .profile import Profile
+from .semconv import HttpFacts
+
+METADATA_ELEMENT_ID = "otel-wpm-report"
+_UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9]+")
+_PROFILE_ANCHOR = '<div id="app"></div>'
+
+
+@dataclass(frozen=True)
+class SlowRequest:
+    """What the request thread hands over when a watched span is slow (nothing masked yet)."""
+
+    service: str
+    facts: HttpFacts
+    trace_id: str
+    span_id: str
+    start_time: float  # seconds since the epoch
+    duration_seconds: float
+    threshold_seconds: float
+    raw_request: RawRequest
+    profile: Profile
+    report_file: str
+    report_link: Optional[str]
+    trace_url: Optional[str]
+    in_flight: bool = False
+
+    @property
+    def started_at(self) -> datetime:
+        return datetime.fromtimestamp(self.start_time, tz=timezone.utc)
+
+
+def _slug(text: str, limit: int) -> str:
+    return _UNSAFE_NAME_CHARACTERS.sub("-", text).strip("-")[:limit] or "root"
+
+
+def report_file_name(
+    started_at: datetime, method: str, route: str, trace_id: str, span_id: str, in_flight: bool
+) -> str:
+    """A file name safe on every OS: no separators, no dots but the extension."""
+    stamp = started_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    suffix = "_running" if in_flight else ""
+    return f"{stamp}_{_slug(method, 10)}_{_slug(route, 60)}_{trace_id}_{span_id}{suffix}.html"
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _link(url: Optional[str], text: str) -> str:
+    if not url:
+        return "not configured"
+    if not url.startswith(("http://", "https://", "/")):
+        return _e(url)
+    return f'<a href="{_e(url)}">{_e(text)}</a>'
+
+
+def _table(rows: list[tuple[str, Any]], raw_html_keys: frozenset[str] = frozenset()) -> str:
+    if not rows:
+        return "<p class='none'>none</p>"
+    cells = "".join(
+        f"<tr><th>{_e(k)}</th><td>{v if k in raw_html_keys else _e(v)}</td></tr>" for k, v in rows
+    )
+    return f"<table>{cells}</table>"
+
+
+def _coverage_text(profile: Profile) -> str:
+    engine = "pyinstrument profiler" if profile.engine == "pyinstrument" else "stack sampler"
+    return (
+        f"{profile.covered_seconds:.3f} s of {profile.duration_seconds:.3f} s "
+        f"({profile.coverage:.0%}) profiled by the {engine}"
+    )
+
+
+def metadata(slow: SlowRequest, masker: SecretMasker) -> dict[str, Any]:
+    """The facts the report server lists; also embedded in the report as JSON."""
+    return {
+        "service": slow.service,
+        "method": slow.facts.method,
+        "route": slow.facts.route_or_path,
+        "url": masker.mask_url(slow.facts.url),
+        "status": slow.facts.status,
+        "duration_seconds": round(slow.duration_seconds, 6),
+        "threshold_seconds": slow.threshold_seconds,
+        "start_time": slow.started_at.isoformat(),
+        "trace_id": slow.trace_id,
+        "span_id": slow.span_id,
+        "trace_url": slow.trace_url,
+        "in_flight": slow.in_flight,
+    }
+
+
+def _summary_section(slow: SlowRequest, meta: dict[str, Any]) -> str:
+    title = "Request still running" if slow.in_flight else "Slow request"
+    rows: list[tuple[str, Any]] = [
+        ("Service", meta["service"]),
+        ("Method", meta["method"]),
+        ("URL", meta["url"]),
+        ("Route", slow.facts.route or "(no route template)"),
+        ("Status", meta["status"] if meta["status"] is not None else "(not finished)"),
+        ("Duration", f"{slow.duration_seconds:.3f} s (threshold {slow.threshold_seconds:.3f} s)"),
+        ("Started", meta["start_time"]),
+        ("Trace ID", slow.trace_id),
+        ("Span ID", slow.span_id),
+        ("Trace", _link(slow.trace_url, "open the trace")),
+        ("Profile", _coverage_text(slow.profile)),
+    ]
+    return f"<h1>{_e(title)}: {_e(meta['method'])} {_e(slow.facts.route_or_path)}</h1>" + _table(
+        rows, frozenset({"Trace"})
+    )
+
+
+def _request_section(params: RequestParams) -> str:
+    parts = ["<h2>Request</h2>", "<h3>Query parameters</h3>", _table(params.query)]
+    parts += ["<h3>Form fields</h3>", _table(params.form)]
+    if params.has_json:
+        pretty = json.dumps(params.json_body, indent=2, ensure_ascii=False, default=str)
+        parts += ["<h3>JSON body</h3>", f"<pre>{_e(pretty)}</pre>"]
+    parts += [f"<p class='note'>{_e(params.body_note)}</p>", "<h3>Headers</h3>"]
+    parts.append(_table(params.headers))
+    return "".join(parts)
+
+
+def _system_section(now: datetime) -> str:
+    rows: list[tuple[str, Any]] = [
+        ("Host", socket.gethostname()),
+        ("Process", os.getpid()),
+        ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
+        ("Server time", now.isoformat()),
+    ]
+    return "<h2>System</h2>" + _table(rows)
+
+
+_STYLE = """<style>
+#otel-wpm{font:14px/1.4 system-ui,sans-serif;margin:1em 1.5em;color:#222}
+#otel-wpm table{border-collapse:collapse;margin:.3em 0}
+#otel-wpm th{text-align:left;padding:2px 12px 2px 0;color:#555;vertical-align:top}
+#otel-wpm td{padding:2px 0;word-break:break-all}
+#otel-wpm pre{background:#f4f4f4;padding:.5em;max-height:20em;overflow:auto}
+#otel-wpm .none,#otel-wpm .note{color:#777}
+</style>"""
+
+
+def _metadata_script(meta: dict[str, Any]) -> str:
+    # "<" escaped so no value can close the script element
+    payload = json.dumps(meta).replace("<", "\\u003c")
+    return f'<script type="application/json" id="{METADATA_ELEMENT_ID}">{payload}</script>'
+
+
+def render_report(slow: SlowRequest, masker: SecretMasker, now: Optional[datetime] = None) -> str:
+    """The complete HTML page for ``slow``."""
+    now = now or datetime.now(timezone.utc)
+    meta = metadata(slow, masker)
+    header = (
+        _STYLE
+        + _metadata_script(meta)
+        + '<section id="otel-wpm">'
+        + _summary_section(slow, meta)
+        + _request_section(request_params(slow.raw_request, masker))
+        + _system_section(now)
+        + "<h2>Profile</h2></section>"
+    )
+    if slow.profile.session is None:
+        return (
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>otel-wpm report</title>"
+            f"</head><body>{header}<p>No stack samples were taken for this request.</p>"
+            "</body></html>"
+        )
+    profile_page = HTMLRenderer().render(slow.profile.session)
+    return profile_page.replace(_PROFILE_ANCHOR, header + _PROFILE_ANCHOR, 1)

@@ -1,0 +1,92 @@
+"""Read the HTTP facts of a server span, under both HTTP semantic conventions.
+
+OpenTelemetry's instrumentations emit the old names (``http.method``,
+``http.target``, ``http.status_code``) by default and the stable ones
+(``http.request.method``, ``url.path``, ``http.response.status_code``) when
+``OTEL_SEMCONV_STABILITY_OPT_IN=http`` (or ``http/dup``) is set. We accept
+either, preferring the stable name when both are present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class HttpFacts:
+    method: str
+    path: str
+    query: str
+    url: str
+    route: Optional[str]
+    status: Optional[int]
+
+    @property
+    def route_or_path(self) -> str:
+        return self.route or self.path
+
+
+def _first(attributes: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        value = attributes.get(name)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def _path_and_query(attributes: Mapping[str, Any]) -> tuple[str, str]:
+    path = _first(attributes, "url.path")
+    if path is not None:
+        return str(path), str(_first(attributes, "url.query") or "")
+    target = _first(attributes, "http.target")
+    if target is not None:
+        path, _, query = str(target).partition("?")
+        return path or "/", query
+    full = _first(attributes, "url.full", "http.url")
+    if full is not None:
+        parts = urlsplit(str(full))
+        return parts.path or "/", parts.query
+    return "/", ""
+
+
+def _url(attributes: Mapping[str, Any], path: str, query: str) -> str:
+    full = _first(attributes, "url.full", "http.url")
+    if full is not None:
+        return str(full)
+    scheme = _first(attributes, "url.scheme", "http.scheme") or "http"
+    host = _first(attributes, "server.address", "http.host", "net.host.name", "http.server_name")
+    port = _first(attributes, "server.port", "net.host.port")
+    if host is None:
+        authority = ""
+    elif port is None or ":" in str(host) or (scheme, int(port)) in (("http", 80), ("https", 443)):
+        authority = str(host)
+    else:
+        authority = f"{host}:{port}"
+    suffix = f"?{query}" if query else ""
+    return f"{scheme}://{authority}{path}{suffix}" if authority else f"{path}{suffix}"
+
+
+def _status(attributes: Mapping[str, Any]) -> Optional[int]:
+    value = _first(attributes, "http.response.status_code", "http.status_code")
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def http_facts(attributes: Optional[Mapping[str, Any]]) -> HttpFacts:
+    """The HTTP facts of a span from its attributes; missing ones get neutral values."""
+    attributes = attributes or {}
+    path, query = _path_and_query(attributes)
+    route = _first(attributes, "http.route")
+    return HttpFacts(
+        method=str(_first(attributes, "http.request.method", "http.method") or "GET"),
+        path=path,
+        query=query,
+        url=_url(attributes, path, query),
+        route=str(route) if route is not None else None,
+        status=_status(attributes),
+    )

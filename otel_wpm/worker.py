@@ -1,0 +1,116 @@
+"""A background thread with a bounded queue, safe across ``fork()``.
+
+Used for everything that must stay off the request thread (rendering reports,
+delivering alerts). ``submit`` never blocks: when the queue is full the
+oldest job is dropped and ``on_drop`` is told. Threads do not survive
+``fork()``, so each process (each gunicorn worker) starts its own thread the
+first time it submits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from typing import Callable, Generic, Optional, TypeVar
+
+Job = TypeVar("Job")
+logger = logging.getLogger("otel_wpm")
+
+_workers: weakref.WeakSet[BackgroundWorker[object]] = weakref.WeakSet()
+
+
+def _reset_all_after_fork() -> None:
+    for worker in list(_workers):
+        worker._reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_all_after_fork)
+
+
+class BackgroundWorker(Generic[Job]):
+    """Runs ``handle(job)`` for each submitted job on one daemon thread."""
+
+    def __init__(
+        self,
+        name: str,
+        handle: Callable[[Job], None],
+        queue_size: int,
+        on_drop: Callable[[Job], None] = lambda job: None,
+    ) -> None:
+        self._name = name
+        self._handle = handle
+        self._queue_size = queue_size
+        self._on_drop = on_drop
+        self._reset_after_fork()
+        _workers.add(self)  # type: ignore[arg-type]
+
+    def _reset_after_fork(self) -> None:
+        self._condition = threading.Condition()
+        self._jobs: deque[Job] = deque()
+        self._busy = False
+        self._stopping = False
+        self._thread: Optional[threading.Thread] = None
+
+    def submit(self, job: Job) -> None:
+        dropped: list[Job] = []
+        with self._condition:
+            if self._stopping:
+                dropped.append(job)
+            else:
+                while len(self._jobs) >= self._queue_size:
+                    dropped.append(self._jobs.popleft())
+                self._jobs.append(job)
+                self._ensure_thread()
+                self._condition.notify_all()
+        for job_dropped in dropped:
+            self._on_drop(job_dropped)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._jobs and not self._stopping:
+                    self._condition.wait()
+                if not self._jobs:
+                    return
+                job = self._jobs.popleft()
+                self._busy = True
+            try:
+                self._handle(job)
+            except Exception:  # the handler logs its own failures; this is the last guard
+                logger.exception("otel-wpm background job failed in %s", self._name)
+            finally:
+                with self._condition:
+                    self._busy = False
+                    self._condition.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every submitted job is handled; False if the deadline passed first."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while self._jobs or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._condition.wait(remaining)
+        return True
+
+    def shutdown(self, timeout: float) -> bool:
+        """Handle what is queued within ``timeout``, then stop the thread."""
+        drained = self.flush(timeout)
+        with self._condition:
+            self._stopping = True
+            self._condition.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, timeout))
+        return drained
