@@ -1,0 +1,358 @@
+"""Exporters: the JSON-lines file and Mattermost through the real driver against a fake server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import threading
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from mattermost_server import FakeMattermostServer
+
+from otel_wpm.alert import Alert
+from otel_wpm.exporters import ExportError, LocalFileExporter, MattermostExporter, format_markdown
+from otel_wpm.exporters.mattermost import driver_options
+
+MakeAlert = Callable[..., Alert]
+
+
+class RecordingSleep:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+def exporter_for(
+    server: FakeMattermostServer, **options: object
+) -> tuple[MattermostExporter, RecordingSleep]:
+    sleep = RecordingSleep()
+    exporter = MattermostExporter(
+        server.url, server.token, server.channel_id, timeout_seconds=5.0, sleep=sleep, **options
+    )
+    return exporter, sleep
+
+
+# -- local file ---------------------------------------------------------------------------
+
+
+def test_local_file_appends_one_json_line_per_alert(tmp_path: Path, make_alert: MakeAlert) -> None:
+    output_dir = tmp_path / "out"
+    exporter = LocalFileExporter(output_dir)
+
+    exporter.export(make_alert())
+    exporter.export(
+        make_alert(route="/orders", suppressed_since_last=3, in_flight=True, status=None)
+    )
+
+    lines = (output_dir / "alerts.jsonl").read_text().splitlines()
+    first, second = (json.loads(line) for line in lines)
+    assert first["route"] == "/users/<id>"
+    assert first["report_file"] == "0af76519.html"
+    assert first["time"] == "2024-05-01T12:00:00+00:00"
+    assert first["hot_frames"][0] == {
+        "function": "load_user",
+        "location": "app/users.py:42",
+        "seconds": 1.5,
+        "share": 0.64,
+    }
+    assert (
+        second["route"],
+        second["suppressed_since_last"],
+        second["in_flight"],
+        second["status"],
+    ) == ("/orders", 3, True, None)
+    assert stat.S_IMODE(os.stat(output_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(output_dir / "alerts.jsonl").st_mode) == 0o600
+
+
+def test_local_file_lines_stay_whole_with_concurrent_writers(
+    tmp_path: Path, make_alert: MakeAlert
+) -> None:
+    exporter = LocalFileExporter(tmp_path)
+    long_route = "/" + "x" * 20_000
+
+    def write_many() -> None:
+        for _ in range(50):
+            exporter.export(make_alert(route=long_route))
+
+    threads = [threading.Thread(target=write_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    lines = (tmp_path / "alerts.jsonl").read_text().splitlines()
+    assert len(lines) == 200
+    assert all(json.loads(line)["route"] == long_route for line in lines)
+
+
+def test_local_file_disk_error_is_export_error(tmp_path: Path, make_alert: MakeAlert) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+
+    with pytest.raises(ExportError) as raised:
+        LocalFileExporter(blocker / "sub").export(make_alert())
+
+    assert raised.value.kind == "disk"
+    assert "not-a-dir" in str(raised.value)
+
+
+# -- markdown ------------------------------------------------------------------------------
+
+
+def test_markdown_has_the_facts_and_links(make_alert: MakeAlert) -> None:
+    text = format_markdown(make_alert(suppressed_since_last=4))
+
+    assert text.startswith("#### :warning: Slow request")
+    assert "`GET /users/<id>`" in text
+    assert "2.35 s (threshold 1.00 s)" in text
+    assert "0af7651916cd43dd8448eb211c80319c" in text
+    assert "[trace](https://traces.example.com/trace/0af7651916cd43dd8448eb211c80319c)" in text
+    assert "[report](https://reports.example.com/r/0af76519.html)" in text
+    assert "4 similar alerts suppressed since the last one" in text
+    assert "`load_user` — `app/users.py:42` — 1.50 s — 64 %" in text
+
+
+def test_markdown_titles_and_missing_parts(make_alert: MakeAlert) -> None:
+    in_flight = format_markdown(
+        make_alert(in_flight=True, status=None, trace_url=None, report_url=None)
+    )
+    test = format_markdown(make_alert(is_test=True))
+
+    assert in_flight.startswith("#### :rotating_light: Request still running")
+    assert "**Status:** still running" in in_flight
+    assert "[trace]" not in in_flight and "suppressed" not in in_flight
+    assert test.startswith("#### :white_check_mark: otel-wpm test alert")
+
+
+def test_markdown_keeps_request_text_inert(make_alert: MakeAlert) -> None:
+    text = format_markdown(make_alert(url="https://x/@channel`\n# boom", route="/@all"))
+
+    assert "`https://x/@channel' # boom`" in text
+    assert "`GET /@all`" in text
+
+
+# -- Mattermost: URL handling -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://mm.example.com", ("https", "mm.example.com", 443, "/api/v4")),
+        ("http://127.0.0.1:8065", ("http", "127.0.0.1", 8065, "/api/v4")),
+        ("https://example.com/mattermost/", ("https", "example.com", 443, "/mattermost/api/v4")),
+        ("http://[::1]:9000", ("http", "[::1]", 9000, "/api/v4")),
+    ],
+)
+def test_driver_options_split_the_url(url: str, expected: tuple[str, str, int, str]) -> None:
+    options = driver_options(url, "tok", 3.0)
+
+    assert (options["scheme"], options["url"], options["port"], options["basepath"]) == expected
+    assert (options["request_timeout"], options["verify"]) == (3.0, True)
+
+
+@pytest.mark.parametrize(
+    "url", ["mm.example.com", "ftp://mm.example.com", "https://", "https://h:99999"]
+)
+def test_unparsable_url_is_rejected_without_the_token(url: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        MattermostExporter(url, "super-secret-token", "chan")
+
+    assert "mattermost_server_url" in str(raised.value)
+    assert url in str(raised.value)
+    assert "super-secret-token" not in str(raised.value)
+
+
+def test_repr_hides_the_token(mattermost_server: FakeMattermostServer) -> None:
+    exporter, _ = exporter_for(mattermost_server)
+
+    assert mattermost_server.token not in repr(exporter)
+
+
+# -- Mattermost: delivery ----------------------------------------------------------------------
+
+
+def test_posts_the_alert_with_the_report_attached(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
+) -> None:
+    alert = make_alert()
+    exporter, _ = exporter_for(mattermost_server)
+
+    exporter.export(alert)
+
+    [post] = mattermost_server.posts
+    [stored] = mattermost_server.files
+    assert post["channel_id"] == mattermost_server.channel_id
+    assert post["file_ids"] == [stored.id]
+    assert (stored.name, stored.mime_type, stored.data) == (
+        "0af76519.html",
+        "text/html",
+        alert.report_html,
+    )
+    assert alert.trace_id in post["message"] and "/users/<id>" in post["message"]
+    assert f"[trace]({alert.trace_url})" in post["message"]
+    assert f"[report]({alert.report_url})" in post["message"]
+
+
+def test_logs_in_once_for_many_alerts(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
+) -> None:
+    exporter, _ = exporter_for(mattermost_server)
+
+    for _ in range(3):
+        exporter.export(make_alert())
+
+    assert mattermost_server.request_count("GET", "/users/me") == 1
+    assert len(mattermost_server.posts) == 3
+
+
+def test_posts_without_attachment_when_there_is_no_report(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
+) -> None:
+    exporter, _ = exporter_for(mattermost_server)
+
+    exporter.export(make_alert(report_html=b""))
+
+    assert mattermost_server.files == []
+    assert mattermost_server.posts[0]["file_ids"] == []
+
+
+def test_server_under_a_path_prefix(make_alert: MakeAlert) -> None:
+    with FakeMattermostServer(path_prefix="/mattermost") as server:
+        exporter, _ = exporter_for(server)
+        exporter.export(make_alert())
+
+        assert len(server.posts) == 1
+        assert all(r.path.startswith("/mattermost/api/v4/") for r in server.requests)
+
+
+def test_retries_server_errors_with_backoff(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
+) -> None:
+    mattermost_server.fail_next(2, status=500)
+    exporter, sleep = exporter_for(mattermost_server, backoff_base_seconds=0.5)
+
+    exporter.export(make_alert())
+
+    assert [r.status for r in mattermost_server.requests] == [500, 500, 200, 201, 201]
+    assert len(sleep.delays) == 2
+    assert 0.5 <= sleep.delays[0] <= 0.55 and 1.0 <= sleep.delays[1] <= 1.1
+    assert len(mattermost_server.posts) == 1
+
+
+def test_gives_up_after_max_retries(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
+) -> None:
+    mattermost_server.fail_next(10, status=503)
+    exporter, sleep = exporter_for(mattermost_server, max_retries=2)
+
+    with pytest.raises(ExportError) as raised:
+        exporter.export(make_alert())
+
+    assert not raised.value.permanent
+    assert raised.value.kind == "server_error"
+    assert len(mattermost_server.requests) == 3 and len(sleep.delays) == 2
+
+
+def test_honours_retry_after_on_429(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
+) -> None:
+    mattermost_server.rate_limit_next(1, retry_after=7)
+    exporter, sleep = exporter_for(mattermost_server)
+
+    exporter.export(make_alert())
+
+    assert sleep.delays == [7.0]
+    assert len(mattermost_server.posts) == 1
+
+
+def test_retry_after_is_capped(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
+) -> None:
+    mattermost_server.rate_limit_next(1, retry_after=3600)
+    exporter, sleep = exporter_for(mattermost_server, max_backoff_seconds=30.0)
+
+    exporter.export(make_alert())
+
+    assert sleep.delays == [30.0]
+
+
+def test_rejected_token_is_permanent_and_never_leaks(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    mattermost_server.reject_token()
+    exporter, sleep = exporter_for(mattermost_server)
+
+    with pytest.raises(ExportError) as raised:
+        exporter.export(make_alert())
+
+    assert raised.value.permanent
+    assert "token" in str(raised.value) and "401" in str(raised.value)
+    assert len(mattermost_server.requests) == 1 and sleep.delays == []
+    assert mattermost_server.token not in str(raised.value) + repr(raised.value)
+    assert mattermost_server.token not in caplog.text
+
+
+def test_unknown_channel_is_permanent(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
+) -> None:
+    exporter = MattermostExporter(mattermost_server.url, mattermost_server.token, "elsewhere")
+
+    with pytest.raises(ExportError) as raised:
+        exporter.export(make_alert())
+
+    assert raised.value.permanent and raised.value.kind == "channel"
+    assert "channel elsewhere not found or no permission" in str(raised.value)
+    assert mattermost_server.posts == []
+
+
+def test_wrong_path_is_reported_as_no_api(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
+) -> None:
+    exporter = MattermostExporter(mattermost_server.url + "/wrong", mattermost_server.token, "c")
+
+    with pytest.raises(ExportError) as raised:
+        exporter.export(make_alert())
+
+    assert raised.value.permanent and "check mattermost_server_url" in str(raised.value)
+
+
+def test_hanging_server_times_out(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    exporter = MattermostExporter(
+        mattermost_server.url,
+        mattermost_server.token,
+        mattermost_server.channel_id,
+        timeout_seconds=0.5,
+        max_retries=0,
+    )
+    mattermost_server.hang()
+    try:
+        with pytest.raises(ExportError) as raised:
+            exporter.export(make_alert())
+    finally:
+        mattermost_server.release()
+
+    assert raised.value.kind == "timeout" and not raised.value.permanent
+    assert mattermost_server.token not in str(raised.value) + caplog.text
+
+
+def test_unreachable_server_is_a_connection_error(make_alert: MakeAlert) -> None:
+    with FakeMattermostServer() as server:
+        url, token, channel = server.url, server.token, server.channel_id
+    exporter = MattermostExporter(url, token, channel, max_retries=1, sleep=RecordingSleep())
+
+    with pytest.raises(ExportError) as raised:
+        exporter.export(make_alert())
+
+    assert raised.value.kind == "connection" and not raised.value.permanent
+    assert token not in str(raised.value)
