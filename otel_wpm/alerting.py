@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -69,6 +70,31 @@ def build_alert(
     )
 
 
+def test_alert(service: str, trace_url_template: Optional[str]) -> Alert:
+    """An alert that says it is a test, with made-up ids, to check the exporters end to end."""
+    trace_id, span_id = "0" * 31 + "1", "0" * 15 + "1"
+    return Alert(
+        service=service,
+        method="GET",
+        route="/otel-wpm/test-alert",
+        url="/otel-wpm/test-alert",
+        status=200,
+        duration_seconds=0.0,
+        threshold_seconds=0.0,
+        host=socket.gethostname(),
+        trace_id=trace_id,
+        span_id=span_id,
+        start_time=datetime.now(timezone.utc),
+        trace_url=trace_url_template.format(trace_id=trace_id, span_id=span_id)
+        if trace_url_template
+        else None,
+        report_url=None,
+        report_path=None,
+        report_filename="otel-wpm-test-alert.html",
+        is_test=True,
+    )
+
+
 class AlertPipeline:
     """The exporters, de-dup store and delivery thread for one configuration."""
 
@@ -89,6 +115,9 @@ class AlertPipeline:
         masker: SecretMasker,
     ) -> None:
         self.dispatcher.submit(build_alert(slow, report_path, report, masker))
+
+    def send_test_alert(self, service: str, trace_url_template: Optional[str]) -> dict[str, Any]:
+        return self.dispatcher.send_test_alert(test_alert(service, trace_url_template))
 
     def flush(self, timeout: float) -> bool:
         return self.dispatcher.flush(timeout)

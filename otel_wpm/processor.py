@@ -335,6 +335,14 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
             )
         return self.stats.snapshot()
 
+    def reset_stats(self) -> None:
+        self.stats.reset()
+
+    def test_alert_system(self) -> dict[str, Any]:
+        """Send a test alert through every enabled exporter, now; says which worked."""
+        service = self._config.service_name or "otel-wpm"
+        return self._alerts.send_test_alert(service, self._config.trace_url_template)
+
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         deadline = time.monotonic() + timeout_millis / 1000
         reports_done = self._reports.flush(timeout_millis / 1000)
