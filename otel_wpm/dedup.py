@@ -178,6 +178,7 @@ class RedisDedupStore(DedupStore):
 
     The claim is ``SET key NX PX window`` (the key expiring ends the window);
     suppressed alerts ``INCR`` a counter that the next sender reads and deletes.
+    Both run in one Lua script, so no suppressed alert is counted for the wrong send.
     """
 
     PREFIX = "otel_wpm:dedup:"
@@ -200,29 +201,33 @@ class RedisDedupStore(DedupStore):
             socket_timeout=self.SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=self.SOCKET_TIMEOUT_SECONDS,
         )
+        self._claim_script = self._client.register_script(_REDIS_CLAIM)
 
     def describe(self) -> str:
         return f"Redis de-duplication store {_without_password(self.url)}"
 
     def _claim(self, key: str, window_seconds: float) -> tuple[bool, int]:
-        claim_key = f"{self.PREFIX}{key}:claim"
-        counter_key = f"{self.PREFIX}{key}:suppressed"
+        # The braces are a hash tag: both keys land on the same Redis Cluster slot.
+        keys = [f"{self.PREFIX}{{{key}}}:claim", f"{self.PREFIX}{{{key}}}:suppressed"]
         window_ms = max(1, int(window_seconds * 1000))
-        if self._client.set(claim_key, b"1", nx=True, px=window_ms):
-            pipeline = self._client.pipeline(transaction=True)
-            pipeline.get(counter_key)
-            pipeline.delete(counter_key)
-            suppressed, _ = pipeline.execute()
-            return True, int(suppressed or 0)
         counter_ttl = max(self.COUNTER_MIN_TTL_SECONDS, int(2 * window_seconds))
-        pipeline = self._client.pipeline(transaction=True)
-        pipeline.incr(counter_key)
-        pipeline.expire(counter_key, counter_ttl)
-        pipeline.execute()
-        return False, 0
+        sent, suppressed = self._claim_script(keys=keys, args=[window_ms, counter_ttl])
+        return bool(sent), int(suppressed)
 
     def close(self) -> None:
         self._client.close()
+
+
+_REDIS_CLAIM = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+    local suppressed = redis.call('GET', KEYS[2])
+    redis.call('DEL', KEYS[2])
+    return {1, tonumber(suppressed) or 0}
+end
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return {0, 0}
+"""
 
 
 def _within(elapsed: float, window_seconds: float) -> bool:

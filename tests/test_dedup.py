@@ -1,0 +1,229 @@
+"""De-duplication stores: one alert per key per window, across processes, failing open."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import stat
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from otel_wpm.dedup import DedupStore, MemoryDedupStore, RedisDedupStore, SQLiteDedupStore
+
+WINDOW = 60.0
+KEY = "GET /users/<id>"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+StoreFactory = Callable[[FakeClock], DedupStore]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    if request.param == "memory":
+        return lambda clock: MemoryDedupStore(clock=clock)
+    return lambda clock: SQLiteDedupStore(tmp_path / "dedup.sqlite3", clock=clock)
+
+
+def test_one_alert_per_window_then_the_suppressed_count(store_factory: StoreFactory) -> None:
+    clock = FakeClock()
+    store = store_factory(clock)
+
+    first = store.claim(KEY, WINDOW)
+    held_back = [store.claim(KEY, WINDOW) for _ in range(3)]
+    clock.now += WINDOW
+    after_window = store.claim(KEY, WINDOW)
+    next_one = store.claim(KEY, WINDOW)
+    clock.now += WINDOW
+    quiet_window = store.claim(KEY, WINDOW)
+
+    assert first == (True, 0)
+    assert held_back == [(False, 0)] * 3
+    assert after_window == (True, 3)
+    assert next_one == (False, 0)
+    assert quiet_window == (True, 1)
+
+
+def test_keys_are_independent(store_factory: StoreFactory) -> None:
+    store = store_factory(FakeClock())
+
+    assert store.claim("GET /a", WINDOW) == (True, 0)
+    assert store.claim("POST /a", WINDOW) == (True, 0)
+    assert store.claim("GET /a", WINDOW) == (False, 0)
+
+
+def test_window_zero_always_sends(store_factory: StoreFactory) -> None:
+    store = store_factory(FakeClock())
+
+    assert [store.claim(KEY, 0) for _ in range(3)] == [(True, 0)] * 3
+
+
+def test_sqlite_survives_reopening(tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "state" / "dedup.sqlite3"
+    first = SQLiteDedupStore(path, clock=clock)
+    assert first.claim(KEY, WINDOW) == (True, 0)
+    assert first.claim(KEY, WINDOW) == (False, 0)
+    first.close()
+
+    reopened = SQLiteDedupStore(path, clock=clock)
+    assert reopened.claim(KEY, WINDOW) == (False, 0)
+    clock.now += WINDOW
+    assert reopened.claim(KEY, WINDOW) == (True, 2)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+
+
+def test_sqlite_failure_fails_open_and_logs_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    store = SQLiteDedupStore(blocker / "dedup.sqlite3")
+
+    results = [store.claim(KEY, WINDOW) for _ in range(5)]
+
+    assert results == [(True, 0)] * 5
+    warnings = [r for r in caplog.records if r.name == "otel_wpm.dedup"]
+    assert len(warnings) == 1 and "sending every alert" in warnings[0].getMessage()
+
+
+# -- several processes ---------------------------------------------------------------------
+
+
+def _claim_in_process(
+    kind: str,
+    target: str,
+    barrier: multiprocessing.synchronize.Barrier,
+    results: multiprocessing.Queue[bool],
+) -> None:
+    store: DedupStore = SQLiteDedupStore(target) if kind == "sqlite" else RedisDedupStore(target)
+    store.claim("warm up " + str(os.getpid()), WINDOW)  # connect before racing
+    barrier.wait()
+    send, _ = store.claim(KEY, WINDOW)
+    results.put(send)
+
+
+def claims_from_processes(kind: str, target: str, processes: int = 4) -> list[bool]:
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes)
+    results = context.Queue()
+    workers = [
+        context.Process(target=_claim_in_process, args=(kind, target, barrier, results))
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    answers = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join()
+        assert worker.exitcode == 0
+    return answers
+
+
+def test_sqlite_exactly_one_of_four_processes_sends(tmp_path: Path) -> None:
+    answers = claims_from_processes("sqlite", str(tmp_path / "dedup.sqlite3"))
+
+    assert sorted(answers) == [False, False, False, True]
+    clock = FakeClock()
+    clock.now = 4_000_000_000.0  # far after the window
+    assert SQLiteDedupStore(tmp_path / "dedup.sqlite3", clock=clock).claim(KEY, WINDOW) == (True, 3)
+
+
+# -- Redis ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_store(redis_url: str) -> RedisDedupStore:
+    store = RedisDedupStore(redis_url)
+    store._client.flushdb()
+    return store
+
+
+def expire_window(store: RedisDedupStore, key: str) -> None:
+    """What Redis does by itself when the window's key expires."""
+    store._client.delete(f"{RedisDedupStore.PREFIX}{{{key}}}:claim")
+
+
+def test_redis_one_alert_per_window_then_the_suppressed_count(redis_store: RedisDedupStore) -> None:
+    first = redis_store.claim(KEY, WINDOW)
+    held_back = [redis_store.claim(KEY, WINDOW) for _ in range(3)]
+    expire_window(redis_store, KEY)
+    after_window = redis_store.claim(KEY, WINDOW)
+    next_one = redis_store.claim(KEY, WINDOW)
+
+    assert first == (True, 0)
+    assert held_back == [(False, 0)] * 3
+    assert after_window == (True, 3)
+    assert next_one == (False, 0)
+
+
+def test_redis_window_is_the_key_expiry(redis_store: RedisDedupStore) -> None:
+    redis_store.claim(KEY, 90)
+
+    ttl_ms = redis_store._client.pttl(f"{RedisDedupStore.PREFIX}{{{KEY}}}:claim")
+
+    assert 0 < ttl_ms <= 90_000
+
+
+def test_redis_window_zero_always_sends(redis_store: RedisDedupStore) -> None:
+    assert [redis_store.claim(KEY, 0) for _ in range(3)] == [(True, 0)] * 3
+
+
+def test_redis_exactly_one_of_four_processes_sends(
+    redis_store: RedisDedupStore, redis_url: str
+) -> None:
+    answers = claims_from_processes("redis", redis_url)
+
+    assert sorted(answers) == [False, False, False, True]
+    expire_window(redis_store, KEY)
+    assert redis_store.claim(KEY, WINDOW) == (True, 3)
+
+
+def test_redis_down_fails_open_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
+    from conftest import _free_loopback_port
+
+    store = RedisDedupStore(f"redis://:hunter2@127.0.0.1:{_free_loopback_port()}/0")
+
+    results = [store.claim(KEY, WINDOW) for _ in range(5)]
+
+    assert results == [(True, 0)] * 5
+    warnings = [r for r in caplog.records if r.name == "otel_wpm.dedup"]
+    assert len(warnings) == 1
+    assert "Redis" in warnings[0].getMessage() and "hunter2" not in caplog.text
+
+
+def test_redis_recovery_is_logged_and_later_outages_reported_again(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="otel_wpm.dedup")
+    store = RedisDedupStore(redis_url)
+    broken = RedisDedupStore("redis://127.0.0.1:1/0")._client
+
+    working_script = store._claim_script
+    broken_script = broken.register_script("return {1, 0}")
+
+    store._claim_script = broken_script
+    store.claim(KEY, 0.001)
+    store.claim(KEY, 0.001)
+    store._claim_script = working_script
+    store.claim("other", 0.001)
+    store._claim_script = broken_script
+    store.claim(KEY, 0.001)
+
+    messages = [r.getMessage() for r in caplog.records if r.name == "otel_wpm.dedup"]
+    assert [("failed" in m, "works again" in m) for m in messages] == [
+        (True, False),
+        (False, True),
+        (True, False),
+    ]
