@@ -1,0 +1,273 @@
+"""The core engine against a real Flask app on werkzeug's threaded server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from flask import Flask, request
+from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import format_trace_id
+from span_capture import WaitableSpanExporter
+from wsgi_servers import serve_threaded
+
+from otel_wpm import Config, ProfilingSpanProcessor, attributes
+from otel_wpm.report import METADATA_ELEMENT_ID
+
+ENGINES = ["sampling", "pyinstrument"]
+
+
+def busy_alpha_work(gate: threading.Event) -> None:
+    """Burns CPU until the gate opens, so the profile has something to show."""
+    while not gate.wait(0.001):
+        sum(i * i for i in range(200))
+
+
+def busy_beta_work(gate: threading.Event) -> None:
+    while not gate.wait(0.001):
+        sorted(str(i) for i in range(200))
+
+
+@dataclass
+class Harness:
+    url: str
+    processor: ProfilingSpanProcessor
+    exporter: WaitableSpanExporter
+    output_dir: Path
+    release: dict[str, threading.Event]
+    started: dict[str, threading.Event]
+
+    def reports(self) -> list[Path]:
+        return sorted(self.output_dir.glob("*.html"))
+
+    def server_spans(self, count: int = 1) -> list:
+        spans = self.exporter.wait_for_server_spans(count)
+        self.processor.force_flush()
+        return spans
+
+
+def make_app(release: dict[str, threading.Event], started: dict[str, threading.Event]) -> Flask:
+    app = Flask(__name__)
+
+    @app.route("/alpha/<int:item>", methods=["GET", "POST"])
+    def alpha(item: int):
+        started["alpha"].set()
+        busy_alpha_work(release["alpha"])
+        return {"item": item}
+
+    @app.route("/beta", methods=["GET", "POST"])
+    def beta():
+        started["beta"].set()
+        busy_beta_work(release["beta"])
+        return {"ok": True}
+
+    @app.route("/echo", methods=["POST"])
+    def echo():
+        body = request.get_data()
+        release["echo"].wait(10)
+        return {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)}
+
+    @app.route("/fast")
+    def fast():
+        return "fast"
+
+    return app
+
+
+@pytest.fixture(params=ENGINES)
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    release = {name: threading.Event() for name in ("alpha", "beta", "echo")}
+    started = {name: threading.Event() for name in ("alpha", "beta")}
+    config = Config(
+        threshold_seconds=0.2,
+        engine=request.param,
+        max_performance_overhead=1.0,
+        local_output_dir=str(tmp_path / "reports"),
+        trace_url_template="http://localhost:16686/trace/{trace_id}",
+        capture_body_bytes=1024,
+        alert_window_days=0,
+    )
+    processor = ProfilingSpanProcessor(config)
+    exporter = WaitableSpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = make_app(release, started)
+    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
+    with serve_threaded(app) as url:
+        yield Harness(url, processor, exporter, tmp_path / "reports", release, started)
+        for event in release.values():
+            event.set()
+    provider.shutdown()
+
+
+def report_metadata(path: Path) -> dict:
+    text = path.read_text()
+    match = re.search(
+        rf'<script type="application/json" id="{METADATA_ELEMENT_ID}">(.*?)</script>', text
+    )
+    assert match, f"no metadata in {path.name}"
+    return json.loads(match.group(1))
+
+
+def timed_get(harness: Harness, path: str, name: str, **kwargs) -> requests.Response:
+    harness.release[name].clear()
+    timer = threading.Timer(0.5, harness.release[name].set)
+    timer.start()
+    try:
+        return requests.request(
+            kwargs.pop("method", "GET"), harness.url + path, timeout=30, **kwargs
+        )
+    finally:
+        timer.cancel()
+        harness.release[name].set()
+
+
+def test_slow_request_gives_a_report_with_its_own_trace_id(harness: Harness) -> None:
+    response = timed_get(harness, "/alpha/7", "alpha")
+    assert response.status_code == 200
+
+    [span] = harness.server_spans()
+    trace_id = format_trace_id(span.context.trace_id)
+    [report] = harness.reports()
+    assert trace_id in report.name
+    meta = report_metadata(report)
+    assert meta["trace_id"] == trace_id
+    assert meta["method"] == "GET"
+    assert meta["status"] == 200
+    assert meta["duration_seconds"] >= 0.2
+    assert meta["trace_url"] == f"http://localhost:16686/trace/{trace_id}"
+    assert "busy_alpha_work" in report.read_text()
+
+
+def test_fast_request_gives_no_report(harness: Harness) -> None:
+    assert requests.get(harness.url + "/fast", timeout=10).text == "fast"
+    [span] = harness.server_spans()
+    assert attributes.SLOW not in span.attributes
+    assert harness.reports() == []
+    assert harness.processor.get_stats()["total_requests"] == 1
+    assert harness.processor.get_stats()["slow_requests"] == 0
+
+
+def test_exported_slow_span_links_to_its_report(harness: Harness) -> None:
+    timed_get(harness, "/alpha/1", "alpha")
+    [span] = harness.server_spans()
+    assert span.attributes[attributes.SLOW] is True
+    link = Path(span.attributes[attributes.REPORT_URL])
+    assert link.exists()
+    assert link.parent == harness.output_dir.absolute()
+    assert span.attributes[attributes.REPORT_FILE] == link.name
+    assert format_trace_id(span.context.trace_id) in link.read_text()
+
+
+def test_concurrent_slow_requests_get_isolated_profiles(harness: Harness) -> None:
+    results: dict[str, int] = {}
+
+    def call(path: str, name: str) -> None:
+        results[name] = requests.get(harness.url + path, timeout=30).status_code
+
+    threads = [
+        threading.Thread(target=call, args=("/alpha/2", "alpha")),
+        threading.Thread(target=call, args=("/beta", "beta")),
+    ]
+    for thread in threads:
+        thread.start()
+    assert harness.started["alpha"].wait(10) and harness.started["beta"].wait(10)
+    releaser = threading.Timer(0.6, lambda: [e.set() for e in harness.release.values()])
+    releaser.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == {"alpha": 200, "beta": 200}
+
+    harness.server_spans(2)
+    reports = {report_metadata(r)["route"]: r.read_text() for r in harness.reports()}
+    assert set(reports) == {"/alpha/2", "/beta"}
+    assert "busy_alpha_work" in reports["/alpha/2"]
+    assert "busy_beta_work" not in reports["/alpha/2"]
+    assert "busy_beta_work" in reports["/beta"]
+    assert "busy_alpha_work" not in reports["/beta"]
+
+
+SECRETS = {
+    "query": "q-secret-9f8e7d",
+    "form": "form-secret-1a2b3c",
+    "header": "header-secret-4d5e6f",
+    "cookie": "cookie-secret-7a8b9c",
+}
+
+
+def test_secrets_are_masked_in_the_report(harness: Harness) -> None:
+    timed_get(
+        harness,
+        f"/alpha/3?api_key={SECRETS['query']}&page=2",
+        "alpha",
+        method="POST",
+        data={"password": SECRETS["form"], "user": "ada"},
+        headers={
+            "Authorization": f"Bearer {SECRETS['header']}",
+            "Cookie": f"sid={SECRETS['cookie']}",
+        },
+    )
+    harness.server_spans()
+    [report] = harness.reports()
+    text = report.read_text()
+    for secret in SECRETS.values():
+        assert secret not in text
+    assert "[MASKED]" in text
+    assert "page" in text
+
+
+def test_the_app_reads_the_whole_body_even_past_the_capture_cap(harness: Harness) -> None:
+    body = bytes(range(256)) * 64  # 16 KiB, over the 1 KiB capture cap
+    harness.release["echo"].clear()
+    threading.Timer(0.5, harness.release["echo"].set).start()
+    response = requests.post(
+        harness.url + "/echo",
+        data=body,
+        headers={"Content-Type": "application/octet-stream"},
+        timeout=30,
+    )
+    assert response.json() == {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)}
+    harness.server_spans()
+    [report] = harness.reports()
+    assert f"read {len(body)} bytes of body; the first 1024 were kept" in report.read_text()
+
+
+def test_json_body_secrets_are_masked_at_any_depth(harness: Harness) -> None:
+    payload = {"outer": {"list": [{"client_secret": "deep-secret-0c0ffee"}]}, "visible": "yes"}
+    harness.release["echo"].clear()
+    threading.Timer(0.5, harness.release["echo"].set).start()
+    requests.post(harness.url + "/echo", json=payload, timeout=30)
+    harness.server_spans()
+    [report] = harness.reports()
+    text = report.read_text()
+    assert "deep-secret-0c0ffee" not in text
+    assert "visible" in text
+
+
+def test_script_in_a_request_is_escaped(harness: Harness) -> None:
+    timed_get(harness, "/alpha/4?name=<script>alert(1)</script>", "alpha")
+    harness.server_spans()
+    [report] = harness.reports()
+    text = report.read_text()
+    assert "<script>alert(1)</script>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_blacklisted_url_is_counted_but_not_profiled(harness: Harness) -> None:
+    harness.processor.config.add_blacklist_url(r"^/alpha/9")
+    timed_get(harness, "/alpha/9", "alpha")
+    [span] = harness.server_spans()
+    assert attributes.SLOW not in span.attributes
+    assert harness.reports() == []
+    stats = harness.processor.get_stats()
+    assert stats["total_requests"] == 1 and stats["blacklisted_requests"] == 1
