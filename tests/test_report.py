@@ -1,0 +1,78 @@
+"""Report file names and HTML."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from html.parser import HTMLParser
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from otel_wpm.capture import RawRequest
+from otel_wpm.masking import SecretMasker
+from otel_wpm.profile import Profile
+from otel_wpm.report import SlowRequest, render_report, report_file_name
+from otel_wpm.report_store import ReportStore
+from otel_wpm.semconv import HttpFacts
+
+WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+TRACE, SPAN = "ab" * 16, "cd" * 8
+
+
+@given(route=st.text(max_size=200), method=st.text(max_size=20))
+def test_file_names_are_plain_and_safe(route: str, method: str) -> None:
+    name = report_file_name(WHEN, method, route, TRACE, SPAN, in_flight=False)
+    assert "/" not in name and "\\" not in name and "\x00" not in name
+    assert name.count(".") == 1 and name.endswith(".html")
+    assert name.startswith("20260102T030405Z_") and TRACE in name
+
+
+def test_traversal_route_cannot_escape_the_directory(tmp_path) -> None:
+    name = report_file_name(WHEN, "GET", "/../../etc/passwd", TRACE, SPAN, in_flight=False)
+    path = ReportStore(tmp_path).write(name, b"x")
+    assert path.parent == tmp_path
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+
+
+class TextCollector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        self.tags.append(tag)
+
+    def handle_data(self, data) -> None:
+        self.text.append(data)
+
+
+def slow_request(path: str, query: str, headers: list[tuple[str, str]]) -> SlowRequest:
+    facts = HttpFacts("GET", path, query, f"http://h{path}?{query}", None, 200)
+    return SlowRequest(
+        service="svc",
+        facts=facts,
+        trace_id=TRACE,
+        span_id=SPAN,
+        start_time=WHEN.timestamp(),
+        duration_seconds=2.0,
+        threshold_seconds=1.0,
+        raw_request=RawRequest(headers=headers, query=query),
+        profile=Profile(None, "sampling", 0.0, 2.0),
+        report_file="r.html",
+        report_link=None,
+        trace_url=None,
+    )
+
+
+def test_request_data_is_escaped_and_masked() -> None:
+    evil = "<img src=x onerror=alert(1)>"
+    html = render_report(
+        slow_request(f"/p{evil}", f"q={evil}&token=tok-123456", [("X-Evil", evil)]),
+        SecretMasker(),
+    )
+    parser = TextCollector()
+    parser.feed(html)
+    assert "img" not in parser.tags
+    assert any(evil in chunk for chunk in parser.text)
+    assert "tok-123456" not in html

@@ -1,0 +1,147 @@
+"""The stack sampler, driven tick by tick with a fake clock."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from otel_wpm.sampler import InFlightRequest, SamplerListener, StackSampler, stack_of
+
+MS = 1_000_000
+
+
+class Recorder(SamplerListener):
+    def __init__(self) -> None:
+        self.crossed: list[InFlightRequest] = []
+        self.hung: list[InFlightRequest] = []
+
+    def on_threshold_crossed(self, request: InFlightRequest) -> None:
+        self.crossed.append(request)
+
+    def on_hung(self, request: InFlightRequest) -> None:
+        self.hung.append(request)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000 * MS
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture
+def parked_thread():
+    """A thread parked inside a function we can look for in its stack."""
+    gate = threading.Event()
+    ready = threading.Event()
+
+    def parked_in_this_function() -> None:
+        ready.set()
+        gate.wait(30)
+
+    thread = threading.Thread(target=parked_in_this_function)
+    thread.start()
+    ready.wait(10)
+    yield thread
+    gate.set()
+    thread.join(10)
+
+
+def make_sampler(clock: Clock, listener: Recorder) -> StackSampler:
+    return StackSampler(
+        listener,
+        interval_seconds=0.01,
+        sample_after_seconds=0.05,
+        threshold_seconds=0.1,
+        hung_after_seconds=0.5,
+        clock_ns=clock,
+    )
+
+
+def request_on(thread: threading.Thread, clock: Clock) -> InFlightRequest:
+    return InFlightRequest(span=SimpleNamespace(), thread_id=thread.ident or 0, start_ns=clock.now)
+
+
+def test_young_requests_are_not_sampled(parked_thread: threading.Thread) -> None:
+    clock, listener = Clock(), Recorder()
+    sampler = make_sampler(clock, listener)
+    request = request_on(parked_thread, clock)
+    sampler.register(request, nested=False)
+    clock.now += 40 * MS
+    sampler.tick()
+    assert request.samples == []
+    sampler.stop()
+
+
+def test_requests_past_the_delay_are_sampled_with_their_own_stack(
+    parked_thread: threading.Thread,
+) -> None:
+    clock, listener = Clock(), Recorder()
+    sampler = make_sampler(clock, listener)
+    request = request_on(parked_thread, clock)
+    sampler.register(request, nested=False)
+    for _ in range(3):
+        clock.now += 30 * MS
+        sampler.tick()
+    assert len(request.samples) == 2  # at 60 and 90 ms; 30 ms was too young
+    stack, seconds = request.samples[0]
+    assert any(frame.startswith("parked_in_this_function\x00") for frame in stack)
+    assert not any("test_requests_past_the_delay" in frame for frame in stack)
+    assert seconds == pytest.approx(0.01)
+    assert request.samples[1][1] == pytest.approx(0.03)
+    assert request.sampled_seconds() == pytest.approx(0.04)
+    sampler.stop()
+
+
+def test_threshold_and_hung_are_told_once(parked_thread: threading.Thread) -> None:
+    clock, listener = Clock(), Recorder()
+    sampler = make_sampler(clock, listener)
+    request = request_on(parked_thread, clock)
+    sampler.register(request, nested=False)
+    for _ in range(70):
+        clock.now += 10 * MS
+        sampler.tick()
+    assert listener.crossed == [request]
+    assert listener.hung == [request]
+    sampler.stop()
+
+
+def test_a_new_request_on_a_thread_evicts_a_stale_one(parked_thread: threading.Thread) -> None:
+    clock, listener = Clock(), Recorder()
+    sampler = make_sampler(clock, listener)
+    stale = request_on(parked_thread, clock)
+    assert sampler.register(stale, nested=False) == []
+    fresh = request_on(parked_thread, clock)
+    assert sampler.register(fresh, nested=False) == [stale]
+    assert sampler.in_flight() == [fresh]
+    sampler.stop()
+
+
+def test_nested_requests_share_the_thread_and_both_get_samples(
+    parked_thread: threading.Thread,
+) -> None:
+    clock, listener = Clock(), Recorder()
+    sampler = make_sampler(clock, listener)
+    outer = request_on(parked_thread, clock)
+    inner = request_on(parked_thread, clock)
+    sampler.register(outer, nested=False)
+    assert sampler.register(inner, nested=True) == []
+    clock.now += 60 * MS
+    sampler.tick()
+    assert len(outer.samples) == len(inner.samples) == 1
+    sampler.unregister(inner)
+    assert sampler.in_flight() == [outer]
+    sampler.stop()
+
+
+def test_stack_of_is_outermost_first() -> None:
+    def inner():
+        return stack_of(sys._getframe())
+
+    stack = inner()
+    assert stack[-1].startswith("inner\x00")
+    assert stack[-2].startswith("test_stack_of_is_outermost_first\x00")
