@@ -105,8 +105,8 @@ class FakeMattermostServer:
     @property
     def url(self) -> str:
         assert self._httpd is not None, "server not started"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}{self.path_prefix}"
+        port = self._httpd.server_address[1]
+        return f"http://127.0.0.1:{port}{self.path_prefix}"
 
     # -- failure injection -----------------------------------------------------
 
@@ -294,8 +294,10 @@ def _parse_multipart(
     fields: dict[str, str] = {}
     uploads: list[tuple[str, str, bytes]] = []
     for part in message.get_payload():
+        assert isinstance(part, Message)
         name = part.get_param("name", header="content-disposition")
-        data = part.get_payload(decode=True) or b""
+        data = part.get_payload(decode=True)
+        assert isinstance(data, bytes)
         filename = part.get_filename()
         if filename is not None and name == "files":
             uploads.append((filename, part.get_content_type(), data))

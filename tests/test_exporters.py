@@ -8,7 +8,7 @@ import os
 import stat
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 from mattermost_server import FakeMattermostServer
@@ -29,7 +29,7 @@ class RecordingSleep:
 
 
 def exporter_for(
-    server: FakeMattermostServer, **options: object
+    server: FakeMattermostServer, **options: Any
 ) -> tuple[MattermostExporter, RecordingSleep]:
     sleep = RecordingSleep()
     exporter = MattermostExporter(

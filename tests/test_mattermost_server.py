@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import requests
 from mattermost_server import FakeMattermostServer
 
@@ -60,7 +62,7 @@ def test_posts_validate_channel_and_file_ids(mattermost_server: FakeMattermostSe
     url = f"{mattermost_server.url}/api/v4/posts"
     headers = auth(mattermost_server)
 
-    def post(body: dict[str, object]) -> int:
+    def post(body: dict[str, Any]) -> int:
         return requests.post(url, headers=headers, json=body, timeout=5).status_code
 
     assert post({"message": "no channel"}) == 400
