@@ -3,7 +3,8 @@
 Endpoints: ``/fast`` (tiny JSON), ``/cpu`` (recursive fib, call-dense, ~20 ms),
 ``/cpu_mix`` (comprehensions, json, sorting, formatting, ~20 ms), ``/io``
 (sleeps 20 ms), ``/slow`` (sleeps 1.2 s, for soak tests) and ``/_bench/config``
-(which configuration is installed; used by ``bench/run.py`` to wait for readiness).
+(which configuration is installed; used by ``bench/run.py`` to wait for readiness)
+and ``/_bench/stats`` (the processor's ``get_stats()``, ``{}`` without one).
 
 The watching stack is chosen by the ``BENCH_CONFIG`` environment variable:
 
@@ -50,7 +51,7 @@ URL_BLACKLIST = (r"^/_bench/", r"^/static/")
 MASK_KEYS = ("password", "api_key")
 
 app = Flask(__name__)
-_state: dict[str, Any] = {"config": None, "provider": None, "output_dir": None}
+_state: dict[str, Any] = {"config": None, "provider": None, "processor": None}
 
 
 def fib(n: int) -> int:
@@ -122,6 +123,12 @@ def bench_config() -> Any:
     return jsonify(config=_state["config"], pid=os.getpid(), processors=processors)
 
 
+@app.route("/_bench/stats")
+def bench_stats() -> Any:
+    processor = _state["processor"]
+    return jsonify(processor.get_stats() if processor is not None else {})
+
+
 def _processor_names(provider: Any) -> list[str]:
     multi = getattr(provider, "_active_span_processor", None)
     inner = getattr(multi, "_span_processors", ())
@@ -148,7 +155,7 @@ def _make_provider() -> Any:
     return provider
 
 
-def _add_profiler(provider: Any, engine: Optional[str], output_dir: str) -> None:
+def _add_profiler(provider: Any, engine: Optional[str], output_dir: str) -> Any:
     from otel_wpm import Config, ProfilingSpanProcessor
 
     options: dict[str, Any] = {
@@ -162,7 +169,9 @@ def _add_profiler(provider: Any, engine: Optional[str], output_dir: str) -> None
     }
     if engine is not None:
         options["engine"] = engine
-    provider.add_span_processor(ProfilingSpanProcessor(Config(**options)))
+    processor = ProfilingSpanProcessor(Config(**options))
+    provider.add_span_processor(processor)
+    return processor
 
 
 def install(config: str, output_dir: Optional[str] = None) -> None:
@@ -179,8 +188,8 @@ def install(config: str, output_dir: Optional[str] = None) -> None:
     provider = _make_provider()
     if config.startswith("wpm"):
         out = output_dir or tempfile.mkdtemp(prefix="otel-wpm-bench-")
-        _state["output_dir"] = out
-        _add_profiler(provider, "pyinstrument" if config == "wpm_precise" else None, out)
+        engine = "pyinstrument" if config == "wpm_precise" else None
+        _state["processor"] = _add_profiler(provider, engine, out)
     _state["provider"] = provider
     app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
 

@@ -57,6 +57,8 @@ class Sample:
     requests: int
     socket_errors: dict[str, int]
     non_2xx: int
+    #: What the processor says about the measured run (``wpm*`` configs only).
+    wpm: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def errors(self) -> int:
@@ -205,6 +207,38 @@ def scan_log(workdir: str) -> list[str]:
 # --------------------------------------------------------------------- measuring
 
 
+_COUNTED = ("total_requests", "profiles_precise", "slow_requests", "internal_errors")
+
+
+def processor_view(port: int, before: dict[str, Any]) -> dict[str, Any]:
+    """Counters over the measured run plus the processor's own overhead estimate."""
+    after = _get_json(f"http://{HOST}:{port}/_bench/stats") or {}
+    if not after:
+        return {}
+    view = {k: after.get(k, 0) - before.get(k, 0) for k in _COUNTED}
+    overhead = after.get("overhead_stats", {})
+    view["self_estimated_overhead"] = overhead.get("average_overhead")
+    if "profiled_share" in overhead:
+        view["profiled_share"] = overhead["profiled_share"]
+        view["profiled_request_extra_cost"] = overhead.get("profiled_request_extra_cost")
+    return view
+
+
+def _describe(sample: Sample) -> str:
+    parts = []
+    if sample.errors:
+        parts.append(f"ERRORS {sample.socket_errors} non2xx={sample.non_2xx}")
+    view = sample.wpm
+    if view:
+        if view["profiles_precise"]:
+            share = view["profiles_precise"] / max(view["total_requests"], 1)
+            parts.append(f"profiled {share:.1%}")
+        parts.append(f"self-est. overhead {view['self_estimated_overhead'] or 0:.1%}")
+        if view["slow_requests"] or view["internal_errors"]:
+            parts.append(f"slow={view['slow_requests']} internal_errors={view['internal_errors']}")
+    return "  ".join(parts)
+
+
 def measure_config(
     rep: int, config: str, endpoints: Sequence[str], args: argparse.Namespace, workdir: str
 ) -> list[Sample]:
@@ -214,17 +248,16 @@ def measure_config(
             url = f"http://{HOST}:{port}{endpoint}"
             if args.warmup > 0:
                 run_wrk(url, args.warmup, latency=False)
+            before = _get_json(f"http://{HOST}:{port}/_bench/stats") or {}
             parsed = parse_wrk(run_wrk(url, args.duration))
             sample = Sample(rep=rep, config=config, endpoint=endpoint, **parsed)
+            sample.wpm = processor_view(port, before) if before else {}
             samples.append(sample)
-            flag = ""
-            if sample.errors:
-                flag = f"  ERRORS {sample.socket_errors} non2xx={sample.non_2xx}"
-            print(
+            line = (
                 f"  rep {rep} {config:<12} {endpoint:<9} {sample.rps:9.1f} req/s "
-                f"p50 {sample.p50_ms:7.2f} ms p99 {sample.p99_ms:7.2f} ms{flag}",
-                flush=True,
+                f"p50 {sample.p50_ms:7.2f} ms p99 {sample.p99_ms:7.2f} ms  {_describe(sample)}"
             )
+            print(line.rstrip(), flush=True)
     return samples
 
 
