@@ -101,8 +101,9 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         }
 
     def _apply(self, config: Config) -> None:
+        logger.setLevel(config.log_level)
         self._masker = SecretMasker.from_env(config.mask_keys)
-        self._store = ReportStore(config.local_output_dir) if config.enable_local_file else None
+        self._store = ReportStore.from_config(config) if config.enable_local_file else None
         self._budget = (
             OverheadBudget(config.max_performance_overhead)
             if config.engine == "pyinstrument"
