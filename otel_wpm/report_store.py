@@ -1,9 +1,27 @@
-"""Where reports are kept: one owner-only HTML file per slow request in the output directory."""
+"""Where reports are kept: one owner-only HTML file per slow request in the output directory.
+
+Usage::
+
+    from otel_wpm.report_store import ReportStore
+    from otel_wpm.retention import RetentionLimits
+
+    store = ReportStore("performance_reports", limits=RetentionLimits(max_files=1000))
+    store = ReportStore.from_config(config)      # directory and limits from a Config
+    path = store.write(file_name, html_bytes)   # atomic; prunes old reports when due
+
+With limits, writes keep the directory within them (see :mod:`otel_wpm.retention`).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from .retention import Retention, RetentionLimits
+
+if TYPE_CHECKING:
+    from .config import Config
 
 _DIRECTORY_MODE = 0o700
 _FILE_MODE = 0o600
@@ -12,8 +30,15 @@ _FILE_MODE = 0o600
 class ReportStore:
     """Writes report files atomically; several processes may share the directory."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], limits: Optional[RetentionLimits] = None
+    ) -> None:
         self.directory = Path(directory).expanduser().absolute()
+        self.retention = Retention(self.directory, limits or RetentionLimits())
+
+    @classmethod
+    def from_config(cls, config: Config) -> ReportStore:
+        return cls(config.local_output_dir, RetentionLimits.from_config(config))
 
     def path_of(self, file_name: str) -> Path:
         if (
@@ -40,4 +65,5 @@ class ReportStore:
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
+        self.retention.after_write(len(content))
         return target

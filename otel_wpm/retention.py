@@ -1,0 +1,203 @@
+"""Keep the report directory within its limits: oldest reports go first.
+
+Usage::
+
+    from otel_wpm.retention import Retention, RetentionLimits, prune
+
+    limits = RetentionLimits(max_files=1000, max_bytes=512 * 2**20, max_age_days=30)
+    prune("performance_reports", limits)         # one pass now; returns what it removed
+
+    retention = Retention("performance_reports", limits)
+    retention.after_write(len(content))          # cheap; prunes only when due
+
+A limit of 0 means unlimited. Only report files (:mod:`otel_wpm.report_files`)
+are ever deleted; their age is their modification time, ties broken by name.
+
+Several processes may write into one directory. A pass takes a non-blocking
+``flock`` on ``.otel-wpm-retention.lock`` there, so one process prunes at a
+time and the others skip rather than wait; a file another process removed
+first is simply gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from .report_files import ReportFile, scan
+
+if TYPE_CHECKING:
+    from .config import Config
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: passes are not serialised
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger("otel_wpm")
+
+LOCK_FILE_NAME = ".otel-wpm-retention.lock"
+_SECONDS_PER_DAY = 86400.0
+_CLEARLY_OVER = 1.1
+
+
+@dataclass(frozen=True)
+class RetentionLimits:
+    """How many reports, how many bytes of them, and how old; 0 = unlimited."""
+
+    max_files: int = 0
+    max_bytes: int = 0
+    max_age_days: float = 0
+
+    @classmethod
+    def from_config(cls, config: Config) -> RetentionLimits:
+        return cls(config.report_max_files, config.report_max_bytes, config.report_max_age_days)
+
+    @property
+    def unlimited(self) -> bool:
+        return not (self.max_files or self.max_bytes or self.max_age_days)
+
+
+@dataclass
+class PruneResult:
+    """What one pass removed and what it left."""
+
+    removed: list[str] = field(default_factory=list)
+    kept_files: int = 0
+    kept_bytes: int = 0
+
+
+def select_expired(
+    reports: list[ReportFile], limits: RetentionLimits, now: float
+) -> tuple[list[ReportFile], list[ReportFile]]:
+    """Split ``reports`` into (to remove, to keep) under ``limits``."""
+    oldest_first = sorted(reports, key=lambda report: (report.mtime, report.name))
+    if limits.max_age_days:
+        cutoff = now - limits.max_age_days * _SECONDS_PER_DAY
+        expired = [report for report in oldest_first if report.mtime < cutoff]
+        kept = oldest_first[len(expired) :]
+    else:
+        expired, kept = [], oldest_first
+    if limits.max_files and len(kept) > limits.max_files:
+        excess = len(kept) - limits.max_files
+        expired, kept = expired + kept[:excess], kept[excess:]
+    if limits.max_bytes:
+        total = sum(report.size for report in kept)
+        while kept and total > limits.max_bytes:
+            total -= kept[0].size
+            expired.append(kept.pop(0))
+    return expired, kept
+
+
+@contextlib.contextmanager
+def _exclusive(directory: Path, wait: bool) -> Iterator[bool]:
+    """Hold the directory's retention lock; yields False if another process holds it."""
+    if fcntl is None:
+        yield True
+        return
+    descriptor = os.open(directory / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
+def prune(
+    directory: str | os.PathLike[str],
+    limits: RetentionLimits,
+    now: Optional[float] = None,
+    wait: bool = False,
+) -> Optional[PruneResult]:
+    """One pass over ``directory``; None if another process is pruning it (and not ``wait``)."""
+    directory = Path(directory)
+    if limits.unlimited or not directory.is_dir():
+        return PruneResult()
+    with _exclusive(directory, wait) as acquired:
+        if not acquired:
+            return None
+        expired, kept = select_expired(scan(directory), limits, time.time() if now is None else now)
+        for report in expired:
+            with contextlib.suppress(FileNotFoundError):
+                report.path.unlink()
+        if expired:
+            logger.debug("otel-wpm retention removed %d reports from %s", len(expired), directory)
+        return PruneResult(
+            [report.name for report in expired], len(kept), sum(report.size for report in kept)
+        )
+
+
+class Retention:
+    """Decides when a directory is due a pass, so writers do not scan it every time.
+
+    A pass runs after ``every_writes`` writes or ``every_seconds`` seconds since
+    the last one, and at once when this process's own writes alone have taken
+    the directory clearly (over 10 %) past a count or size limit. So a full
+    directory is not scanned on every write; it overshoots by a few reports at most.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        limits: RetentionLimits,
+        every_writes: int = 20,
+        every_seconds: float = 10.0,
+    ) -> None:
+        self.directory = Path(directory)
+        self.limits = limits
+        self.every_writes = every_writes
+        self.every_seconds = every_seconds
+        self._lock = threading.Lock()
+        self._writes = 0
+        self._last_pass = float("-inf")
+        # What the directory holds as far as this process knows: the last pass's
+        # result plus our writes since. Other processes' writes come on top.
+        self._files = 0
+        self._bytes = 0
+
+    def after_write(self, size: int) -> Optional[PruneResult]:
+        """Note a new report of ``size`` bytes; prune if due. Never raises ``OSError``."""
+        if self.limits.unlimited:
+            return None
+        with self._lock:
+            self._writes += 1
+            self._files += 1
+            self._bytes += size
+            due = self._due()
+        if not due:
+            return None
+        try:
+            return self.prune()
+        except OSError as exc:
+            logger.warning("otel-wpm cannot prune reports in %s: %s", self.directory, exc)
+            return None
+
+    def prune(self, wait: bool = False) -> Optional[PruneResult]:
+        """A pass now; None if another process is doing one (and not ``wait``)."""
+        result = prune(self.directory, self.limits, wait=wait)
+        with self._lock:
+            self._writes = 0
+            self._last_pass = time.monotonic()
+            if result is not None:
+                self._files, self._bytes = result.kept_files, result.kept_bytes
+        return result
+
+    def _due(self) -> bool:
+        limits = self.limits
+        return (
+            self._writes >= self.every_writes
+            or time.monotonic() - self._last_pass >= self.every_seconds
+            or bool(limits.max_files and self._files > limits.max_files * _CLEARLY_OVER)
+            or bool(limits.max_bytes and self._bytes > limits.max_bytes * _CLEARLY_OVER)
+        )
