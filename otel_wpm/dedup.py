@@ -58,6 +58,9 @@ class DedupStore(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
+    def reset_after_fork(self) -> None:  # noqa: B027 - optional hook
+        """In a forked child: drop locks and connections inherited from the parent."""
+
     def _report_failure(self, error: Exception) -> None:
         # One warning per outage, not one per alert.
         if not self._failing:
@@ -78,6 +81,9 @@ class MemoryDedupStore(DedupStore):
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, int]] = {}
+
+    def reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def _claim(self, key: str, window_seconds: float) -> tuple[bool, int]:
         now = self._clock()
@@ -109,6 +115,11 @@ class SQLiteDedupStore(DedupStore):
 
     def describe(self) -> str:
         return f"SQLite de-duplication store {self.path}"
+
+    def reset_after_fork(self) -> None:
+        # The inherited connection belongs to the parent: neither use nor close it here.
+        self._lock = threading.Lock()
+        self._connection = None
 
     def _claim(self, key: str, window_seconds: float) -> tuple[bool, int]:
         with self._lock:

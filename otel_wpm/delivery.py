@@ -127,7 +127,7 @@ class AlertDispatcher:
         return not self._queue and not self._delivering
 
     def shutdown(self, timeout: float) -> None:
-        """Deliver what is queued within ``timeout``, then stop and close the exporters."""
+        """Deliver what is queued within ``timeout``, then stop; closes exporters and store."""
         deadline = time.monotonic() + timeout
         if not self.flush(timeout):
             logger.warning("Alerts still queued at shutdown after %.1f s; dropping them", timeout)
@@ -248,6 +248,12 @@ class AlertDispatcher:
         self._reset_state()
         self._stopping = stopped
         self._log_once = _LogOnce(logger)
+        parts: list[AlertExporter | DedupStore] = [*self.exporters, self.dedup]
+        for part in parts:
+            try:
+                part.reset_after_fork()
+            except Exception:  # noqa: BLE001 - a child must start even if one part can't reset
+                logger.warning("Could not reset %r after fork", part, exc_info=True)
 
 
 def _describe(error: Exception) -> str:

@@ -306,11 +306,15 @@ def test_send_test_alert_without_exporters(stats: Stats, make_alert: MakeAlert) 
 def test_a_forked_child_delivers_its_own_alerts(
     stats: Stats, make_alert: MakeAlert, tmp_path: Path
 ) -> None:
-    dispatcher = dispatcher_with(stats, LocalFileExporter(tmp_path))
+    dispatcher = dispatcher_with(stats, LocalFileExporter(tmp_path), window=WINDOW)
     dispatcher.submit(make_alert(route="/parent"))
     assert dispatcher.flush(timeout=10)  # the parent's delivery thread is running
+    store = dispatcher.dedup
+    assert isinstance(store, MemoryDedupStore)
 
-    pid = os.fork()
+    # Fork while the parent holds the locks, as its delivery thread could at any moment.
+    with dispatcher._condition, store._lock:
+        pid = os.fork()
     if pid == 0:
         ok = False
         try:

@@ -51,3 +51,6 @@ class AlertExporter(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release what the exporter holds (connections, files)."""
+
+    def reset_after_fork(self) -> None:  # noqa: B027 - optional hook
+        """In a forked child: drop locks and connections inherited from the parent."""

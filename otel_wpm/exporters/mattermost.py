@@ -109,6 +109,10 @@ class MattermostExporter(AlertExporter):
     def __repr__(self) -> str:
         return f"MattermostExporter({self.server_url!r}, channel_id={self.channel_id!r})"
 
+    def reset_after_fork(self) -> None:
+        # The parent's delivery thread may have held the lock at fork time.
+        self._login_lock = threading.Lock()
+
     def export(self, alert: Alert) -> None:
         message = format_markdown(alert)
         self._ensure_logged_in()
