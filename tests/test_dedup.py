@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -227,3 +228,12 @@ def test_redis_recovery_is_logged_and_later_outages_reported_again(
         (False, True),
         (True, False),
     ]
+
+
+def test_missing_redis_package_names_the_setting_and_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)
+
+    with pytest.raises(RuntimeError) as raised:
+        RedisDedupStore("redis://127.0.0.1:6379/0")
+
+    assert "dedup_redis_url" in str(raised.value) and "otel-wpm[redis]" in str(raised.value)

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import stat
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -356,3 +357,26 @@ def test_unreachable_server_is_a_connection_error(make_alert: MakeAlert) -> None
 
     assert raised.value.kind == "connection" and not raised.value.permanent
     assert token not in str(raised.value)
+
+
+def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mattermostdriver", None)
+
+    with pytest.raises(RuntimeError) as raised:
+        MattermostExporter("https://mm.example.com", "secret-token", "chan")
+
+    assert "otel-wpm[mattermost]" in str(raised.value) and "secret-token" not in str(raised.value)
+
+
+def test_report_refused_as_too_large_still_posts_the_alert(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
+) -> None:
+    exporter, _ = exporter_for(mattermost_server)
+    exporter.export(make_alert())
+    mattermost_server.fail_next(1, status=413)  # the next upload
+
+    exporter.export(make_alert(route="/big"))
+
+    last = mattermost_server.posts[-1]
+    assert "/big" in last["message"] and last["file_ids"] == []
+    assert "[report](" in last["message"]
