@@ -1,0 +1,165 @@
+"""Test helpers: subprocess servers, polling, reading reports and console-exported spans."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import requests
+from opentelemetry import trace
+from opentelemetry.util._once import Once
+
+APPS_DIR = Path(__file__).resolve().parent
+REPO_DIR = APPS_DIR.parent.parent
+DEADLINE_SECONDS = 30.0
+
+_PROCESS_ROW = re.compile(r"<tr><th>Process</th><td>(\d+)</td></tr>")
+_METADATA = re.compile(
+    r'<script type="application/json" id="otel-wpm-report">(.*?)</script>', re.DOTALL
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_SECONDS) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without OTEL_*/WPM_* variables, plus ``settings``."""
+    env = {
+        name: value for name, value in os.environ.items() if not name.startswith(("OTEL_", "WPM_"))
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(settings)
+    return env
+
+
+class ServerProcess:
+    """A server started as a subprocess; stdout and stderr go to files in ``workdir``."""
+
+    def __init__(self, command: list[str], env: dict[str, str], workdir: Path, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.stdout_path = workdir / "stdout.txt"
+        self.stderr_path = workdir / "stderr.txt"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen(
+                command, env=env, cwd=workdir, stdout=out, stderr=err, start_new_session=True
+            )
+
+    def wait_ready(self, path: str = "/fast") -> None:
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"server exited with {self.process.returncode}:\n{self.stderr()}"
+                )
+            try:
+                return requests.get(self.url + path, timeout=5).ok
+            except requests.ConnectionError:
+                return False
+
+        wait_until(answers, f"{self.url} to answer")
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            # The whole process group: gunicorn's workers go with their master.
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+@contextlib.contextmanager
+def running_server(
+    command: list[str], env: dict[str, str], workdir: Path, port: int, ready_path: str = "/fast"
+) -> Iterator[ServerProcess]:
+    server = ServerProcess(command, env, workdir, port)
+    try:
+        server.wait_ready(ready_path)
+        yield server
+    finally:
+        server.stop()
+
+
+def report_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*.html") if not p.name.startswith("."))
+
+
+def report_metadata(path: Path) -> dict[str, Any]:
+    match = _METADATA.search(path.read_text(encoding="utf-8"))
+    assert match, f"no metadata in {path}"
+    return json.loads(match.group(1))
+
+
+def report_pid(path: Path) -> int:
+    match = _PROCESS_ROW.search(path.read_text(encoding="utf-8"))
+    assert match, f"no Process row in {path}"
+    return int(match.group(1))
+
+
+def console_spans(text: str) -> list[dict[str, Any]]:
+    """The spans ConsoleSpanExporter printed (pretty JSON objects) among other output."""
+    decoder = json.JSONDecoder()
+    spans = []
+    end = 0
+    for match in re.finditer(r"^\{", text, re.MULTILINE):
+        if match.start() < end:
+            continue
+        try:
+            value, end = decoder.raw_decode(text, match.start())
+        except ValueError:
+            continue
+        if isinstance(value, dict) and "context" in value and "attributes" in value:
+            spans.append(value)
+    return spans
+
+
+def server_span_for(spans: list[dict[str, Any]], path: str) -> Optional[dict[str, Any]]:
+    """The exported SERVER span of the request for ``path`` (old or stable semconv)."""
+    for span in spans:
+        attributes = span["attributes"]
+        target = attributes.get("url.path") or str(attributes.get("http.target", "")).split("?")[0]
+        if span["kind"] == "SpanKind.SERVER" and target == path:
+            return span
+    return None
+
+
+def trace_id_of(span: dict[str, Any]) -> str:
+    return str(span["context"]["trace_id"]).removeprefix("0x")
+
+
+def reset_global_tracer_provider() -> None:
+    """Let a test set the global TracerProvider again (the API allows it once per process)."""
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None

@@ -1,0 +1,273 @@
+"""otel-wpm under the real ``opentelemetry-instrument`` launcher, configured by env vars only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from apps.helpers import (
+    APPS_DIR,
+    clean_env,
+    console_spans,
+    free_port,
+    report_files,
+    report_metadata,
+    report_pid,
+    reset_global_tracer_provider,
+    running_server,
+    server_span_for,
+    trace_id_of,
+    wait_until,
+)
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from otel_wpm import attributes
+from otel_wpm.auto import installed_processor, post_instrument
+
+APP_FILE = str(APPS_DIR / "flask_app.py")
+
+
+def _wpm_env(workdir: Path, **settings: str) -> dict[str, str]:
+    defaults = {
+        "WPM_THRESHOLD_SECONDS": "0.2",
+        "WPM_LOCAL_OUTPUT_DIR": str(workdir / "reports"),
+        "OTEL_SERVICE_NAME": "auto-shop",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    return clean_env(**{**defaults, **settings})
+
+
+def _instrument(*command: str, exporter: str = "console") -> list[str]:
+    return [
+        "opentelemetry-instrument",
+        "--traces_exporter",
+        exporter,
+        "--metrics_exporter",
+        "none",
+        "--logs_exporter",
+        "none",
+        *command,
+    ]
+
+
+def _flask_run(port: int) -> list[str]:
+    return _instrument(
+        "flask", "--app", APP_FILE, "run", "--host", "127.0.0.1", "--port", str(port)
+    )
+
+
+@dataclass
+class Run:
+    """What one instrumented server produced for a fixed sequence of requests."""
+
+    reports: list[Path]
+    spans: list[dict[str, Any]]
+    stderr: str
+    statuses: dict[str, int]
+
+
+def _serve_and_request(workdir: Path, env: dict[str, str], paths: list[str]) -> Run:
+    """Request ``paths`` in order (the last one slow), wait for its report and spans."""
+    port = free_port()
+    reports_dir = workdir / "reports"
+    with running_server(_flask_run(port), env, workdir, port) as server:
+        statuses = {path: requests.get(server.url + path, timeout=10).status_code for path in paths}
+        wait_until(lambda: report_files(reports_dir), "the report of the slow request")
+        if env.get("OTEL_PYTHON_CONFIGURATOR") != "none":
+            wait_until(
+                lambda: server_span_for(console_spans(server.stdout()), paths[-1]),
+                "the exported span of the slow request",
+            )
+        # The report thread handles slow spans in order, so anything earlier is written by now.
+        return Run(
+            report_files(reports_dir), console_spans(server.stdout()), server.stderr(), statuses
+        )
+
+
+@pytest.fixture(scope="module")
+def flask_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    workdir = tmp_path_factory.mktemp("flask-run")
+    env = _wpm_env(workdir, OTEL_PYTHON_FLASK_EXCLUDED_URLS="health", WPM_URL_BLACKLIST="^/ignored")
+    return _serve_and_request(workdir, env, ["/fast", "/health", "/ignored", "/slow"])
+
+
+def test_slow_request_report_has_the_exported_trace_id(flask_run: Run) -> None:
+    assert len(flask_run.reports) == 1
+    meta = report_metadata(flask_run.reports[0])
+    slow_span = server_span_for(flask_run.spans, "/slow")
+    assert slow_span is not None
+    assert meta["trace_id"] == trace_id_of(slow_span)
+    assert meta["route"] == "/slow"
+    assert meta["service"] == "auto-shop"
+
+
+def test_profile_shows_the_slow_function(flask_run: Run) -> None:
+    assert "slow_work" in flask_run.reports[0].read_text(encoding="utf-8")
+
+
+def test_only_the_slow_span_links_to_its_report(flask_run: Run) -> None:
+    slow_attributes = server_span_for(flask_run.spans, "/slow")["attributes"]  # type: ignore[index]
+    assert slow_attributes[attributes.SLOW] is True
+    assert slow_attributes[attributes.REPORT_URL] == str(flask_run.reports[0])
+    for path in ("/fast", "/ignored"):
+        span = server_span_for(flask_run.spans, path)
+        assert span is not None, f"no span exported for {path}"
+        assert attributes.SLOW not in span["attributes"]
+        assert attributes.REPORT_URL not in span["attributes"]
+
+
+def test_excluded_url_has_no_span_and_no_report(flask_run: Run) -> None:
+    assert flask_run.statuses["/health"] == 200
+    assert server_span_for(flask_run.spans, "/health") is None
+    assert not any("health" in path.name for path in flask_run.reports)
+
+
+def test_blacklisted_url_keeps_its_span_but_gets_no_report(flask_run: Run) -> None:
+    assert flask_run.statuses["/ignored"] == 200
+    assert server_span_for(flask_run.spans, "/ignored") is not None
+    assert not any("ignored" in path.name for path in flask_run.reports)
+
+
+def test_stable_http_semantic_conventions(tmp_path: Path) -> None:
+    env = _wpm_env(tmp_path, OTEL_SEMCONV_STABILITY_OPT_IN="http")
+    run = _serve_and_request(tmp_path, env, ["/fast", "/slow"])
+    assert len(run.reports) == 1
+    meta = report_metadata(run.reports[0])
+    slow_span = server_span_for(run.spans, "/slow")
+    assert slow_span is not None
+    assert "http.request.method" in slow_span["attributes"]
+    assert "http.method" not in slow_span["attributes"]
+    assert slow_span["attributes"][attributes.SLOW] is True
+    assert meta["trace_id"] == trace_id_of(slow_span)
+    assert (meta["method"], meta["route"]) == ("GET", "/slow")
+
+
+def test_without_a_distro_otel_wpm_creates_the_provider(tmp_path: Path) -> None:
+    # No distro, no configurator: opentelemetry-instrument as without opentelemetry-distro.
+    env = _wpm_env(tmp_path, OTEL_PYTHON_DISTRO="none", OTEL_PYTHON_CONFIGURATOR="none")
+    run = _serve_and_request(tmp_path, env, ["/fast", "/slow"])
+    assert len(run.reports) == 1
+    meta = report_metadata(run.reports[0])
+    assert (meta["route"], meta["service"]) == ("/slow", "auto-shop")
+    assert run.spans == []  # nothing exports them
+
+
+def test_disabled_by_env(tmp_path: Path) -> None:
+    env = _wpm_env(tmp_path, WPM_ENABLED="false")
+    port = free_port()
+    with running_server(_flask_run(port), env, tmp_path, port) as server:
+        assert requests.get(server.url + "/slow", timeout=10).ok
+        # The exported span proves the request was over before we look for reports.
+        span = wait_until(
+            lambda: server_span_for(console_spans(server.stdout()), "/slow"), "the span"
+        )
+    assert attributes.SLOW not in span["attributes"]
+    assert report_files(tmp_path / "reports") == []
+
+
+def test_bad_setting_is_logged_and_the_app_still_serves(tmp_path: Path) -> None:
+    env = _wpm_env(tmp_path, WPM_THRESHOLD_SECONDS="soon")
+    port = free_port()
+    with running_server(_flask_run(port), env, tmp_path, port) as server:
+        assert requests.get(server.url + "/slow", timeout=10).ok
+        wait_until(lambda: server_span_for(console_spans(server.stdout()), "/slow"), "the span")
+        stderr = server.stderr()
+    assert "WPM_THRESHOLD_SECONDS" in stderr
+    assert "'soon'" in stderr
+    assert report_files(tmp_path / "reports") == []
+
+
+def test_gunicorn_workers_both_profile(tmp_path: Path) -> None:
+    port = free_port()
+    command = _instrument(
+        "gunicorn",
+        "-w",
+        "2",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--chdir",
+        str(APPS_DIR),
+        "flask_app:app",
+        exporter="none",
+    )
+    reports_dir = tmp_path / "reports"
+    served_by: set[int] = set()
+
+    def slow_request(_: int) -> int:
+        return int(requests.get(f"http://127.0.0.1:{port}/slow?seconds=0.4", timeout=10).text)
+
+    with (
+        running_server(command, _wpm_env(tmp_path), tmp_path, port) as server,
+        ThreadPoolExecutor(4) as pool,
+    ):
+
+        def two_workers_served() -> bool:
+            served_by.update(pool.map(slow_request, range(4)))
+            return len(served_by) >= 2
+
+        wait_until(two_workers_served, "both gunicorn workers to serve a slow request")
+        expected = len(served_by)
+        wait_until(
+            lambda: len({report_pid(p) for p in report_files(reports_dir)}) >= expected,
+            "a report from each worker",
+        )
+        assert server.process.poll() is None
+    pids = {report_pid(path) for path in report_files(reports_dir)}
+    assert pids == served_by
+    assert server.process.pid not in pids  # the master serves nothing
+
+
+@pytest.fixture
+def fresh_globals() -> Iterator[None]:
+    reset_global_tracer_provider()
+    yield
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()
+    reset_global_tracer_provider()
+
+
+def test_post_instrument_adds_the_processor_once(
+    fresh_globals: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WPM_LOCAL_OUTPUT_DIR", str(tmp_path))
+    provider = TracerProvider()
+    trace.set_tracer_provider(provider)
+    post_instrument()
+    processor = installed_processor(provider)
+    post_instrument()
+    assert processor is not None
+    assert installed_processor(provider) is processor
+    ours = [p for p in provider._active_span_processor._span_processors if p is processor]
+    assert len(ours) == 1
+    assert processor.config.local_output_dir == str(tmp_path)
+
+
+def test_post_instrument_without_provider_sets_one(
+    fresh_globals: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WPM_LOCAL_OUTPUT_DIR", str(tmp_path))
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "no-distro")
+    post_instrument()
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    assert installed_processor(provider) is not None
+    assert provider.resource.attributes["service.name"] == "no-distro"
+
+
+def test_post_instrument_bad_setting_leaves_provider_alone(
+    fresh_globals: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("WPM_ENGINE", "turbo")
+    provider = TracerProvider()
+    trace.set_tracer_provider(provider)
+    with caplog.at_level("ERROR", logger="otel_wpm"):
+        post_instrument()
+    assert installed_processor(provider) is None
+    assert any("WPM_ENGINE" in r.getMessage() and "turbo" in r.getMessage() for r in caplog.records)
