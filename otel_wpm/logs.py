@@ -1,4 +1,4 @@
-"""Logging helpers: the ``otel_wpm`` logger, and failures told once rather than per request."""
+"""Failures told once, not once per request."""
 
 from __future__ import annotations
 
@@ -10,11 +10,16 @@ from typing import Any
 logger = logging.getLogger("otel_wpm")
 
 
-class LogOnce:
-    """Logs a failure the first time its ``kind`` is seen; later ones of that kind are counted.
+def _in_group(kind: Hashable, group: Hashable) -> bool:
+    return kind == group or (isinstance(kind, tuple) and bool(kind) and kind[0] == group)
 
-    ``recovered(kind)`` forgets the kind (and says so), so a failure that comes
-    back after things worked again is logged again.
+
+class LogOnce:
+    """Logs a failure the first time its ``kind`` is seen; repeats are only counted.
+
+    Kinds may be tuples whose first item names a group (``("mattermost", "auth")``).
+    ``recovered(group, ...)`` forgets every kind of that group and says so once,
+    so a failure that comes back after things worked again is logged again.
     """
 
     def __init__(self, target: logging.Logger = logger) -> None:
@@ -30,12 +35,19 @@ class LogOnce:
             self._logger.warning(message, *args, exc_info=exc_info)
         return count == 0
 
-    def recovered(self, kind: Hashable, message: str, *args: Any) -> None:
+    def recovered(self, group: Hashable, message: str, *args: Any) -> bool:
         with self._lock:
-            repeats = self._seen.pop(kind, None)
-        if repeats is not None:
-            self._logger.warning(message + " (after %d failures)", *args, repeats)
+            kinds = [kind for kind in self._seen if _in_group(kind, group)]
+            for kind in kinds:
+                del self._seen[kind]
+        if kinds:
+            self._logger.info(message, *args)
+        return bool(kinds)
 
     def count(self, kind: Hashable) -> int:
         with self._lock:
             return self._seen.get(kind, 0)
+
+    def forget_all(self) -> None:
+        with self._lock:
+            self._seen.clear()

@@ -12,14 +12,14 @@ request is still running.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Callable, Optional
+
+from . import forksafe
 
 logger = logging.getLogger("otel_wpm")
 
@@ -92,18 +92,6 @@ class SamplerListener:
     def on_hung(self, request: InFlightRequest) -> None: ...
 
 
-_samplers: weakref.WeakSet[StackSampler] = weakref.WeakSet()
-
-
-def _reset_all_after_fork() -> None:
-    for sampler in list(_samplers):
-        sampler._reset_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_all_after_fork)
-
-
 class StackSampler:
     """Samples the threads of in-flight requests; one thread per process, started lazily."""
 
@@ -121,9 +109,9 @@ class StackSampler:
         self.configure(
             interval_seconds, sample_after_seconds, threshold_seconds, hung_after_seconds
         )
-        self._reset_after_fork()
+        self.after_fork_in_child()
         self.cpu_seconds = 0.0
-        _samplers.add(self)
+        forksafe.register(self)
 
     def configure(
         self,
@@ -137,7 +125,7 @@ class StackSampler:
         self._threshold_ns = int(threshold_seconds * 1e9)
         self._hung_after_ns = int(hung_after_seconds * 1e9) if hung_after_seconds else None
 
-    def _reset_after_fork(self) -> None:
+    def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self._in_flight: dict[int, list[InFlightRequest]] = {}
         self._thread: Optional[threading.Thread] = None

@@ -7,6 +7,8 @@ from typing import Any
 
 from opentelemetry import metrics
 
+from . import forksafe
+
 COUNTERS = (
     "total_requests",
     "slow_requests",
@@ -31,6 +33,7 @@ class Stats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        forksafe.register(self)
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._overhead: dict[str, Any] = {"average_overhead": 0.0, "method": "none"}
         meter = metrics.get_meter("otel_wpm")
@@ -38,6 +41,9 @@ class Stats:
         self._duration = meter.create_histogram(
             "otel_wpm.request.duration", unit="s", description="Duration of watched requests"
         )
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
 
     def incr(self, name: str, amount: int = 1) -> None:
         with self._lock:

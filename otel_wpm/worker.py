@@ -10,26 +10,15 @@ first time it submits.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import weakref
 from collections import deque
 from typing import Callable, Generic, Optional, TypeVar
 
+from . import forksafe
+
 Job = TypeVar("Job")
 logger = logging.getLogger("otel_wpm")
-
-_workers: weakref.WeakSet[BackgroundWorker[object]] = weakref.WeakSet()
-
-
-def _reset_all_after_fork() -> None:
-    for worker in list(_workers):
-        worker._reset_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_all_after_fork)
 
 
 class BackgroundWorker(Generic[Job]):
@@ -46,10 +35,11 @@ class BackgroundWorker(Generic[Job]):
         self._handle = handle
         self._queue_size = queue_size
         self._on_drop = on_drop
-        self._reset_after_fork()
-        _workers.add(self)  # type: ignore[arg-type]
+        self.after_fork_in_child()
+        forksafe.register(self)
 
-    def _reset_after_fork(self) -> None:
+    def after_fork_in_child(self) -> None:
+        # the parent's queued jobs are the parent's to handle
         self._condition = threading.Condition()
         self._jobs: deque[Job] = deque()
         self._busy = False
@@ -105,12 +95,17 @@ class BackgroundWorker(Generic[Job]):
         return True
 
     def shutdown(self, timeout: float) -> bool:
-        """Handle what is queued within ``timeout``, then stop the thread."""
+        """Handle what is queued within ``timeout``, drop the rest, then stop the thread."""
+        deadline = time.monotonic() + timeout
         drained = self.flush(timeout)
         with self._condition:
             self._stopping = True
+            left = list(self._jobs)
+            self._jobs.clear()
             self._condition.notify_all()
             thread = self._thread
+        for job in left:
+            self._on_drop(job)
         if thread is not None and thread is not threading.current_thread():
-            thread.join(max(0.0, timeout))
+            thread.join(max(0.0, deadline - time.monotonic()))
         return drained

@@ -313,7 +313,7 @@ def test_a_forked_child_delivers_its_own_alerts(
     assert isinstance(store, MemoryDedupStore)
 
     # Fork while the parent holds the locks, as its delivery thread could at any moment.
-    with dispatcher._condition, store._lock:
+    with dispatcher._worker._condition, store._lock:
         pid = os.fork()
     if pid == 0:
         ok = False
