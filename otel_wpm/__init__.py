@@ -8,7 +8,9 @@ Quick use with an SDK ``TracerProvider``::
 """
 
 from .config import Config, ConfigError
+from .monitor import PerformanceMonitor
 from .processor import ProfilingSpanProcessor
 
 __all__ = ["Config", "ConfigError", "ProfilingSpanProcessor"]
+__all__ += ["PerformanceMonitor"]
 __version__ = "0.1.0"

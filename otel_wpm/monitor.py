@@ -1,0 +1,183 @@
+"""``PerformanceMonitor``: otel-wpm in two lines, with or without OpenTelemetry set up.
+
+Usage in a Flask app::
+
+    from otel_wpm import Config, PerformanceMonitor
+
+    monitor = PerformanceMonitor(Config(threshold_seconds=0.5))
+    app.wsgi_app = monitor.create_middleware()(app.wsgi_app)
+
+    @monitor.create_decorator()
+    def build_invoice(order): ...
+
+Which ``TracerProvider`` is used:
+
+* the global one, when it is an SDK provider (set up by the application or by
+  ``opentelemetry-instrument``): our processor is added to it once, and reused
+  by every monitor;
+* otherwise a private SDK provider, so that nothing is exported and a global
+  provider set later by the application is not taken over.
+
+The middleware makes the server span with OpenTelemetry's WSGI middleware,
+unless the app is already instrumented (FlaskInstrumentor,
+``opentelemetry-instrument``, an outer OpenTelemetry middleware): then it only
+passes the request on, and the span of that instrumentation is profiled.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any, Callable, Optional, TypeVar, cast
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
+
+from . import attributes
+from .auto import install, installed_processor, new_provider
+from .config import Config
+from .processor import ProfilingSpanProcessor
+
+logger = logging.getLogger("otel_wpm")
+
+WSGIApp = Callable[..., Iterable[bytes]]
+F = TypeVar("F", bound=Callable[..., Any])
+
+_INSTRUMENTATION_PACKAGE = "opentelemetry.instrumentation"
+
+
+def is_instrumented(app: Any) -> bool:
+    """Whether ``app`` is already wrapped by an OpenTelemetry instrumentation."""
+    module = getattr(app, "__module__", None) or type(app).__module__
+    return str(module).startswith(_INSTRUMENTATION_PACKAGE)
+
+
+class MonitorMiddleware:
+    """WSGI middleware: a server span around each request, unless one is already current."""
+
+    def __init__(self, app: WSGIApp, tracer_provider: TracerProvider) -> None:
+        self.app = app
+        self._traced = OpenTelemetryMiddleware(app, tracer_provider=tracer_provider)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if trace.get_current_span().get_span_context().is_valid:
+            return self.app(environ, start_response)
+        return self._traced(environ, start_response)
+
+
+class PerformanceMonitor:
+    """Profiles slow requests and slow decorated functions; see the module docstring."""
+
+    def __init__(self, config: Optional[Config] = None) -> None:
+        self._lock = threading.Lock()
+        provider = trace.get_tracer_provider()
+        self._private = not isinstance(provider, TracerProvider)
+        if self._private:
+            provider = new_provider()
+        assert isinstance(provider, TracerProvider)
+        existing = installed_processor(provider)
+        if existing is not None and config is not None:
+            existing.update_config(config)
+        self._provider = provider
+        self._processor = install(provider, config or Config.from_env())
+        self._tracer = provider.get_tracer("otel_wpm")
+
+    @property
+    def processor(self) -> ProfilingSpanProcessor:
+        return self._processor
+
+    @property
+    def config(self) -> Config:
+        return self._processor.config
+
+    @property
+    def tracer_provider(self) -> TracerProvider:
+        return self._provider
+
+    # --- wrapping the app and functions ----------------------------------------------
+
+    def create_middleware(self) -> Callable[[WSGIApp], WSGIApp]:
+        """Wraps a WSGI app: ``app.wsgi_app = monitor.create_middleware()(app.wsgi_app)``."""
+        return self._wrap
+
+    def _wrap(self, app: WSGIApp) -> WSGIApp:
+        if is_instrumented(app):
+            if self._private:
+                logger.warning(
+                    "otel-wpm: the app is instrumented but no SDK TracerProvider is global; "
+                    "add ProfilingSpanProcessor to the provider of that instrumentation"
+                )
+            return app
+        return MonitorMiddleware(app, self._provider)
+
+    def create_decorator(self, name: Optional[str] = None) -> Callable[[F], F]:
+        """Profile calls of the decorated function; report those slower than the threshold."""
+
+        def decorate(func: F) -> F:
+            span_name = name or func.__qualname__
+            span_attributes: dict[str, AttributeValue] = {
+                attributes.PROFILE: True,
+                "code.function": func.__qualname__,
+                "code.namespace": func.__module__,
+            }
+
+            @functools.wraps(func)
+            def profiled(*args: Any, **kwargs: Any) -> Any:
+                with self._tracer.start_as_current_span(
+                    span_name, kind=SpanKind.INTERNAL, attributes=span_attributes
+                ):
+                    return func(*args, **kwargs)
+
+            return cast(F, profiled)
+
+        return decorate
+
+    # --- settings ----------------------------------------------------------------------
+
+    def update_config(self, **changes: Any) -> Config:
+        """Apply ``changes`` now (validated; ``ConfigError`` leaves the old settings)."""
+        with self._lock:
+            new_config = self._processor.config.replace(**changes)
+            self._processor.update_config(new_config)
+        return new_config
+
+    def add_blacklist_url(self, pattern: str) -> bool:
+        """Stop profiling URLs matching the regex ``pattern``; False if it is no regex."""
+        return self.config.add_blacklist_url(pattern)
+
+    def remove_blacklist_url(self, pattern: str) -> bool:
+        return self.config.remove_blacklist_url(pattern)
+
+    # --- stats, alerts, lifecycle ------------------------------------------------------
+
+    def get_stats(self) -> dict[str, Any]:
+        return self._processor.get_stats()
+
+    def reset_stats(self) -> None:
+        self._processor.reset_stats()
+
+    def test_alert_system(self) -> dict[str, Any]:
+        """Send a test alert through every enabled exporter; says which worked."""
+        return self._processor.test_alert_system()
+
+    def flush(self, timeout_seconds: float = 30.0) -> bool:
+        """Wait until pending reports are written and alerts delivered."""
+        return self._processor.force_flush(int(timeout_seconds * 1000))
+
+    def shutdown(self) -> None:
+        """Finish pending work and stop profiling.
+
+        A private provider is shut down. A shared one belongs to the application,
+        which shuts it down; here the processor is only flushed and disabled.
+        """
+        if self._private:
+            self._provider.shutdown()
+            return
+        self._processor.force_flush()
+        with self._lock:
+            self._processor.update_config(self._processor.config.replace(enabled=False))
