@@ -1,0 +1,477 @@
+"""The report server over real HTTP on 127.0.0.1, with reports rendered by otel_wpm.report."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+import requests
+from pyinstrument import Profiler
+
+from otel_wpm.capture import RawRequest
+from otel_wpm.masking import SecretMasker
+from otel_wpm.profile import Profile
+from otel_wpm.report import SlowRequest, render_report, report_file_name
+from otel_wpm.report_store import ReportStore
+from otel_wpm.semconv import HttpFacts
+from otel_wpm.server import (
+    METADATA_READ_BYTES,
+    SECURITY_HEADERS,
+    is_loopback,
+    make_server,
+    read_metadata,
+)
+
+TRACE_A = "0af7651916cd43dd8448eb211c80319c"
+TRACE_B = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACE_C = "a3ce929d0e0e47364bf92f3577b34da6"
+UNKNOWN_TRACE = "f" * 32
+SPAN = "b7ad6b7169203331"
+EVIL = "<img src=x onerror=alert(1)>"
+
+
+def busy() -> int:
+    return sum(i * i for i in range(200_000))
+
+
+@pytest.fixture(scope="module")
+def session() -> Any:
+    profiler = Profiler()
+    profiler.start()
+    busy()
+    profiler.stop()
+    return profiler.last_session
+
+
+def write_report(
+    directory: Path,
+    trace_id: str,
+    route: str,
+    duration: float,
+    started: datetime,
+    status: Optional[int] = 200,
+    in_flight: bool = False,
+    session: Any = None,
+    span_id: str = SPAN,
+) -> str:
+    name = report_file_name(started, "GET", route, trace_id, span_id, in_flight)
+    slow = SlowRequest(
+        service="shop",
+        facts=HttpFacts("GET", route, "", f"http://shop{route}", route, status),
+        trace_id=trace_id,
+        span_id=span_id,
+        start_time=started.timestamp(),
+        duration_seconds=duration,
+        threshold_seconds=0.5,
+        raw_request=RawRequest(),
+        profile=Profile(session, "pyinstrument" if session else "sampling", duration, duration),
+        report_file=name,
+        report_link=None,
+        trace_url=f"http://jaeger.local/trace/{trace_id}",
+        in_flight=in_flight,
+    )
+    ReportStore(directory).write(name, render_report(slow, SecretMasker()).encode())
+    return name
+
+
+@pytest.fixture
+def reports(tmp_path: Path) -> Path:
+    directory = tmp_path / "reports"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def base_url(reports: Path) -> Iterator[str]:
+    server = make_server(reports, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def when(minute: int) -> datetime:
+    return datetime(2024, 5, 1, 12, minute, 0, tzinfo=timezone.utc)
+
+
+def raw_get(base_url: str, path: bytes, method: bytes = b"GET") -> tuple[int, bytes]:
+    """Send ``path`` exactly as given (no client-side normalising); status and whole response."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            method + b" " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    response = b"".join(chunks)
+    return int(response.split(b" ", 2)[1]), response
+
+
+# --- index ---------------------------------------------------------------------------
+
+
+def test_index_lists_reports_newest_first_with_their_metadata(
+    reports: Path, base_url: str, session: Any
+) -> None:
+    write_report(reports, TRACE_A, "/users/<id>", 1.25, when(1), session=session)
+    write_report(reports, TRACE_B, "/orders", 3.5, when(3), status=503)
+
+    page = requests.get(base_url + "/", timeout=10).text
+
+    assert page.index(TRACE_B) < page.index(TRACE_A)
+    assert "/users/&lt;id&gt;" in page and "/orders" in page
+    assert "1.250 s" in page and "3.500 s" in page and "503" in page
+    assert "2024-05-01T12:03:00+00:00" in page
+    assert f'href="/trace/{TRACE_A}"' in page
+    assert f'href="http://jaeger.local/trace/{TRACE_A}"' in page
+    assert "2 of 2 reports" in page
+
+
+def test_index_escapes_everything_from_the_reports(reports: Path, base_url: str) -> None:
+    write_report(reports, TRACE_A, f"/p{EVIL}", 1.0, when(1))
+
+    page = requests.get(base_url + "/", params={"route": EVIL}, timeout=10).text
+
+    assert EVIL not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_index_filters_by_route_duration_and_trace_id(reports: Path, base_url: str) -> None:
+    write_report(reports, TRACE_A, "/users/<id>", 1.0, when(1))
+    write_report(reports, TRACE_B, "/orders", 3.0, when(2))
+    write_report(reports, TRACE_C, "/users/search", 5.0, when(3))
+
+    def traces(**params: str) -> set[str]:
+        response = requests.get(base_url + "/", params=params, timeout=10)
+        assert response.status_code == 200
+        return {t for t in (TRACE_A, TRACE_B, TRACE_C) if t in response.text}
+
+    assert traces(route="USERS") == {TRACE_A, TRACE_C}
+    assert traces(min_duration="2.5") == {TRACE_B, TRACE_C}
+    assert traces(route="users", min_duration="2") == {TRACE_C}
+    assert traces(trace_id=TRACE_B[:6].upper()) == {TRACE_B}
+    assert traces(trace_id=TRACE_A) == {TRACE_A}
+
+
+@pytest.mark.parametrize(
+    "params", [{"min_duration": "fast"}, {"min_duration": "-1"}, {"trace_id": "xyz"}]
+)
+def test_bad_filters_get_400(reports: Path, base_url: str, params: dict[str, str]) -> None:
+    response = requests.get(base_url + "/", params=params, timeout=10)
+
+    assert response.status_code == 400
+
+
+def test_unreadable_metadata_falls_back_to_the_file_name(reports: Path, base_url: str) -> None:
+    name = report_file_name(when(1), "POST", "/upload", TRACE_A, SPAN, in_flight=False)
+    (reports / name).write_text("<html>" + "x" * 20000 + "</html>")
+
+    page = requests.get(base_url + "/", timeout=10).text
+
+    assert TRACE_A in page and "POST" in page and "upload" in page
+
+
+def test_index_metadata_is_cached_by_name_mtime_and_size(reports: Path, base_url: str) -> None:
+    name = write_report(reports, TRACE_A, "/first", 1.0, when(1))
+    path = reports / name
+    assert "/first" in requests.get(base_url + "/", timeout=10).text
+    stat = path.stat()
+
+    # same size and mtime: the cached metadata stands
+    path.write_bytes(path.read_bytes().replace(b"/first", b"/other"))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert "/first" in requests.get(base_url + "/", timeout=10).text
+
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    page = requests.get(base_url + "/", timeout=10).text
+    assert "/other" in page and "/first" not in page
+
+
+def test_index_of_a_thousand_reports(reports: Path, base_url: str) -> None:
+    content = (reports / write_report(reports, TRACE_A, "/r", 1.0, when(1))).read_bytes()
+    for i in range(999):
+        name = report_file_name(when(2), "GET", "/r", f"{i:032x}", SPAN, in_flight=False)
+        (reports / name).write_bytes(content)
+
+    page = requests.get(base_url + "/", timeout=30).text
+
+    assert "1000 of 1000 reports" in page
+
+
+def test_index_of_a_directory_not_created_yet(tmp_path: Path) -> None:
+    server = make_server(tmp_path / "later", "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        response = requests.get(f"http://127.0.0.1:{server.server_port}/", timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert response.status_code == 200 and "0 of 0 reports" in response.text
+
+
+# --- /trace/<trace_id> ---------------------------------------------------------------
+
+
+def test_trace_with_one_report_redirects_to_it(reports: Path, base_url: str, session: Any) -> None:
+    name = write_report(reports, TRACE_A, "/users/<id>", 1.0, when(1), session=session)
+
+    first = requests.get(f"{base_url}/trace/{TRACE_A.upper()}", allow_redirects=False, timeout=10)
+    assert first.status_code == 302
+    assert first.headers["Location"] == f"/reports/{name}"
+
+    report = requests.get(f"{base_url}/trace/{TRACE_A}", timeout=10)
+    assert report.status_code == 200
+    assert report.text == (reports / name).read_text()
+    assert "pyinstrumentHTMLRenderer" in report.text
+
+
+def test_trace_with_several_reports_lists_them(reports: Path, base_url: str) -> None:
+    running = write_report(reports, TRACE_A, "/slow", 6.0, when(1), status=None, in_flight=True)
+    final = write_report(reports, TRACE_A, "/slow", 9.0, when(1))
+    write_report(reports, TRACE_B, "/other", 2.0, when(2))
+
+    response = requests.get(f"{base_url}/trace/{TRACE_A}", timeout=10)
+
+    assert response.status_code == 200
+    assert f'href="/reports/{running}"' in response.text
+    assert f'href="/reports/{final}"' in response.text
+    assert "still running" in response.text
+    assert TRACE_B not in response.text
+
+
+def test_trace_without_report_gets_a_404_page_that_says_why(reports: Path, base_url: str) -> None:
+    write_report(reports, TRACE_A, "/x", 1.0, when(1))
+
+    response = requests.get(f"{base_url}/trace/{UNKNOWN_TRACE}", timeout=10)
+
+    assert response.status_code == 404
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert f"no report for trace <code>{UNKNOWN_TRACE}</code>" in response.text
+    assert "retention" in response.text and "fast" in response.text
+
+
+@pytest.mark.parametrize("trace_id", ["xyz", "0af7651916cd43dd", "g" * 32, TRACE_A + "0"])
+def test_trace_ids_must_be_32_hex_digits(base_url: str, trace_id: str) -> None:
+    response = requests.get(f"{base_url}/trace/{trace_id}", timeout=10)
+
+    assert response.status_code == 400
+
+
+# --- /reports/<file> -----------------------------------------------------------------
+
+
+def test_a_report_is_served_as_html(reports: Path, base_url: str) -> None:
+    name = write_report(reports, TRACE_A, "/x", 1.0, when(1))
+
+    response = requests.get(f"{base_url}/reports/{name}", timeout=10)
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.content == (reports / name).read_bytes()
+
+
+@pytest.fixture
+def escape_targets(reports: Path) -> str:
+    """A secret next to the directory, and a report name to build escapes from."""
+    (reports.parent / "secret.html").write_text("SECRET-OUTSIDE")
+    (reports / "alerts.jsonl").write_text("SECRET-ALERTS")
+    return write_report(reports, TRACE_A, "/x", 1.0, when(1))
+
+
+def test_the_raw_client_gets_a_plain_report_name(
+    reports: Path, base_url: str, escape_targets: str
+) -> None:
+    status, response = raw_get(base_url, f"/reports/{escape_targets}".encode())
+
+    assert status == 200 and TRACE_A.encode() in response
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        b"/reports/../secret.html",
+        b"/reports/..%2fsecret.html",
+        b"/reports/..%2Fsecret.html",
+        b"/reports/..%252fsecret.html",
+        b"/reports/%2e%2e/secret.html",
+        b"/reports/..\\secret.html",
+        b"/reports/..%5csecret.html",
+        b"/reports//etc/passwd",
+        b"/reports/%2Fetc%2Fpasswd",
+        b"/reports/alerts.jsonl",
+        b"/reports/NAME%00",
+        b"/reports/NAME\x00.html",
+        b"/reports/./NAME",
+        b"/reports/NAME/",
+        b"/reports/x%2fNAME",
+        b"/reports/x%252fNAME",
+        b"/reports/%32NAME",
+        b"/reports/",
+    ],
+)
+def test_paths_out_of_the_directory_get_404_without_details(
+    reports: Path, base_url: str, escape_targets: str, path: bytes
+) -> None:
+    status, response = raw_get(base_url, path.replace(b"NAME", escape_targets.encode()))
+
+    assert status in (400, 404)
+    assert b"SECRET" not in response
+    assert str(reports).encode() not in response
+
+
+def test_symlinks_are_followed_only_to_reports_in_the_directory(
+    reports: Path, base_url: str, escape_targets: str
+) -> None:
+    outside = report_file_name(when(5), "GET", "/out", TRACE_B, SPAN, in_flight=False)
+    to_alerts = report_file_name(when(6), "GET", "/alerts", TRACE_C, SPAN, in_flight=False)
+    inside = report_file_name(when(7), "GET", "/in", UNKNOWN_TRACE, SPAN, in_flight=False)
+    (reports / outside).symlink_to(reports.parent / "secret.html")
+    (reports / to_alerts).symlink_to(reports / "alerts.jsonl")
+    (reports / inside).symlink_to(reports / escape_targets)
+
+    for name in (outside, to_alerts):
+        response = requests.get(f"{base_url}/reports/{name}", timeout=10)
+        assert response.status_code == 404
+        assert "SECRET" not in response.text
+    served = requests.get(f"{base_url}/reports/{inside}", timeout=10)
+    assert served.status_code == 200
+    assert TRACE_A in served.text
+
+
+# --- headers and methods -------------------------------------------------------------
+
+
+def test_every_response_carries_the_security_headers(
+    reports: Path, base_url: str, escape_targets: str
+) -> None:
+    responses = [
+        requests.get(base_url + "/", timeout=10),
+        requests.get(f"{base_url}/reports/{escape_targets}", timeout=10),
+        requests.get(f"{base_url}/trace/{TRACE_A}", allow_redirects=False, timeout=10),
+        requests.get(f"{base_url}/trace/{UNKNOWN_TRACE}", timeout=10),
+        requests.get(f"{base_url}/trace/nope", timeout=10),
+        requests.get(f"{base_url}/nowhere", timeout=10),
+        requests.post(base_url + "/", data=b"x", timeout=10),
+    ]
+    assert {r.status_code for r in responses} == {200, 302, 400, 404, 405}
+    for response in responses:
+        for header, value in SECURITY_HEADERS.items():
+            assert response.headers.get(header) == value, (response.url, header)
+    assert "script-src 'unsafe-inline'" in SECURITY_HEADERS["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in SECURITY_HEADERS["Content-Security-Policy"]
+
+    status, malformed = raw_get(base_url, b"/ HTTP/1.1 junk")
+    assert status == 400
+    assert b"X-Content-Type-Options: nosniff" in malformed
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_methods_other_than_get_and_head_get_405(
+    reports: Path, base_url: str, escape_targets: str, method: str
+) -> None:
+    response = requests.request(method, f"{base_url}/reports/{escape_targets}", timeout=10)
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, HEAD"
+    assert (reports / escape_targets).exists()
+
+
+def test_head_sends_the_headers_of_get_without_the_body(
+    reports: Path, base_url: str, escape_targets: str
+) -> None:
+    url = f"{base_url}/reports/{escape_targets}"
+    get = requests.get(url, timeout=10)
+    head = requests.head(url, timeout=10)
+
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["Content-Length"] == str(len(get.content))
+
+
+# --- serve() -------------------------------------------------------------------------
+
+
+def test_is_loopback() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+    assert not is_loopback("example.com")
+
+
+def read_line_matching(stream: Any, pattern: str, deadline: float) -> tuple[str, list[str]]:
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], 0.5)
+        if not ready:
+            continue
+        line = stream.readline()
+        if not line:
+            break
+        seen.append(line)
+        if re.search(pattern, line):
+            return line, seen
+    raise AssertionError(f"no line matching {pattern!r} in {seen}")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_module_entry_point_serves_logs_its_url_and_stops_on_interrupt(
+    reports: Path, host: str
+) -> None:
+    name = write_report(reports, TRACE_A, "/x", 1.0, when(1))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "otel_wpm.server",
+            "--dir",
+            str(reports),
+            "--host",
+            host,
+            "--port",
+            "0",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        line, seen = read_line_matching(process.stderr, r"on http://\S+:(\d+)/", deadline)
+        port = int(re.search(r":(\d+)/", line).group(1))  # type: ignore[union-attr]
+        if host != "127.0.0.1":
+            warning, _ = read_line_matching(process.stderr, "not a loopback", deadline)
+            assert host in warning
+        response = requests.get(f"http://127.0.0.1:{port}/trace/{TRACE_A}", timeout=10)
+        assert response.status_code == 200
+        assert response.url.endswith(f"/reports/{name}")
+    finally:
+        process.send_signal(signal.SIGINT)
+        returncode = process.wait(timeout=30)
+    assert returncode == 0
+
+
+def test_report_metadata_sits_in_the_part_the_index_reads(reports: Path, session: Any) -> None:
+    name = write_report(reports, TRACE_A, "/users/<id>", 1.5, when(1), session=session)
+
+    meta = read_metadata(reports / name)
+
+    assert (reports / name).stat().st_size > METADATA_READ_BYTES
+    assert meta is not None
+    assert meta["trace_id"] == TRACE_A
+    assert meta["route"] == "/users/<id>" and meta["duration_seconds"] == 1.5
