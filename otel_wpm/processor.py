@@ -294,7 +294,16 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
     # --- report thread -------------------------------------------------------------------
 
     def _report(self, slow: SlowRequest) -> None:
-        content = render_report(slow, self._masker).encode("utf-8")
+        try:
+            # "replace": request data can hold lone surrogates (a JSON body with "\ud800",
+            # multipart names decoded with surrogateescape), which UTF-8 cannot encode.
+            content = render_report(slow, self._masker).encode("utf-8", "replace")
+        except Exception:
+            self.stats.incr("internal_errors")
+            self._failures.warning(
+                "report-render", "otel-wpm failed to render a report", exc_info=True
+            )
+            return
         path = None
         if self._store is not None:
             path = self._write(slow.report_file, content)
