@@ -1,0 +1,397 @@
+"""A WSGI app and helpers for the hardening tests (bad requests, faults, secrets, gunicorn).
+
+The app (:func:`make_app`) answers every path and method:
+
+* it reads the request body the way the ``X-Read-Style`` header asks (``all``,
+  ``chunks``, ``lines``, ``iter``, ``readinto``, ``direct``) and answers
+  ``{"sha256": ..., "length": ...}`` of what it read, with the trace id of its
+  server span in ``X-Trace-Id``; a read error gives 400 ``{"error": <class name>}``;
+* ``X-Slow: <seconds>`` makes it sleep that long after reading (a slow request);
+* ``X-Block: <name>`` makes it wait on ``gates.release(name)`` after setting
+  ``gates.started(name)`` (a request that runs until the test lets it go).
+
+:func:`monitored` puts OpenTelemetry's WSGI middleware in front of it with an SDK
+provider holding (optionally) a :class:`ProfilingSpanProcessor` and a
+:class:`WaitableSpanExporter`; without a processor it is the "OpenTelemetry only"
+baseline the monitored app is compared with.
+
+Run by gunicorn as ``apps.hardening_app:gunicorn_app``: it builds the monitored
+stack in the worker from ``WPM_*`` variables (see ``tests/test_hardening_gunicorn.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.trace import format_trace_id
+from werkzeug.wsgi import get_input_stream
+
+from otel_wpm import Config, ProfilingSpanProcessor
+
+READ_STYLES = ("all", "chunks", "lines", "iter", "readinto", "direct")
+DEADLINE_SECONDS = 30.0
+
+StartResponse = Callable[..., Any]
+
+
+class Gates:
+    """Named events: the app sets ``started(name)`` and waits for ``release(name)``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[tuple[str, str], threading.Event] = {}
+
+    def _event(self, kind: str, name: str) -> threading.Event:
+        with self._lock:
+            return self._events.setdefault((kind, name), threading.Event())
+
+    def started(self, name: str) -> threading.Event:
+        return self._event("started", name)
+
+    def release(self, name: str) -> threading.Event:
+        return self._event("release", name)
+
+    def release_all(self) -> None:
+        with self._lock:
+            events = [e for (kind, _), e in self._events.items() if kind == "release"]
+        for event in events:
+            event.set()
+
+
+def _content_length(environ: dict[str, Any]) -> Optional[int]:
+    try:
+        value = int(environ.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def read_body(environ: dict[str, Any], style: str) -> bytes:
+    """Read the request body as an application would, in one of several ways."""
+    if style == "direct":
+        # Straight from wsgi.input, trusting Content-Length like many small apps do.
+        length = _content_length(environ)
+        if environ.get("wsgi.input_terminated"):
+            return bytes(environ["wsgi.input"].read())
+        return bytes(environ["wsgi.input"].read(length)) if length else b""
+    stream = get_input_stream(environ)
+    if style == "all":
+        return bytes(stream.read())
+    if style == "chunks":
+        parts = []
+        while True:
+            part = stream.read(997)
+            if not part:
+                return b"".join(parts)
+            parts.append(part)
+    if style == "lines":
+        lines = []
+        while True:
+            line = stream.readline(4096)
+            if not line:
+                return b"".join(lines)
+            lines.append(line)
+    if style == "iter":
+        return b"".join(stream)
+    if style == "readinto":
+        buffer = bytearray(1500)
+        parts = []
+        while True:
+            count = stream.readinto(buffer)
+            if not count:
+                return b"".join(parts)
+            parts.append(bytes(buffer[:count]))
+    raise ValueError(f"unknown read style {style!r}")
+
+
+def make_app(gates: Optional[Gates] = None) -> Callable[[dict[str, Any], StartResponse], Any]:
+    gates = gates or Gates()
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        span_context = trace.get_current_span().get_span_context()
+        trace_id = format_trace_id(span_context.trace_id) if span_context.is_valid else ""
+        style = environ.get("HTTP_X_READ_STYLE", "all")
+        try:
+            body = read_body(environ, style if style in READ_STYLES else "all")
+        except Exception as error:  # noqa: BLE001 - the answer says what failed
+            status, answer = "400 Bad Request", {"error": type(error).__name__}
+        else:
+            status = "200 OK"
+            answer = {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)}
+        slow = environ.get("HTTP_X_SLOW")
+        if slow:
+            time.sleep(float(slow))
+        block = environ.get("HTTP_X_BLOCK")
+        if block:
+            gates.started(block).set()
+            gates.release(block).wait(DEADLINE_SECONDS)
+        payload = json.dumps(answer).encode()
+        start_response(
+            status,
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(payload))),
+                ("X-Trace-Id", trace_id),
+            ],
+        )
+        return [payload]
+
+    return app
+
+
+# --- a monitored stack -----------------------------------------------------------------
+
+
+class SystemRandomIdGenerator(IdGenerator):
+    """Trace and span ids from the OS: hypothesis re-seeds ``random`` for every example,
+    which makes the SDK's default generator repeat ids across examples."""
+
+    _random = random.SystemRandom()
+
+    def generate_span_id(self) -> int:
+        return self._random.getrandbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return self._random.getrandbits(128) or 1
+
+
+@dataclass
+class Stack:
+    """An app behind OpenTelemetry's WSGI middleware, and what watches it."""
+
+    wsgi: Callable[[dict[str, Any], StartResponse], Any]
+    provider: TracerProvider
+    exporter: Any  # a WaitableSpanExporter
+    processor: Optional[ProfilingSpanProcessor]
+    gates: Gates = field(default_factory=Gates)
+
+    def span_of(self, trace_id: str, timeout: float = DEADLINE_SECONDS) -> ReadableSpan:
+        """The exported server span of ``trace_id``; the processor has seen it end."""
+
+        def found(spans: tuple[ReadableSpan, ...]) -> bool:
+            return any(format_trace_id(s.context.trace_id) == trace_id for s in spans)
+
+        spans = self.exporter.wait_for(found, timeout)
+        [span] = [s for s in spans if format_trace_id(s.context.trace_id) == trace_id]
+        return span
+
+    def settle(self, trace_id: str) -> ReadableSpan:
+        """Wait for the span of ``trace_id`` and for its report and alerts to be handled."""
+        span = self.span_of(trace_id)
+        if self.processor is not None:
+            assert self.processor.force_flush(int(DEADLINE_SECONDS * 1000))
+        return span
+
+
+def monitored(config: Optional[Config], gates: Optional[Gates] = None) -> Stack:
+    """The app with (``config`` given) or without otel-wpm, traced by its own provider."""
+    from span_capture import WaitableSpanExporter
+
+    gates = gates or Gates()
+    provider = TracerProvider(shutdown_on_exit=False, id_generator=SystemRandomIdGenerator())
+    processor = ProfilingSpanProcessor(config) if config is not None else None
+    if processor is not None:
+        provider.add_span_processor(processor)
+    exporter = WaitableSpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    wsgi = OpenTelemetryMiddleware(make_app(gates), tracer_provider=provider)
+    return Stack(wsgi, provider, exporter, processor, gates)
+
+
+# --- raw HTTP ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def raw_request(
+    base_url: str, data: bytes, half_close: bool = False, timeout: float = DEADLINE_SECONDS
+) -> Optional[RawResponse]:
+    """Send ``data`` as is and read one response; None if the server closed without one.
+
+    ``half_close`` shuts our sending side after the data, so a server waiting for
+    more body bytes than were sent sees the end of the stream.
+    """
+    import http.client
+
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered early and closed; read what it said
+        response = http.client.HTTPResponse(sock)
+        try:
+            response.begin()
+            body = response.read()
+        except (http.client.RemoteDisconnected, ConnectionResetError):
+            return None
+        except http.client.IncompleteRead as error:
+            body = error.partial
+        return RawResponse(response.status, dict(response.getheaders()), body)
+
+
+# --- reading reports ---------------------------------------------------------------------
+
+
+class ParsedReport(HTMLParser):
+    """Every start tag of a report page, with its attributes, and the text in it."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, list[tuple[str, Optional[str]]]]] = []
+        self.text_parts: list[str] = []
+        self.scripts: dict[str, str] = {}
+        self._script_id: Optional[str] = None
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, Optional[str]]]) -> None:
+        self.tags.append((tag, attrs))
+        if tag == "script":
+            self._script_id = dict(attrs).get("id") or f"script-{len(self.tags)}"
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, Optional[str]]]) -> None:
+        self.tags.append((tag, attrs))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._script_id = None
+
+    def handle_data(self, data: str) -> None:
+        self.text_parts.append(data)
+        if self._script_id is not None:
+            self.scripts[self._script_id] = self.scripts.get(self._script_id, "") + data
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    def tag_names(self) -> set[str]:
+        return {tag for tag, _ in self.tags}
+
+    def attribute_names(self) -> set[str]:
+        return {name for _, attrs in self.tags for name, _ in attrs}
+
+    def metadata(self) -> dict[str, Any]:
+        return dict(json.loads(self.scripts["otel-wpm-report"]))
+
+
+def reports_of(directory: Path, trace_id: str) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob(f"*_{trace_id}_*.html"))
+
+
+def alert_lines(directory: Path) -> list[dict[str, Any]]:
+    path = directory / "alerts.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_SECONDS) -> Any:
+    """Poll ``condition`` until it is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class LogRecords(logging.Handler):
+    """Keeps the records of a logger (and its children) while installed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self._lock2 = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self._lock2:
+            self.records.append(record)
+
+    def at_least(self, level: int) -> list[logging.LogRecord]:
+        with self._lock2:
+            return [r for r in self.records if r.levelno >= level]
+
+    def messages(self) -> list[str]:
+        with self._lock2:
+            records = list(self.records)
+        return [_formatted(r) for r in records]
+
+    def clear(self) -> None:
+        with self._lock2:
+            self.records.clear()
+
+
+def _formatted(record: logging.LogRecord) -> str:
+    text = record.getMessage()
+    if record.exc_info:
+        text += "\n" + logging.Formatter().formatException(record.exc_info)
+    return text
+
+
+@contextlib.contextmanager
+def recording_logs(name: str = "otel_wpm") -> Iterator[LogRecords]:
+    handler = LogRecords()
+    target = logging.getLogger(name)
+    target.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        target.removeHandler(handler)
+
+
+# --- gunicorn entry point ------------------------------------------------------------------
+
+_gunicorn_state: dict[str, Any] = {}
+
+
+def gunicorn_app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """The app monitored with ``Config.from_env()``, built once per worker process.
+
+    ``/pid`` answers the worker's pid at once (unwatched work is not needed there:
+    it is a fast request like any other).
+    """
+    stack = _gunicorn_state.get(os.getpid())
+    if stack is None:
+        provider = TracerProvider()  # registers its shutdown at exit, as by default
+        provider.add_span_processor(ProfilingSpanProcessor(Config.from_env()))
+        wsgi = OpenTelemetryMiddleware(make_app(), tracer_provider=provider)
+        stack = _gunicorn_state[os.getpid()] = wsgi
+    if environ.get("PATH_INFO") == "/pid":
+        payload = str(os.getpid()).encode()
+        start_response("200 OK", [("Content-Length", str(len(payload)))])
+        return [payload]
+    return stack(environ, start_response)  # type: ignore[no-any-return]
