@@ -48,7 +48,7 @@ from typing import Any, Optional
 from urllib.parse import parse_qs, quote
 
 from .report import METADATA_ELEMENT_ID
-from .report_files import REPORT_FILE_PATTERN, ReportFile, is_report_file, scan
+from .report_files import REPORT_FILE_PATTERN, ReportFile, is_report_file, scan, trace_id_of
 
 logger = logging.getLogger("otel_wpm")
 
@@ -136,19 +136,22 @@ class ReportIndex:
     def entries(self) -> list[Entry]:
         """All reports, newest first."""
         files = scan(self.directory)
-        entries = [Entry(file, self._metadata(file)) for file in files]
         with self._lock:
             present = {file.name for file in files}
             for gone in self._cache.keys() - present:
                 del self._cache[gone]
-        # names start with the request's start time, to the second
-        entries.sort(key=lambda entry: (entry.file.name[:16], entry.file.mtime), reverse=True)
-        return entries
+        return self._entries(files)
 
     def for_trace(self, trace_id: str) -> list[Entry]:
         """The reports of one trace (``trace_id`` in lower-case hex), newest first."""
-        marker = f"_{trace_id}_"
-        return [entry for entry in self.entries() if marker in entry.file.name]
+        files = [file for file in scan(self.directory) if trace_id_of(file.name) == trace_id]
+        return self._entries(files)
+
+    def _entries(self, files: list[ReportFile]) -> list[Entry]:
+        entries = [Entry(file, self._metadata(file)) for file in files]
+        # names start with the request's start time, to the second
+        entries.sort(key=lambda entry: (entry.file.name[:16], entry.file.mtime), reverse=True)
+        return entries
 
     def _metadata(self, file: ReportFile) -> dict[str, Any]:
         with self._lock:
