@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from otel_wpm.config import Config
 from otel_wpm.report_files import is_report_file, scan
 from otel_wpm.report_store import ReportStore
 from otel_wpm.retention import LOCK_FILE_NAME, Retention, RetentionLimits, prune
@@ -235,3 +236,21 @@ def test_unlimited_retention_never_prunes_on_write(tmp_path: Path) -> None:
 
     assert retention.after_write(10**9) is None
     assert old in names_in(tmp_path)
+
+
+def test_store_from_config_takes_the_config_limits(tmp_path: Path) -> None:
+    config = Config(
+        local_output_dir=str(tmp_path),
+        report_max_files=3,
+        report_max_bytes=4096,
+        report_max_age_days=7,
+    )
+
+    store = ReportStore.from_config(config)
+
+    assert store.directory == tmp_path
+    assert store.retention.limits == RetentionLimits(3, 4096, 7)
+    for i in range(6):
+        store.write(report_name(i), b"r")
+    store.retention.prune()
+    assert sorted(r.name for r in scan(tmp_path)) == [report_name(i) for i in (3, 4, 5)]
