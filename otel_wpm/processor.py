@@ -52,7 +52,7 @@ from .precise import OverheadBudget, start_profiler, stop_profiler
 from .profile import Profile, session_from_samples
 from .report import SlowRequest, render_report, report_file_name
 from .report_store import ReportStore
-from .sampler import InFlightRequest, SamplerListener, StackSampler
+from .sampler import InFlightRequest, SamplerListener, Stack, StackSampler, stack_of
 from .semconv import HttpFacts, http_facts
 from .stats import Stats
 from .worker import BackgroundWorker
@@ -213,7 +213,18 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         if span.end_time is not None:
             return
         age = (time.time_ns() - request.start_ns) / 1e9
-        self._reports.submit(self._slow_request(span, request, age, None, in_flight=True))
+        samples = None
+        if not request.samples:
+            # The precise engine's profiler owns this thread and the sampler leaves it
+            # alone; its profile can only be read when the request ends. Show where the
+            # request is stuck now instead of an empty report.
+            frame = sys._current_frames().get(request.thread_id)
+            if frame is not None:
+                samples = [(stack_of(frame), age)]
+            del frame
+        self._reports.submit(
+            self._slow_request(span, request, age, None, in_flight=True, samples=samples)
+        )
 
     # --- building reports ----------------------------------------------------------------
 
@@ -259,9 +270,10 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         duration: float,
         session: Any,
         in_flight: bool = False,
+        samples: Optional[list[tuple[Stack, float]]] = None,
     ) -> SlowRequest:
         facts = _facts_of(span)
-        samples = list(request.samples)
+        samples = list(request.samples) if samples is None else samples
         interval = self._config.sampling_interval_seconds
         if session is not None:
             profile = Profile(session, "pyinstrument", session.duration, duration)
