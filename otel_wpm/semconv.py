@@ -9,10 +9,13 @@ either, preferring the stable name when both are present.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import urlsplit
+
+_ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,13 @@ def _path_and_query(attributes: Mapping[str, Any]) -> tuple[str, str]:
         return str(path), str(_first(attributes, "url.query") or "")
     target = _first(attributes, "http.target")
     if target is not None:
-        path, _, query = str(target).partition("?")
+        target = str(target)
+        if _ABSOLUTE_FORM.match(target):
+            # "GET http://user:pass@host/path HTTP/1.1" (RFC 9112, 3.2.2): the servers
+            # put the whole URL in the target; the path is only its path.
+            parts = urlsplit(target)
+            return parts.path or "/", parts.query
+        path, _, query = target.partition("?")
         return path or "/", query
     full = _first(attributes, "url.full", "http.url")
     if full is not None:
