@@ -63,6 +63,7 @@ BUILTIN_SECRET_WORDS = (
 
 _BUILTIN_SECRET_RE = re.compile("|".join(BUILTIN_SECRET_WORDS), re.IGNORECASE)
 _URL_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_HOST_HEADER_RE = re.compile(r"(?:^|[-_])host$", re.IGNORECASE)
 
 Pairs = Union[Mapping[str, Any], Iterable[tuple[str, Any]]]
 
@@ -143,6 +144,13 @@ class SecretMasker:
     def _mask_value(self, key: Any, value: Any, depth: int) -> Any:
         if self.is_secret(str(key)):
             return MASK
+        if isinstance(value, str):
+            # A URL anywhere (Referer, ?next=, a JSON field) can carry user:pass@ and
+            # secret query values; a Host header can carry userinfo on its own.
+            if _URL_SCHEME_RE.match(value):
+                return self.mask_url(value)
+            if "@" in value and _HOST_HEADER_RE.search(str(key)):
+                return f"{MASK}@{value.rpartition('@')[2]}"
         return self._mask_json(value, depth)
 
     def _mask_json(self, value: Any, depth: int) -> Any:
