@@ -229,7 +229,13 @@ class Config:
 
 _SETTING_KINDS: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(Config) if f.init}
 SETTING_NAMES: tuple[str, ...] = tuple(_SETTING_KINDS)
-_URL_SETTINGS = ("mattermost_server_url", "report_base_url", "dedup_redis_url")
+# Settings shown with URL credentials and secret query values masked.
+_URL_SETTINGS = (
+    "mattermost_server_url",
+    "report_base_url",
+    "dedup_redis_url",
+    "trace_url_template",
+)
 
 
 # --- building from sources -------------------------------------------------
