@@ -108,6 +108,13 @@ def _shown(value: Any) -> str:
     return json.dumps(value)
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: a module without a spec in sys.modules
+        return False
+
+
 def problems(config: Config, env: Mapping[str, str]) -> list[str]:
     """What is wrong in a valid configuration: things ignored or that cannot work."""
     found = []
@@ -116,12 +123,12 @@ def problems(config: Config, env: Mapping[str, str]) -> list[str]:
             re.compile(pattern)
         except re.error as err:
             found.append(f"url_blacklist pattern {pattern!r} is not a regex ({err}); ignored")
-    if config.enable_mattermost and importlib.util.find_spec("mattermostdriver") is None:
+    if config.enable_mattermost and not _installed("mattermostdriver"):
         found.append(
             "enable_mattermost is true but mattermostdriver is not installed "
             "(pip install 'otel-wpm[mattermost]')"
         )
-    if config.dedup_redis_url and importlib.util.find_spec("redis") is None:
+    if config.dedup_redis_url and not _installed("redis"):
         found.append(
             "dedup_redis_url is set but redis is not installed (pip install 'otel-wpm[redis]')"
         )

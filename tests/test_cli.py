@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,29 @@ def test_serve_answers_on_loopback(tmp_path: Path) -> None:
         response = requests.get(server.url + "/", timeout=10)
         assert response.status_code == 200
         assert "text/html" in response.headers["Content-Type"]
+
+
+def test_config_names_missing_optional_packages(tmp_path: Path) -> None:
+    # As if neither extra were installed: an import of a None entry in sys.modules fails.
+    code = (
+        "import sys; sys.modules['mattermostdriver'] = None; sys.modules['redis'] = None; "
+        "from otel_wpm.cli import main; sys.exit(main(['config']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=clean_env(
+            WPM_ENABLE_MATTERMOST="true",
+            WPM_MATTERMOST_SERVER_URL="https://chat.example.com",
+            WPM_MATTERMOST_TOKEN=TOKEN,
+            WPM_MATTERMOST_CHANNEL_ID="town-square",
+            WPM_DEDUP_REDIS_URL="redis://127.0.0.1:6379/0",
+        ),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    problems = result.stdout.split("problems:", 1)[1]
+    assert "mattermostdriver is not installed (pip install 'otel-wpm[mattermost]')" in problems
+    assert "redis is not installed (pip install 'otel-wpm[redis]')" in problems
