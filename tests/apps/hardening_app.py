@@ -7,6 +7,7 @@ The app (:func:`make_app`) answers every path and method:
   ``{"sha256": ..., "length": ...}`` of what it read, with the trace id of its
   server span in ``X-Trace-Id``; a read error gives 400 ``{"error": <class name>}``;
 * ``X-Slow: <seconds>`` makes it sleep that long after reading (a slow request);
+* ``X-Started-File: <path>`` makes it create that file first (for tests in another process);
 * ``X-Block: <name>`` makes it wait on ``gates.release(name)`` after setting
   ``gates.started(name)`` (a request that runs until the test lets it go).
 
@@ -136,6 +137,9 @@ def make_app(gates: Optional[Gates] = None) -> Callable[[dict[str, Any], StartRe
         else:
             status = "200 OK"
             answer = {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)}
+        started_file = environ.get("HTTP_X_STARTED_FILE")
+        if started_file:  # tells a test in another process that the request is running
+            Path(started_file).touch()
         slow = environ.get("HTTP_X_SLOW")
         if slow:
             time.sleep(float(slow))

@@ -1,0 +1,154 @@
+"""Under gunicorn, a worker that exits still delivers what it owes.
+
+Real gunicorn (gthread) runs ``apps.hardening_app:gunicorn_app``, monitored with
+settings from ``WPM_*`` variables and the SDK's default ``TracerProvider`` (which
+shuts its processors down at interpreter exit). Reports are rendered and alerts
+delivered on background daemon threads, so an exiting worker would lose them
+unless the processor is shut down (flushed) on the way out:
+
+* ``--max-requests 3``: the worker exits right after answering its third slow
+  request; all three reports and alerts must be there.
+* SIGTERM while a slow request runs: the request finishes, and its report, its
+  ``alerts.jsonl`` line and its Mattermost post exist once gunicorn has exited.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from apps.hardening_app import alert_lines, reports_of, wait_until
+from mattermost_server import FakeMattermostServer
+
+TESTS_DIR = Path(__file__).resolve().parent
+DEADLINE = 30
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Gunicorn:
+    def __init__(self, workdir: Path, output: Path, extra_args: list[str], **wpm: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WPM_", "OTEL_"))}
+        env.update(
+            PYTHONUNBUFFERED="1",
+            WPM_THRESHOLD_SECONDS="0.1",
+            WPM_LOCAL_OUTPUT_DIR=str(output),
+            WPM_ALERT_WINDOW_DAYS="0",
+            WPM_HUNG_REQUEST_FACTOR="0",
+            **wpm,
+        )
+        command = [
+            sys.executable, "-m", "gunicorn",
+            "--chdir", str(TESTS_DIR),
+            "-w", "1", "-k", "gthread", "--threads", "4",
+            "-b", f"127.0.0.1:{self.port}",
+            "--graceful-timeout", "20", "--no-control-socket",
+            *extra_args,
+            "apps.hardening_app:gunicorn_app",
+        ]  # fmt: skip
+        self.log = workdir / "gunicorn.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                command, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        wait_until(self._answers, "gunicorn to answer")
+
+    def _answers(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"gunicorn exited:\n{self.log.read_text()}")
+        try:
+            return requests.get(self.url + "/pid", timeout=5).ok
+        except requests.ConnectionError:
+            return False
+
+    def pid(self) -> int:
+        return int(requests.get(self.url + "/pid", timeout=DEADLINE).text)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(DEADLINE)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+@pytest.fixture
+def gunicorn_runs(tmp_path: Path) -> Iterator[list[Gunicorn]]:
+    started: list[Gunicorn] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def test_worker_restarted_by_max_requests_flushes_its_reports_and_alerts(
+    tmp_path: Path, gunicorn_runs: list[Gunicorn]
+) -> None:
+    output = tmp_path / "reports"
+    server = Gunicorn(tmp_path, output, ["--max-requests", "3"])
+    gunicorn_runs.append(server)
+    first_pid = server.pid()  # /pid bypasses the middleware but counts as a request
+    trace_ids = []
+    for _ in range(2):
+        response = requests.get(server.url + "/slow", headers={"X-Slow": "0.3"}, timeout=DEADLINE)
+        assert response.status_code == 200
+        trace_ids.append(response.headers["X-Trace-Id"])
+    # That was the third request of the first worker: it exits right after answering.
+    wait_until(lambda: server.pid() != first_pid, "a new worker")
+    for trace_id in trace_ids:
+        assert reports_of(output, trace_id), f"report of {trace_id} lost:\n{server.log.read_text()}"
+    assert sorted(a["trace_id"] for a in alert_lines(output)) == sorted(trace_ids)
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_sigterm_with_a_slow_request_in_flight_still_delivers_it(
+    tmp_path: Path, gunicorn_runs: list[Gunicorn], mattermost_server: FakeMattermostServer
+) -> None:
+    output = tmp_path / "reports"
+    fake = mattermost_server
+    server = Gunicorn(
+        tmp_path,
+        output,
+        [],
+        WPM_ENABLE_MATTERMOST="true",
+        WPM_MATTERMOST_SERVER_URL=fake.url,
+        WPM_MATTERMOST_TOKEN=fake.token,
+        WPM_MATTERMOST_CHANNEL_ID=fake.channel_id,
+    )
+    gunicorn_runs.append(server)
+    started = tmp_path / "started"
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(
+            requests.get,
+            server.url + "/in-flight",
+            headers={"X-Slow": "1.0", "X-Started-File": str(started)},
+            timeout=DEADLINE,
+        )
+        wait_until(started.exists, "the slow request to start")
+        os.killpg(server.process.pid, signal.SIGTERM)
+        response = pending.result(DEADLINE)
+    assert response.status_code == 200
+    server.process.wait(DEADLINE)
+    trace_id = response.headers["X-Trace-Id"]
+    log = server.log.read_text()
+    assert reports_of(output, trace_id), f"report lost at SIGTERM:\n{log}"
+    assert [a["trace_id"] for a in alert_lines(output)] == [trace_id], log
+    assert len(fake.posts) == 1 and trace_id in fake.posts[0]["message"]
+    assert "Traceback" not in log
