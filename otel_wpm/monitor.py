@@ -13,8 +13,8 @@ Usage in a Flask app::
 Which ``TracerProvider`` is used:
 
 * the global one, when it is an SDK provider (set up by the application or by
-  ``opentelemetry-instrument``): our processor is added to it once, and reused
-  by every monitor;
+  ``opentelemetry-instrument``): our processor is added to it once and shared
+  by every monitor; a monitor given a ``Config`` applies it to that processor;
 * otherwise a private SDK provider, so that nothing is exported and a global
   provider set later by the application is not taken over.
 

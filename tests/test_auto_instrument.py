@@ -271,3 +271,35 @@ def test_post_instrument_bad_setting_leaves_provider_alone(
         post_instrument()
     assert installed_processor(provider) is None
     assert any("WPM_ENGINE" in r.getMessage() and "turbo" in r.getMessage() for r in caplog.records)
+
+
+def test_monitor_one_liner_under_opentelemetry_instrument(tmp_path: Path) -> None:
+    # The hook installs a processor from WPM_* (threshold 5 s, another directory); the
+    # monitor in the app reuses it with its own Config and adds no second server span.
+    env = _wpm_env(
+        tmp_path,
+        WPM_THRESHOLD_SECONDS="5",
+        WPM_LOCAL_OUTPUT_DIR=str(tmp_path / "from-env"),
+        REPORTS_DIR=str(tmp_path / "reports"),
+    )
+    port = free_port()
+    command = _instrument(
+        "flask",
+        "--app",
+        str(APPS_DIR / "flask_monitored_app.py"),
+        "run",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    )
+    with running_server(command, env, tmp_path, port) as server:
+        assert requests.get(server.url + "/slow", timeout=10).text == "slow"
+        (report,) = wait_until(lambda: report_files(tmp_path / "reports"), "the report")
+        wait_until(lambda: server_span_for(console_spans(server.stdout()), "/slow"), "the span")
+        spans = console_spans(server.stdout())
+    slow_spans = [s for s in spans if s["attributes"].get("http.target") == "/slow"]
+    assert [s["kind"] for s in slow_spans] == ["SpanKind.SERVER"]
+    assert slow_spans[0]["attributes"][attributes.SLOW] is True
+    assert report_metadata(report)["trace_id"] == trace_id_of(slow_spans[0])
+    assert not (tmp_path / "from-env").exists()
