@@ -179,19 +179,30 @@ class StackSampler:
 
     def _run(self) -> None:
         started_cpu = time.thread_time()
-        while not self._stop.wait(self._interval):
+        wait = self._interval
+        while not self._stop.wait(wait):
             try:
-                self.tick()
+                wait = self.tick()
             except Exception:
+                wait = self._interval
                 logger.exception("otel-wpm sampler tick failed")
             self.cpu_seconds = time.thread_time() - started_cpu
 
-    def tick(self) -> None:
-        """Sample what is due and report threshold crossings (also callable from tests)."""
+    def tick(self) -> float:
+        """Sample what is due and report threshold crossings (also callable from tests).
+
+        Returns how long the thread may sleep before the next tick: one interval
+        while requests are being sampled, else until the oldest request becomes
+        due. A request registered while we sleep is due ``sample_after`` after
+        its start, never sooner than that wake-up, so an idle process wakes a
+        few times a second instead of a hundred.
+        """
         now = self._clock_ns()
-        due = [r for r in self.in_flight() if now - r.start_ns >= self._sample_after_ns]
+        in_flight = self.in_flight()
+        due = [r for r in in_flight if now - r.start_ns >= self._sample_after_ns]
         if not due:
-            return
+            until_due = [r.start_ns + self._sample_after_ns - now for r in in_flight]
+            return max(self._interval, min([self._sample_after_ns, *until_due]) / 1e9)
         frames = sys._current_frames()
         interval_ns = int(self._interval * 1e9)
         stacks: dict[int, Stack] = {}
@@ -205,6 +216,7 @@ class StackSampler:
         del frames
         for request in due:
             self._notify(request, now - request.start_ns)
+        return self._interval
 
     def _notify(self, request: InFlightRequest, age_ns: int) -> None:
         if not request.crossed_threshold and age_ns >= self._threshold_ns:

@@ -145,3 +145,19 @@ def test_stack_of_is_outermost_first() -> None:
     stack = inner()
     assert stack[-1].startswith("inner\x00")
     assert stack[-2].startswith("test_stack_of_is_outermost_first\x00")
+
+
+def test_an_idle_sampler_sleeps_until_the_oldest_request_is_due(
+    parked_thread: threading.Thread,
+) -> None:
+    clock, listener = Clock(), Recorder()
+    sampler = make_sampler(clock, listener)
+    assert sampler.tick() == pytest.approx(0.05)  # nothing in flight: sample_after
+    request = request_on(parked_thread, clock)
+    sampler.register(request, nested=False)
+    clock.now += 20 * MS
+    assert sampler.tick() == pytest.approx(0.03)  # due in 30 ms
+    clock.now += 30 * MS
+    assert sampler.tick() == pytest.approx(0.01)  # sampling: one interval
+    assert len(request.samples) == 1
+    sampler.stop()
