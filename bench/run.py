@@ -9,6 +9,7 @@ repetitions), with median p50/p99 latency alongside. Usage::
     python bench/run.py --reps 5 --duration 10            # full run, ~16 min
     python bench/run.py --quick --configs bare,otel       # smoke check, 1 rep x 2 s
     python bench/run.py --endpoints /cpu,/io --json out.json
+    python bench/run.py --report out.json                 # tables of a saved run
 """
 
 from __future__ import annotations
@@ -312,6 +313,19 @@ def _median_of(samples: Sequence[Sample], config: str, endpoint: str, field: str
     return statistics.median(values) if values else float("nan")
 
 
+def _processor_medians(samples: Sequence[Sample], config: str, endpoint: str) -> dict[str, Any]:
+    """Median self-estimated overhead and profiled share, from the processor's counters."""
+    views = [s.wpm for s in samples if s.config == config and s.endpoint == endpoint and s.wpm]
+    if not views:
+        return {}
+    estimates = [v["self_estimated_overhead"] or 0.0 for v in views]
+    shares = [v["profiles_precise"] / max(v["total_requests"], 1) for v in views]
+    return {
+        "self_estimated_overhead_median": statistics.median(estimates),
+        "profiled_share_median": statistics.median(shares),
+    }
+
+
 def summarise(samples: Sequence[Sample], args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for endpoint in args.endpoints:
@@ -325,6 +339,7 @@ def summarise(samples: Sequence[Sample], args: argparse.Namespace) -> dict[str, 
                 "errors": sum(
                     s.errors for s in samples if s.config == config and s.endpoint == endpoint
                 ),
+                **_processor_medians(samples, config, endpoint),
             }
         otel_vs_bare = spread(ratios(samples, "otel", "bare", endpoint))
         out[endpoint] = {"configs": rows, "otel_vs_bare": otel_vs_bare}
@@ -337,16 +352,22 @@ def _fmt_spread(sp: dict[str, float]) -> str:
     return f"{sp['median']:.2f} [{sp['min']:.2f}-{sp['max']:.2f}]"
 
 
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
 def print_tables(summary: dict[str, Any], args: argparse.Namespace) -> None:
     for endpoint, block in summary.items():
         print(f"\n{endpoint}   throughput vs {args.baseline} (same repetition): median [min-max]")
-        head = ("config", "ratio", "p50 ms", "p99 ms", "req/s", "errors")
-        print("  {:<12} {:<20} {:>8} {:>8} {:>9} {:>7}".format(*head))
+        head = ("config", "ratio", "p50 ms", "p99 ms", "req/s", "errors", "self-est.", "profiled")
+        print("  {:<12} {:<20} {:>8} {:>8} {:>9} {:>7} {:>10} {:>9}".format(*head))
         for config, row in block["configs"].items():
             print(
                 f"  {config:<12} {_fmt_spread(row['ratio_vs_baseline']):<20} "
                 f"{row['p50_ms_median']:8.2f} {row['p99_ms_median']:8.2f} "
-                f"{row['rps_median']:9.1f} {row['errors']:7d}"
+                f"{row['rps_median']:9.1f} {row['errors']:7d} "
+                f"{_pct(row.get('self_estimated_overhead_median')):>10} "
+                f"{_pct(row.get('profiled_share_median')):>9}"
             )
         if block["otel_vs_bare"]["n"]:
             print(f"  otel vs bare: {_fmt_spread(block['otel_vs_bare'])}")
@@ -394,6 +415,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--baseline", default="otel", help="config the ratios are taken against")
     ap.add_argument("--json", dest="json_out", help="write samples and summary here")
     ap.add_argument("--log-dir", help="keep gunicorn logs here (default: a temp dir, removed)")
+    ap.add_argument("--report", metavar="JSON", help="print the tables of a saved --json run")
     ap.add_argument("--quick", action="store_true", help="smoke check: 1 rep, 2 s, 1 s warm-up")
     args = ap.parse_args(argv)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -420,8 +442,27 @@ def _workdir(keep: Optional[str]) -> Iterator[str]:
         yield tmp
 
 
+def report(args: argparse.Namespace) -> int:
+    """Print the tables of a run saved with ``--json``, without measuring anything."""
+    with open(args.report, encoding="utf-8") as fh:
+        data = json.load(fh)
+    for key in ("configs", "endpoints", "reps", "duration", "warmup", "baseline", "log_dir"):
+        setattr(args, key, data["meta"].get(key))
+    samples = [Sample(**raw) for raw in data["samples"]]
+    issues = RunIssues(**data["issues"])
+    summary = summarise(samples, args)
+    print_tables(summary, args)
+    print_markdown(summary, args)
+    print_issues(samples, issues)
+    if args.json_out:
+        write_json(args, samples, summary, issues)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        return report(args)
     if shutil.which("wrk") is None:
         print("wrk not found on PATH", file=sys.stderr)
         return 2
@@ -450,7 +491,8 @@ def write_json(
     args: argparse.Namespace, samples: Sequence[Sample], summary: dict[str, Any], issues: RunIssues
 ) -> None:
     data = {
-        "meta": {k: v for k, v in vars(args).items() if k != "json_out"} | {"cpus": os.cpu_count()},
+        "meta": {k: v for k, v in vars(args).items() if k not in ("json_out", "report")}
+        | {"cpus": os.cpu_count()},
         "samples": [dataclasses.asdict(s) for s in samples],
         "summary": summary,
         "issues": dataclasses.asdict(issues),
