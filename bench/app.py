@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -120,7 +121,13 @@ def slow() -> Any:
 def bench_config() -> Any:
     provider = _state["provider"]
     processors = _processor_names(provider) if provider is not None else []
-    return jsonify(config=_state["config"], pid=os.getpid(), processors=processors)
+    package = sys.modules.get("otel_wpm")
+    return jsonify(
+        config=_state["config"],
+        pid=os.getpid(),
+        processors=processors,
+        otel_wpm=getattr(package, "__file__", None),
+    )
 
 
 @app.route("/_bench/stats")

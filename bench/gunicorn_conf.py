@@ -26,6 +26,11 @@ control_socket_disable = True
 def post_fork(server: Any, worker: Any) -> None:
     if _ROOT not in sys.path:
         sys.path.insert(0, _ROOT)
+    # A frozen copy of the package under test (bench/run.py sets this) wins over the
+    # working tree, so edits made while a run is going on don't mix versions.
+    src = os.environ.get("BENCH_SRC")
+    if src:
+        sys.path.insert(0, src)
     from bench import app as bench_app
 
     bench_app.install_from_env()

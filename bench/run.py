@@ -144,8 +144,8 @@ def _get_json(url: str) -> Optional[dict[str, Any]]:
         return None
 
 
-def wait_ready(proc: subprocess.Popen[bytes], port: int, config: str, log: str) -> None:
-    """Poll ``/_bench/config`` until the worker answers with ``config`` installed."""
+def wait_ready(proc: subprocess.Popen[bytes], port: int, config: str, log: str, src: str) -> None:
+    """Poll ``/_bench/config`` until the worker answers with ``config`` (from ``src``)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -156,6 +156,8 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, config: str, log: str) 
                 raise RuntimeError(f"worker reports config {info.get('config')!r}, not {config}")
             if config.startswith("wpm") and "ProfilingSpanProcessor" not in info["processors"]:
                 raise RuntimeError(f"no ProfilingSpanProcessor installed: {info}")
+            if config.startswith("wpm") and not str(info["otel_wpm"]).startswith(src):
+                raise RuntimeError(f"otel_wpm loaded from {info['otel_wpm']}, not {src}")
             return
         time.sleep(0.1)
     raise RuntimeError(f"gunicorn ({config}) not ready in {READY_TIMEOUT_S}s:\n{_tail(log)}")
@@ -178,7 +180,13 @@ def gunicorn(config: str, workdir: str) -> Iterator[int]:
     """Run the bench app under ``config`` on a free loopback port; yields the port."""
     port = free_port()
     log = os.path.join(workdir, f"gunicorn-{config}-{port}.log")
-    env = dict(os.environ, BENCH_CONFIG=config, BENCH_OUTPUT_DIR=os.path.join(workdir, "reports"))
+    src = os.path.join(workdir, "src")
+    env = dict(
+        os.environ,
+        BENCH_CONFIG=config,
+        BENCH_OUTPUT_DIR=os.path.join(workdir, "reports"),
+        BENCH_SRC=src,
+    )
     cmd = [
         sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, "--chdir", ROOT,
         "-w", "1", "-k", "gthread", "--threads", "4", "-b", f"{HOST}:{port}",
@@ -189,7 +197,7 @@ def gunicorn(config: str, workdir: str) -> Iterator[int]:
             cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
     try:
-        wait_ready(proc, port, config, log)
+        wait_ready(proc, port, config, log, src)
         yield port
     finally:
         stop(proc)
@@ -376,7 +384,9 @@ def print_tables(summary: dict[str, Any], args: argparse.Namespace) -> None:
 def print_markdown(summary: dict[str, Any], args: argparse.Namespace) -> None:
     """The headline matrix, ready to paste into bench/README.md."""
     eps = list(summary)
-    print(f"\nThroughput vs {args.baseline}, median [min-max] over {args.reps} reps:\n")
+    rev = getattr(args, "revision", None) or "unknown"
+    head = f"Throughput vs {args.baseline}, median [min-max] over {args.reps} reps"
+    print(f"\n{head} (otel_wpm {rev}):\n")
     print("| config | " + " | ".join(f"`{e}`" for e in eps) + " |")
     print("|---" * (len(eps) + 1) + "|")
     for config in args.configs:
@@ -446,7 +456,8 @@ def report(args: argparse.Namespace) -> int:
     """Print the tables of a run saved with ``--json``, without measuring anything."""
     with open(args.report, encoding="utf-8") as fh:
         data = json.load(fh)
-    for key in ("configs", "endpoints", "reps", "duration", "warmup", "baseline", "log_dir"):
+    keys = ("configs", "endpoints", "reps", "duration", "warmup", "baseline", "log_dir", "revision")
+    for key in keys:
         setattr(args, key, data["meta"].get(key))
     samples = [Sample(**raw) for raw in data["samples"]]
     issues = RunIssues(**data["issues"])
@@ -463,18 +474,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.report:
         return report(args)
+    args.revision = revision()
     if shutil.which("wrk") is None:
         print("wrk not found on PATH", file=sys.stderr)
         return 2
     print(
         f"configs={args.configs} endpoints={args.endpoints} reps={args.reps} "
         f"duration={args.duration:g}s warmup={args.warmup:g}s wrk -t{WRK_THREADS} "
-        f"-c{WRK_CONNECTIONS}; gunicorn -w 1 -k gthread --threads 4; cpus={os.cpu_count()}",
+        f"-c{WRK_CONNECTIONS}; gunicorn -w 1 -k gthread --threads 4; cpus={os.cpu_count()}; "
+        f"otel_wpm at {args.revision}",
         flush=True,
     )
     issues = RunIssues()
     with _workdir(args.log_dir) as workdir:
         os.makedirs(os.path.join(workdir, "reports"), exist_ok=True)
+        snapshot_package(workdir)
         samples = run_all(args, workdir, issues)
         issues.log_lines = scan_log(workdir)
         issues.report_files = sorted(os.listdir(os.path.join(workdir, "reports")))
@@ -485,6 +499,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json_out:
         write_json(args, samples, summary, issues)
     return 1 if issues.start_failures or any(s.errors for s in samples) else 0
+
+
+def snapshot_package(workdir: str) -> None:
+    """Copy ``otel_wpm/`` to ``<workdir>/src`` so every server of the run loads the same code."""
+    shutil.copytree(
+        os.path.join(ROOT, "otel_wpm"),
+        os.path.join(workdir, "src", "otel_wpm"),
+        ignore=shutil.ignore_patterns("__pycache__"),
+        dirs_exist_ok=True,
+    )
+
+
+def revision() -> str:
+    """``<short HEAD>`` of the repo, ``+dirty`` when ``otel_wpm/`` has uncommitted changes."""
+
+    def git(*cmd: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", ROOT, *cmd], capture_output=True, text=True, timeout=10, check=False
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--", "otel_wpm") else "")
 
 
 def write_json(
