@@ -97,14 +97,14 @@ def read_body(environ: dict[str, Any], style: str) -> bytes:
     if style == "all":
         return bytes(stream.read())
     if style == "chunks":
-        parts = []
+        parts: list[bytes] = []
         while True:
             part = stream.read(997)
             if not part:
                 return b"".join(parts)
             parts.append(part)
     if style == "lines":
-        lines = []
+        lines: list[bytes] = []
         while True:
             line = stream.readline(4096)
             if not line:
@@ -114,12 +114,12 @@ def read_body(environ: dict[str, Any], style: str) -> bytes:
         return b"".join(stream)
     if style == "readinto":
         buffer = bytearray(1500)
-        parts = []
+        chunks: list[bytes] = []
         while True:
-            count = stream.readinto(buffer)
+            count = stream.readinto(buffer)  # type: ignore[attr-defined]
             if not count:
-                return b"".join(parts)
-            parts.append(bytes(buffer[:count]))
+                return b"".join(chunks)
+            chunks.append(bytes(buffer[:count]))
     raise ValueError(f"unknown read style {style!r}")
 
 
@@ -130,6 +130,7 @@ def make_app(gates: Optional[Gates] = None) -> Callable[[dict[str, Any], StartRe
         span_context = trace.get_current_span().get_span_context()
         trace_id = format_trace_id(span_context.trace_id) if span_context.is_valid else ""
         style = environ.get("HTTP_X_READ_STYLE", "all")
+        answer: dict[str, Any]
         try:
             body = read_body(environ, style if style in READ_STYLES else "all")
         except Exception as error:  # noqa: BLE001 - the answer says what failed
@@ -379,23 +380,31 @@ def recording_logs(name: str = "otel_wpm") -> Iterator[LogRecords]:
 
 # --- gunicorn entry point ------------------------------------------------------------------
 
-_gunicorn_state: dict[str, Any] = {}
+_gunicorn_state: dict[int, Any] = {}
+_gunicorn_lock = threading.Lock()
 
 
 def gunicorn_app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     """The app monitored with ``Config.from_env()``, built once per worker process.
 
-    ``/pid`` answers the worker's pid at once (unwatched work is not needed there:
-    it is a fast request like any other).
+    ``/pid`` answers the worker's pid and ``/stats`` its processor's ``get_stats()``
+    (with ``pid``), both without going through the middleware.
     """
-    stack = _gunicorn_state.get(os.getpid())
-    if stack is None:
-        provider = TracerProvider()  # registers its shutdown at exit, as by default
-        provider.add_span_processor(ProfilingSpanProcessor(Config.from_env()))
-        wsgi = OpenTelemetryMiddleware(make_app(), tracer_provider=provider)
-        stack = _gunicorn_state[os.getpid()] = wsgi
-    if environ.get("PATH_INFO") == "/pid":
-        payload = str(os.getpid()).encode()
+    with _gunicorn_lock:  # the first requests of a worker arrive on several threads at once
+        state = _gunicorn_state.get(os.getpid())
+        if state is None:
+            provider = TracerProvider()  # registers its shutdown at exit, as by default
+            processor = ProfilingSpanProcessor(Config.from_env())
+            provider.add_span_processor(processor)
+            wsgi = OpenTelemetryMiddleware(make_app(), tracer_provider=provider)
+            state = _gunicorn_state[os.getpid()] = (wsgi, processor)
+    wsgi, processor = state
+    path = environ.get("PATH_INFO")
+    if path in ("/pid", "/stats"):
+        answer: Any = (
+            os.getpid() if path == "/pid" else {"pid": os.getpid(), **processor.get_stats()}
+        )
+        payload = json.dumps(answer).encode()
         start_response("200 OK", [("Content-Length", str(len(payload)))])
         return [payload]
-    return stack(environ, start_response)  # type: ignore[no-any-return]
+    return wsgi(environ, start_response)
