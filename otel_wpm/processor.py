@@ -138,12 +138,8 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         return None
 
     def _watch(self, span: Span, nested: bool) -> None:
-        if span.kind is SpanKind.SERVER:
-            facts = http_facts(span.attributes)
-            if self._config.is_url_blacklisted(facts.url, facts.path):
-                self.stats.incr("total_requests")
-                self.stats.incr("blacklisted_requests")
-                return
+        # Kept short on purpose: this runs on every request. The black-list is
+        # checked by the sampler thread, once a request has run long enough to matter.
         request = InFlightRequest(
             span=span, thread_id=threading.get_ident(), start_ns=span.start_time or time.time_ns()
         )
@@ -153,10 +149,20 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
                 request.recorder = start_recording(request.environ, self._config.capture_body_bytes)
         for stale in self._sampler.register(request, nested):
             self._forget_stale(stale)
-        if self._budget is not None and not nested and self._budget.should_profile():
+        if self._budget is not None and not nested and self._should_profile_precisely(span):
             request.profiler = start_profiler(self._config.sampling_interval_seconds / 10)
             request.sampling_paused = request.profiler is not None
         self._watched[span.context.span_id] = request
+
+    def _should_profile_precisely(self, span: Span) -> bool:
+        assert self._budget is not None
+        return self._budget.should_profile() and not self._is_blacklisted(span)
+
+    def _is_blacklisted(self, span: ReadableSpan) -> bool:
+        if span.kind is not SpanKind.SERVER:
+            return False
+        facts = http_facts(span.attributes)
+        return self._config.is_url_blacklisted(facts.url, facts.path)
 
     def _forget_stale(self, stale: InFlightRequest) -> None:
         self._watched.pop(stale.span.context.span_id, None)
@@ -186,14 +192,19 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
             self._budget.observe(duration, profiled=request.profiler is not None)
         if request.profiler is not None:
             self.stats.incr("profiles_precise")
-        slow = duration >= self._config.threshold_seconds
         self.stats.incr("total_requests")
-        self.stats.record_duration(duration, slow)
-        if slow:
+        slow = duration >= self._config.threshold_seconds
+        if request.ignored or (slow and self._is_blacklisted(span)):
+            self.stats.incr("blacklisted_requests")
+        elif slow:
             self.stats.incr("slow_requests")
+            self.stats.record_slow_duration(duration)
             self._reports.submit(self._slow_request(span, request, duration, session))
 
     # --- SamplerListener (sampler thread) ------------------------------------------------
+
+    def should_sample(self, request: InFlightRequest) -> bool:
+        return not self._is_blacklisted(request.span)
 
     def on_threshold_crossed(self, request: InFlightRequest) -> None:
         span = request.span

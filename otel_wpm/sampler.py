@@ -66,6 +66,8 @@ class InFlightRequest:
     samples: list[tuple[Stack, float]] = field(default_factory=list)
     first_sample_ns: Optional[int] = None
     last_sample_ns: Optional[int] = None
+    checked: bool = False  # the owner was asked whether to sample it
+    ignored: bool = False  # the owner said no (a black-listed URL)
     crossed_threshold: bool = False
     reported_hung: bool = False
     sampling_paused: bool = False  # another profiler (precise engine) watches this thread
@@ -85,7 +87,11 @@ class InFlightRequest:
 
 
 class SamplerListener:
-    """What the sampler tells its owner, from the sampler thread."""
+    """What the sampler asks and tells its owner, from the sampler thread."""
+
+    def should_sample(self, request: InFlightRequest) -> bool:
+        """Asked once, when a request first becomes due; False ignores it from then on."""
+        return True
 
     def on_threshold_crossed(self, request: InFlightRequest) -> None: ...
 
@@ -199,7 +205,7 @@ class StackSampler:
         """
         now = self._clock_ns()
         in_flight = self.in_flight()
-        due = [r for r in in_flight if now - r.start_ns >= self._sample_after_ns]
+        due = [r for r in in_flight if now - r.start_ns >= self._sample_after_ns and self._keep(r)]
         if not due:
             until_due = [r.start_ns + self._sample_after_ns - now for r in in_flight]
             return max(self._interval, min([self._sample_after_ns, *until_due]) / 1e9)
@@ -217,6 +223,12 @@ class StackSampler:
         for request in due:
             self._notify(request, now - request.start_ns)
         return self._interval
+
+    def _keep(self, request: InFlightRequest) -> bool:
+        if not request.checked:
+            request.checked = True
+            request.ignored = not self._listener.should_sample(request)
+        return not request.ignored
 
     def _notify(self, request: InFlightRequest, age_ns: int) -> None:
         if not request.crossed_threshold and age_ns >= self._threshold_ns:

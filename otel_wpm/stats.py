@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Callable
 
 from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import forksafe
 
@@ -27,20 +29,30 @@ COUNTERS = (
 class Stats:
     """Thread-safe counters plus the overhead estimate.
 
-    Each counter is mirrored to an OpenTelemetry counter ``otel_wpm.<name>`` on
-    the global MeterProvider, so the figures reach the user's metrics backend.
+    Each counter is also an OpenTelemetry observable counter ``otel_wpm.<name>``
+    on the global MeterProvider, read when metrics are collected, so counting
+    costs a request no more than an integer increment. ``reset()`` clears what
+    ``snapshot()`` shows, not the monotonic totals the metrics report.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         forksafe.register(self)
         self._counts = dict.fromkeys(COUNTERS, 0)
+        self._totals = dict.fromkeys(COUNTERS, 0)
         self._overhead: dict[str, Any] = {"average_overhead": 0.0, "method": "none"}
         meter = metrics.get_meter("otel_wpm")
-        self._instruments = {name: meter.create_counter(f"otel_wpm.{name}") for name in COUNTERS}
-        self._duration = meter.create_histogram(
-            "otel_wpm.request.duration", unit="s", description="Duration of watched requests"
+        for name in COUNTERS:
+            meter.create_observable_counter(f"otel_wpm.{name}", callbacks=[self._observer(name)])
+        self._slow_duration = meter.create_histogram(
+            "otel_wpm.slow_request.duration", unit="s", description="Duration of slow requests"
         )
+
+    def _observer(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(self._totals[name])]
+
+        return observe
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
@@ -48,10 +60,10 @@ class Stats:
     def incr(self, name: str, amount: int = 1) -> None:
         with self._lock:
             self._counts[name] += amount
-        self._instruments[name].add(amount)
+            self._totals[name] += amount
 
-    def record_duration(self, seconds: float, slow: bool) -> None:
-        self._duration.record(seconds, {"wpm.slow": slow})
+    def record_slow_duration(self, seconds: float) -> None:
+        self._slow_duration.record(seconds)
 
     def set_overhead(self, average_overhead: float, **details: Any) -> None:
         with self._lock:

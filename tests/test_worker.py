@@ -22,9 +22,10 @@ def test_full_queue_drops_the_oldest_and_submit_never_blocks() -> None:
         worker.submit(job)
     gate.set()
     assert worker.flush(30)
-    assert len(handled) + len(dropped) == 100
+    assert sorted(handled + dropped) == list(range(100))
     assert handled[-3:] == [97, 98, 99]
-    assert dropped[:3] == [0, 1, 2] or dropped[0] == 1  # job 0 may already be in the handler
+    assert len(handled) <= 4  # the queue's 3, plus one the thread may have taken before
+    assert dropped == sorted(dropped)  # always the oldest
 
 
 def test_a_failing_job_does_not_stop_the_worker(caplog) -> None:

@@ -1,0 +1,51 @@
+"""Counters as a dict, and the same figures as OpenTelemetry metrics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from otel_wpm.stats import COUNTERS, Stats
+
+
+def test_snapshot_counts_and_rate() -> None:
+    stats = Stats()
+    stats.incr("total_requests", 4)
+    stats.incr("slow_requests")
+    snapshot = stats.snapshot()
+    assert snapshot["total_requests"] == 4
+    assert snapshot["slow_request_rate"] == 25.0
+    assert set(COUNTERS) <= set(snapshot)
+    stats.reset()
+    assert stats.snapshot()["total_requests"] == 0
+
+
+def test_counters_reach_the_global_meter_provider_and_stay_monotonic() -> None:
+    script = textwrap.dedent(
+        """
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from otel_wpm.stats import Stats
+
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        stats = Stats()
+        stats.incr("total_requests", 3)
+        stats.reset()  # clears the snapshot, not the monotonic metric
+        stats.incr("total_requests")
+        stats.record_slow_duration(1.5)
+        found = {}
+        for resource_metrics in reader.get_metrics_data().resource_metrics:
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    point = metric.data.data_points[0]
+                    found[metric.name] = getattr(point, "value", None) or getattr(point, "sum", None)
+        print(found["otel_wpm.total_requests"], found["otel_wpm.slow_request.duration"])
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.split() == ["4", "1.5"]
