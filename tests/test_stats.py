@@ -41,7 +41,8 @@ def test_counters_reach_the_global_meter_provider_and_stay_monotonic() -> None:
             for scope in resource_metrics.scope_metrics:
                 for metric in scope.metrics:
                     point = metric.data.data_points[0]
-                    found[metric.name] = getattr(point, "value", None) or getattr(point, "sum", None)
+                    value = getattr(point, "value", None)
+                    found[metric.name] = value if value is not None else point.sum
         print(found["otel_wpm.total_requests"], found["otel_wpm.slow_request.duration"])
         """
     )
