@@ -22,7 +22,7 @@ from pyinstrument.renderers import HTMLRenderer
 from .capture import RawRequest
 from .masking import SecretMasker
 from .params import RequestParams, request_params
-from .profile import Profile
+from .profile import Profile, hot_frames
 from .semconv import HttpFacts
 
 METADATA_ELEMENT_ID = "otel-wpm-report"
@@ -133,6 +133,14 @@ def _summary_section(slow: SlowRequest, meta: dict[str, Any]) -> str:
     )
 
 
+def _hot_frames_section(profile: Profile) -> str:
+    rows: list[tuple[str, Any]] = [
+        (frame.function, f"{frame.seconds:.3f} s ({frame.share:.0%}) at {frame.location}")
+        for frame in hot_frames(profile.session)
+    ]
+    return "<h2>Where the time went</h2>" + _table(rows)
+
+
 def _request_section(params: RequestParams) -> str:
     parts = ["<h2>Request</h2>", "<h3>Query parameters</h3>", _table(params.query)]
     parts += ["<h3>Form fields</h3>", _table(params.form)]
@@ -155,12 +163,13 @@ def _system_section(now: datetime) -> str:
 
 
 _STYLE = """<style>
-#otel-wpm{font:14px/1.4 system-ui,sans-serif;margin:1em 1.5em;color:#222}
+#otel-wpm{font:14px/1.4 system-ui,sans-serif;margin:0;padding:1em 1.5em;color:#222;background:#fff}
 #otel-wpm table{border-collapse:collapse;margin:.3em 0}
 #otel-wpm th{text-align:left;padding:2px 12px 2px 0;color:#555;vertical-align:top}
 #otel-wpm td{padding:2px 0;word-break:break-all}
 #otel-wpm pre{background:#f4f4f4;padding:.5em;max-height:20em;overflow:auto}
 #otel-wpm .none,#otel-wpm .note{color:#777}
+#otel-wpm-profile{position:relative;height:85vh;min-height:480px}
 </style>"""
 
 
@@ -179,6 +188,7 @@ def render_report(slow: SlowRequest, masker: SecretMasker, now: Optional[datetim
         + _metadata_script(meta)
         + '<section id="otel-wpm">'
         + _summary_section(slow, meta)
+        + _hot_frames_section(slow.profile)
         + _request_section(request_params(slow.raw_request, masker))
         + _system_section(now)
         + "<h2>Profile</h2></section>"
@@ -190,4 +200,6 @@ def render_report(slow: SlowRequest, masker: SecretMasker, now: Optional[datetim
             "</body></html>"
         )
     profile_page = HTMLRenderer().render(slow.profile.session)
-    return profile_page.replace(_PROFILE_ANCHOR, header + _PROFILE_ANCHOR, 1)
+    # pyinstrument's viewer fills its containing block; give it one below our header
+    viewer = f'<div id="otel-wpm-profile">{_PROFILE_ANCHOR}</div>'
+    return profile_page.replace(_PROFILE_ANCHOR, header + viewer, 1)

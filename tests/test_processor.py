@@ -146,7 +146,12 @@ def test_slow_request_gives_a_report_with_its_own_trace_id(harness: Harness) -> 
     assert meta["status"] == 200
     assert meta["duration_seconds"] >= 0.2
     assert meta["trace_url"] == f"http://localhost:16686/trace/{trace_id}"
-    assert "busy_alpha_work" in report.read_text()
+    text = report.read_text()
+    assert "busy_alpha_work" in text
+    hot_spots = text[text.index("Where the time went") : text.index("<h2>Request</h2>")]
+    assert "busy_alpha_work" in hot_spots
+    # pyinstrument's viewer sits in its own box below our header, not over it
+    assert '<div id="otel-wpm-profile"><div id="app"></div></div>' in text
 
 
 def test_fast_request_gives_no_report(harness: Harness) -> None:
