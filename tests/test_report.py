@@ -76,3 +76,20 @@ def test_request_data_is_escaped_and_masked() -> None:
     assert "img" not in parser.tags
     assert any(evil in chunk for chunk in parser.text)
     assert "tok-123456" not in html
+
+
+def test_time_in_library_code_counts_for_the_calling_application_function() -> None:
+    import sys
+
+    from otel_wpm.profile import hot_frames, session_from_samples
+
+    here = __file__
+    library = f"{sys.prefix}/lib/python3/threading.py"
+    thread_root = f"run\x00{library}\x001"
+    app_view = f"load_orders\x00{here}\x0010"
+    lib_wait = f"wait\x00{library}\x00300"
+    samples = [((thread_root, app_view, lib_wait), 0.8), ((thread_root, app_view), 0.2)]
+    session = session_from_samples(samples, 0.0, 1.0, 0.01, "test")
+    [top] = hot_frames(session)
+    assert top.function == "load_orders"
+    assert top.seconds == 1.0 and top.share == 1.0
