@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,8 +33,6 @@ DEADLINE = 30
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -70,12 +69,18 @@ class Gunicorn:
         wait_until(self._answers, "gunicorn to answer")
 
     def _answers(self) -> bool:
+        """The port accepts connections; no HTTP request is made, so none is counted."""
         if self.process.poll() is not None:
             raise AssertionError(f"gunicorn exited:\n{self.log.read_text()}")
         try:
-            return requests.get(self.url + "/pid", timeout=5).ok
-        except requests.ConnectionError:
+            socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+        except OSError:
             return False
+        return True
+
+    def wait_for_worker_exiting(self) -> None:
+        """Until gunicorn logs that the worker is exiting (before interpreter shutdown)."""
+        wait_until(lambda: "Worker exiting" in self.log.read_text(), "the worker to exit")
 
     def pid(self) -> int:
         return int(requests.get(self.url + "/pid", timeout=DEADLINE).text)
@@ -99,23 +104,48 @@ def gunicorn_runs(tmp_path: Path) -> Iterator[list[Gunicorn]]:
 
 
 def test_worker_restarted_by_max_requests_flushes_its_reports_and_alerts(
-    tmp_path: Path, gunicorn_runs: list[Gunicorn]
+    tmp_path: Path, gunicorn_runs: list[Gunicorn], mattermost_server: FakeMattermostServer
 ) -> None:
     output = tmp_path / "reports"
-    server = Gunicorn(tmp_path, output, ["--max-requests", "3"])
+    fake = mattermost_server
+    server = Gunicorn(
+        tmp_path,
+        output,
+        ["--max-requests", "3"],
+        WPM_ENABLE_MATTERMOST="true",
+        WPM_MATTERMOST_SERVER_URL=fake.url,
+        WPM_MATTERMOST_TOKEN=fake.token,
+        WPM_MATTERMOST_CHANNEL_ID=fake.channel_id,
+    )
     gunicorn_runs.append(server)
-    first_pid = server.pid()  # /pid bypasses the middleware but counts as a request
-    trace_ids = []
-    for _ in range(2):
-        response = requests.get(server.url + "/slow", headers={"X-Slow": "0.3"}, timeout=DEADLINE)
-        assert response.status_code == 200
-        trace_ids.append(response.headers["X-Trace-Id"])
-    # That was the third request of the first worker: it exits right after answering.
-    wait_until(lambda: server.pid() != first_pid, "a new worker")
+    # Mattermost hangs until the worker has logged that it exits, so the alerts are
+    # still queued then: only a shutdown at exit that flushes can deliver them.
+    fake.hang()
+    trace_ids, pids = [], set()
+    try:
+        for _ in range(3):
+            response = requests.get(
+                server.url + "/slow", headers={"X-Slow": "0.3"}, timeout=DEADLINE
+            )
+            assert response.status_code == 200
+            trace_ids.append(response.headers["X-Trace-Id"])
+            pids.add(response.headers["X-Pid"])
+        server.wait_for_worker_exiting()
+    finally:
+        fake.release()
+    # One worker served all three and exits right after answering the third; with one
+    # worker, gunicorn starts the next only once that one has exited.
+    [first_pid] = pids
+    wait_until(lambda: server.pid() != int(first_pid), "a new worker")
+    log = server.log.read_text()
     for trace_id in trace_ids:
-        assert reports_of(output, trace_id), f"report of {trace_id} lost:\n{server.log.read_text()}"
-    assert sorted(a["trace_id"] for a in alert_lines(output)) == sorted(trace_ids)
-    assert "Traceback" not in server.log.read_text()
+        assert reports_of(output, trace_id), f"report of {trace_id} lost:\n{log}"
+    assert sorted(a["trace_id"] for a in alert_lines(output)) == sorted(trace_ids), log
+    posted = [
+        trace_id for trace_id in trace_ids if any(trace_id in p["message"] for p in fake.posts)
+    ]
+    assert posted == trace_ids, f"alerts lost at exit:\n{log}"
+    assert "Traceback" not in log
 
 
 def test_sigterm_with_a_slow_request_in_flight_still_delivers_it(
@@ -134,16 +164,21 @@ def test_sigterm_with_a_slow_request_in_flight_still_delivers_it(
     )
     gunicorn_runs.append(server)
     started = tmp_path / "started"
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(
-            requests.get,
-            server.url + "/in-flight",
-            headers={"X-Slow": "1.0", "X-Started-File": str(started)},
-            timeout=DEADLINE,
-        )
-        wait_until(started.exists, "the slow request to start")
-        os.killpg(server.process.pid, signal.SIGTERM)
-        response = pending.result(DEADLINE)
+    fake.hang()  # released once the worker is exiting: the alert is still queued then
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(
+                requests.get,
+                server.url + "/in-flight",
+                headers={"X-Slow": "1.0", "X-Started-File": str(started)},
+                timeout=DEADLINE,
+            )
+            wait_until(started.exists, "the slow request to start")
+            os.killpg(server.process.pid, signal.SIGTERM)
+            response = pending.result(DEADLINE)
+        server.wait_for_worker_exiting()
+    finally:
+        fake.release()
     assert response.status_code == 200
     server.process.wait(DEADLINE)
     trace_id = response.headers["X-Trace-Id"]

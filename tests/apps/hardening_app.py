@@ -155,6 +155,7 @@ def make_app(gates: Optional[Gates] = None) -> Callable[[dict[str, Any], StartRe
                 ("Content-Type", "application/json"),
                 ("Content-Length", str(len(payload))),
                 ("X-Trace-Id", trace_id),
+                ("X-Pid", str(os.getpid())),
             ],
         )
         return [payload]
