@@ -2,9 +2,9 @@
 
 pyinstrument's per-call hook makes profiled requests several times slower on
 call-dense code, so it cannot run on every request. :class:`OverheadBudget`
-compares the mean duration of profiled and unprofiled requests (chosen at
-random, so both groups see the same mix of routes) and keeps the share of
-profiled requests at ``max_overhead / (slowdown - 1)``. Requests it does not pick
+compares the mean CPU time of profiled and unprofiled requests on their own
+thread (chosen at random, so both groups see the same mix of routes) and keeps
+the share of profiled requests at ``max_overhead / (slowdown - 1)``. Requests it does not pick
 are still covered by the sampler, so every slow request gets a report.
 """
 
@@ -35,11 +35,11 @@ class OverheadBudget:
     def should_profile(self) -> bool:
         return self._rng.random() < self.share
 
-    def observe(self, duration_seconds: float, profiled: bool) -> None:
+    def observe(self, cpu_seconds: float, profiled: bool) -> None:
         with self._lock:
             count = self._counts[profiled] = self._counts[profiled] + 1
             weight = max(_SMOOTHING, 1.0 / count)
-            self._means[profiled] += weight * (duration_seconds - self._means[profiled])
+            self._means[profiled] += weight * (cpu_seconds - self._means[profiled])
             if min(self._counts.values()) >= _MIN_OBSERVATIONS:
                 self.share = min(1.0, self.max_overhead / max(self.extra_cost(), 1e-3))
 
@@ -54,7 +54,7 @@ class OverheadBudget:
 
     def details(self) -> dict[str, float | str]:
         return {
-            "method": "mean duration of profiled vs unprofiled requests (random split)",
+            "method": "mean thread CPU time of profiled vs unprofiled requests (random split)",
             "profiled_share": self.share,
             "profiled_request_extra_cost": self.extra_cost(),
         }
