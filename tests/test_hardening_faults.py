@@ -31,8 +31,8 @@ from apps.hardening_app import (
     monitored,
     recording_logs,
     reports_of,
-    wait_until,
 )
+from apps.helpers import wait_until
 from mattermost_server import FakeMattermostServer
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind

@@ -85,6 +85,16 @@ def _content_length(environ: dict[str, Any]) -> Optional[int]:
     return value if value >= 0 else None
 
 
+def _read_until_empty(read: Callable[[], bytes]) -> bytes:
+    """Call ``read`` until it returns nothing; everything it returned, joined."""
+    parts: list[bytes] = []
+    while True:
+        part = read()
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
+
+
 def read_body(environ: dict[str, Any], style: str) -> bytes:
     """Read the request body as an application would, in one of several ways."""
     if style == "direct":
@@ -97,19 +107,9 @@ def read_body(environ: dict[str, Any], style: str) -> bytes:
     if style == "all":
         return bytes(stream.read())
     if style == "chunks":
-        parts: list[bytes] = []
-        while True:
-            part = stream.read(997)
-            if not part:
-                return b"".join(parts)
-            parts.append(part)
+        return _read_until_empty(lambda: stream.read(997))
     if style == "lines":
-        lines: list[bytes] = []
-        while True:
-            line = stream.readline(4096)
-            if not line:
-                return b"".join(lines)
-            lines.append(line)
+        return _read_until_empty(lambda: stream.readline(4096))
     if style == "iter":
         return b"".join(stream)
     if style == "readinto":
@@ -321,18 +321,6 @@ def alert_lines(directory: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_SECONDS) -> Any:
-    """Poll ``condition`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 class LogRecords(logging.Handler):
