@@ -22,29 +22,23 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import requests
-from apps.hardening_app import alert_lines, reports_of, wait_until
+from apps.hardening_app import alert_lines, reports_of
+from apps.helpers import clean_env, free_port, wait_until
 from mattermost_server import FakeMattermostServer
 
 TESTS_DIR = Path(__file__).resolve().parent
 DEADLINE = 30
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class Gunicorn:
     def __init__(self, workdir: Path, output: Path, extra_args: list[str], **wpm: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("WPM_", "OTEL_"))}
-        env.update(
-            PYTHONUNBUFFERED="1",
+        env = clean_env(
             WPM_THRESHOLD_SECONDS="0.1",
             WPM_LOCAL_OUTPUT_DIR=str(output),
             WPM_ALERT_WINDOW_DAYS="0",
@@ -96,28 +90,39 @@ class Gunicorn:
 
 
 @pytest.fixture
-def gunicorn_runs(tmp_path: Path) -> Iterator[list[Gunicorn]]:
+def start_gunicorn(
+    tmp_path: Path, mattermost_server: FakeMattermostServer
+) -> Iterator[Callable[[list[str]], Gunicorn]]:
+    """Starts gunicorn with ``extra_args``, reports in ``tmp_path / "reports"`` and alerts
+    posted to ``mattermost_server``; stops every server it started."""
     started: list[Gunicorn] = []
-    yield started
+
+    def start(extra_args: list[str]) -> Gunicorn:
+        server = Gunicorn(
+            tmp_path,
+            tmp_path / "reports",
+            extra_args,
+            WPM_ENABLE_MATTERMOST="true",
+            WPM_MATTERMOST_SERVER_URL=mattermost_server.url,
+            WPM_MATTERMOST_TOKEN=mattermost_server.token,
+            WPM_MATTERMOST_CHANNEL_ID=mattermost_server.channel_id,
+        )
+        started.append(server)
+        return server
+
+    yield start
     for server in started:
         server.stop()
 
 
 def test_worker_restarted_by_max_requests_flushes_its_reports_and_alerts(
-    tmp_path: Path, gunicorn_runs: list[Gunicorn], mattermost_server: FakeMattermostServer
+    tmp_path: Path,
+    start_gunicorn: Callable[[list[str]], Gunicorn],
+    mattermost_server: FakeMattermostServer,
 ) -> None:
     output = tmp_path / "reports"
     fake = mattermost_server
-    server = Gunicorn(
-        tmp_path,
-        output,
-        ["--max-requests", "3"],
-        WPM_ENABLE_MATTERMOST="true",
-        WPM_MATTERMOST_SERVER_URL=fake.url,
-        WPM_MATTERMOST_TOKEN=fake.token,
-        WPM_MATTERMOST_CHANNEL_ID=fake.channel_id,
-    )
-    gunicorn_runs.append(server)
+    server = start_gunicorn(["--max-requests", "3"])
     # Mattermost hangs until the worker has logged that it exits, so the alerts are
     # still queued then: only a shutdown at exit that flushes can deliver them.
     fake.hang()
@@ -149,20 +154,13 @@ def test_worker_restarted_by_max_requests_flushes_its_reports_and_alerts(
 
 
 def test_sigterm_with_a_slow_request_in_flight_still_delivers_it(
-    tmp_path: Path, gunicorn_runs: list[Gunicorn], mattermost_server: FakeMattermostServer
+    tmp_path: Path,
+    start_gunicorn: Callable[[list[str]], Gunicorn],
+    mattermost_server: FakeMattermostServer,
 ) -> None:
     output = tmp_path / "reports"
     fake = mattermost_server
-    server = Gunicorn(
-        tmp_path,
-        output,
-        [],
-        WPM_ENABLE_MATTERMOST="true",
-        WPM_MATTERMOST_SERVER_URL=fake.url,
-        WPM_MATTERMOST_TOKEN=fake.token,
-        WPM_MATTERMOST_CHANNEL_ID=fake.channel_id,
-    )
-    gunicorn_runs.append(server)
+    server = start_gunicorn([])
     started = tmp_path / "started"
     fake.hang()  # released once the worker is exiting: the alert is still queued then
     try:
