@@ -12,9 +12,24 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from apps.helpers import reset_global_tracer_provider
 from mattermost_server import FakeMattermostServer
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
 from otel_wpm.alert import Alert, HotFrame
+
+
+@pytest.fixture
+def fresh_globals() -> Iterator[None]:
+    """The global TracerProvider unset before the test; shut down and unset after it."""
+    reset_global_tracer_provider()
+    yield
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()
+    reset_global_tracer_provider()
+
 
 # --- Alert delivery fixtures: a fake Mattermost server and a real redis-server ---------
 

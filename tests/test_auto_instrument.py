@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,6 @@ from apps.helpers import (
     report_files,
     report_metadata,
     report_pid,
-    reset_global_tracer_provider,
     running_server,
     server_span_for,
     trace_id_of,
@@ -221,16 +219,6 @@ def test_gunicorn_workers_both_profile(tmp_path: Path) -> None:
     pids = {report_pid(path) for path in report_files(reports_dir)}
     assert pids == served_by
     assert server.process.pid not in pids  # the master serves nothing
-
-
-@pytest.fixture
-def fresh_globals() -> Iterator[None]:
-    reset_global_tracer_provider()
-    yield
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, TracerProvider):
-        provider.shutdown()
-    reset_global_tracer_provider()
 
 
 def test_post_instrument_adds_the_processor_once(

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import pytest
 import requests
-from apps.helpers import report_files, report_metadata, reset_global_tracer_provider, wait_until
+from apps.helpers import report_files, report_metadata, wait_until
 from flask import Flask, request
 from opentelemetry import trace
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
@@ -28,15 +28,7 @@ from wsgi_servers import serve_threaded
 from otel_wpm import Config, ConfigError, PerformanceMonitor, ProfilingSpanProcessor, attributes
 from otel_wpm.auto import installed_processor
 
-
-@pytest.fixture(autouse=True)
-def fresh_globals() -> Iterator[None]:
-    reset_global_tracer_provider()
-    yield
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, TracerProvider):
-        provider.shutdown()
-    reset_global_tracer_provider()
+pytestmark = pytest.mark.usefixtures("fresh_globals")
 
 
 @pytest.fixture
