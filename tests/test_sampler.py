@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -51,8 +52,20 @@ def parked_thread():
     thread.join(10)
 
 
-def make_sampler(clock: Clock, listener: Recorder) -> StackSampler:
-    return StackSampler(
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def listener() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def sampler(clock: Clock, listener: Recorder) -> Iterator[StackSampler]:
+    """A sampler on the fake clock, told to ``listener``; stopped after the test."""
+    sampler = StackSampler(
         listener,
         interval_seconds=0.01,
         sample_after_seconds=0.05,
@@ -60,28 +73,27 @@ def make_sampler(clock: Clock, listener: Recorder) -> StackSampler:
         hung_after_seconds=0.5,
         clock_ns=clock,
     )
+    yield sampler
+    sampler.stop()
 
 
 def request_on(thread: threading.Thread, clock: Clock) -> InFlightRequest:
     return InFlightRequest(span=SimpleNamespace(), thread_id=thread.ident or 0, start_ns=clock.now)
 
 
-def test_young_requests_are_not_sampled(parked_thread: threading.Thread) -> None:
-    clock, listener = Clock(), Recorder()
-    sampler = make_sampler(clock, listener)
+def test_young_requests_are_not_sampled(
+    parked_thread: threading.Thread, clock: Clock, sampler: StackSampler
+) -> None:
     request = request_on(parked_thread, clock)
     sampler.register(request, nested=False)
     clock.now += 40 * MS
     sampler.tick()
     assert request.samples == []
-    sampler.stop()
 
 
 def test_requests_past_the_delay_are_sampled_with_their_own_stack(
-    parked_thread: threading.Thread,
+    parked_thread: threading.Thread, clock: Clock, sampler: StackSampler
 ) -> None:
-    clock, listener = Clock(), Recorder()
-    sampler = make_sampler(clock, listener)
     request = request_on(parked_thread, clock)
     sampler.register(request, nested=False)
     for _ in range(3):
@@ -94,12 +106,11 @@ def test_requests_past_the_delay_are_sampled_with_their_own_stack(
     assert seconds == pytest.approx(0.01)
     assert request.samples[1][1] == pytest.approx(0.03)
     assert request.sampled_seconds() == pytest.approx(0.04)
-    sampler.stop()
 
 
-def test_threshold_and_hung_are_told_once(parked_thread: threading.Thread) -> None:
-    clock, listener = Clock(), Recorder()
-    sampler = make_sampler(clock, listener)
+def test_threshold_and_hung_are_told_once(
+    parked_thread: threading.Thread, clock: Clock, listener: Recorder, sampler: StackSampler
+) -> None:
     request = request_on(parked_thread, clock)
     sampler.register(request, nested=False)
     for _ in range(70):
@@ -107,25 +118,21 @@ def test_threshold_and_hung_are_told_once(parked_thread: threading.Thread) -> No
         sampler.tick()
     assert listener.crossed == [request]
     assert listener.hung == [request]
-    sampler.stop()
 
 
-def test_a_new_request_on_a_thread_evicts_a_stale_one(parked_thread: threading.Thread) -> None:
-    clock, listener = Clock(), Recorder()
-    sampler = make_sampler(clock, listener)
+def test_a_new_request_on_a_thread_evicts_a_stale_one(
+    parked_thread: threading.Thread, clock: Clock, sampler: StackSampler
+) -> None:
     stale = request_on(parked_thread, clock)
     assert sampler.register(stale, nested=False) == []
     fresh = request_on(parked_thread, clock)
     assert sampler.register(fresh, nested=False) == [stale]
     assert sampler.in_flight() == [fresh]
-    sampler.stop()
 
 
 def test_nested_requests_share_the_thread_and_both_get_samples(
-    parked_thread: threading.Thread,
+    parked_thread: threading.Thread, clock: Clock, sampler: StackSampler
 ) -> None:
-    clock, listener = Clock(), Recorder()
-    sampler = make_sampler(clock, listener)
     outer = request_on(parked_thread, clock)
     inner = request_on(parked_thread, clock)
     sampler.register(outer, nested=False)
@@ -135,7 +142,6 @@ def test_nested_requests_share_the_thread_and_both_get_samples(
     assert len(outer.samples) == len(inner.samples) == 1
     sampler.unregister(inner)
     assert sampler.in_flight() == [outer]
-    sampler.stop()
 
 
 def test_stack_of_is_outermost_first() -> None:
@@ -148,10 +154,8 @@ def test_stack_of_is_outermost_first() -> None:
 
 
 def test_an_idle_sampler_sleeps_until_the_oldest_request_is_due(
-    parked_thread: threading.Thread,
+    parked_thread: threading.Thread, clock: Clock, sampler: StackSampler
 ) -> None:
-    clock, listener = Clock(), Recorder()
-    sampler = make_sampler(clock, listener)
     assert sampler.tick() == pytest.approx(0.05)  # nothing in flight: sample_after
     request = request_on(parked_thread, clock)
     sampler.register(request, nested=False)
@@ -160,4 +164,3 @@ def test_an_idle_sampler_sleeps_until_the_oldest_request_is_due(
     clock.now += 30 * MS
     assert sampler.tick() == pytest.approx(0.01)  # sampling: one interval
     assert len(request.samples) == 1
-    sampler.stop()
