@@ -261,27 +261,25 @@ def test_gives_up_after_max_retries(
     assert len(mattermost_server.requests) == 3 and len(sleep.delays) == 2
 
 
-def test_honours_retry_after_on_429(
-    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
+@pytest.mark.parametrize(
+    ("retry_after", "settings", "delay"),
+    [(7, {}, 7.0), (3600, {"max_backoff_seconds": 30.0}, 30.0)],
+    ids=["honoured", "capped"],
+)
+def test_retry_after_on_429_is_honoured_up_to_the_backoff_cap(
+    mattermost_server: FakeMattermostServer,
+    make_alert: MakeAlert,
+    retry_after: int,
+    settings: dict[str, float],
+    delay: float,
 ) -> None:
-    mattermost_server.rate_limit_next(1, retry_after=7)
-    exporter, sleep = exporter_for(mattermost_server)
+    mattermost_server.rate_limit_next(1, retry_after=retry_after)
+    exporter, sleep = exporter_for(mattermost_server, **settings)
 
     exporter.export(make_alert())
 
-    assert sleep.delays == [7.0]
+    assert sleep.delays == [delay]
     assert len(mattermost_server.posts) == 1
-
-
-def test_retry_after_is_capped(
-    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
-) -> None:
-    mattermost_server.rate_limit_next(1, retry_after=3600)
-    exporter, sleep = exporter_for(mattermost_server, max_backoff_seconds=30.0)
-
-    exporter.export(make_alert())
-
-    assert sleep.delays == [30.0]
 
 
 def test_rejected_token_is_permanent_and_never_leaks(
