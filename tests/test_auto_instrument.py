@@ -13,7 +13,10 @@ from apps.helpers import (
     APPS_DIR,
     clean_env,
     console_spans,
+    flask_command,
     free_port,
+    gunicorn_command,
+    instrumented,
     report_files,
     report_metadata,
     report_pid,
@@ -28,7 +31,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from otel_wpm import attributes
 from otel_wpm.auto import installed_processor, post_instrument
 
-APP_FILE = str(APPS_DIR / "flask_app.py")
+APP_FILE = APPS_DIR / "flask_app.py"
 
 
 def _wpm_env(workdir: Path, **settings: str) -> dict[str, str]:
@@ -41,23 +44,8 @@ def _wpm_env(workdir: Path, **settings: str) -> dict[str, str]:
     return clean_env(**{**defaults, **settings})
 
 
-def _instrument(*command: str, exporter: str = "console") -> list[str]:
-    return [
-        "opentelemetry-instrument",
-        "--traces_exporter",
-        exporter,
-        "--metrics_exporter",
-        "none",
-        "--logs_exporter",
-        "none",
-        *command,
-    ]
-
-
-def _flask_run(port: int) -> list[str]:
-    return _instrument(
-        "flask", "--app", APP_FILE, "run", "--host", "127.0.0.1", "--port", str(port)
-    )
+def _flask_run(port: int, app_file: Path = APP_FILE) -> list[str]:
+    return instrumented(*flask_command(port, app_file))
 
 
 @dataclass
@@ -183,17 +171,7 @@ def test_bad_setting_is_logged_and_the_app_still_serves(tmp_path: Path) -> None:
 
 def test_gunicorn_workers_both_profile(tmp_path: Path) -> None:
     port = free_port()
-    command = _instrument(
-        "gunicorn",
-        "-w",
-        "2",
-        "-b",
-        f"127.0.0.1:{port}",
-        "--chdir",
-        str(APPS_DIR),
-        "flask_app:app",
-        exporter="none",
-    )
+    command = instrumented(*gunicorn_command(port, APPS_DIR, "flask_app:app"), exporter="none")
     reports_dir = tmp_path / "reports"
     served_by: set[int] = set()
 
@@ -271,16 +249,7 @@ def test_monitor_one_liner_under_opentelemetry_instrument(tmp_path: Path) -> Non
         REPORTS_DIR=str(tmp_path / "reports"),
     )
     port = free_port()
-    command = _instrument(
-        "flask",
-        "--app",
-        str(APPS_DIR / "flask_monitored_app.py"),
-        "run",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    )
+    command = _flask_run(port, APPS_DIR / "flask_monitored_app.py")
     with running_server(command, env, tmp_path, port) as server:
         assert requests.get(server.url + "/slow", timeout=10).text == "slow"
         (report,) = wait_until(lambda: report_files(tmp_path / "reports"), "the report")

@@ -11,6 +11,8 @@ from apps.helpers import (
     REPO_DIR,
     clean_env,
     free_port,
+    gunicorn_command,
+    instrumented,
     report_files,
     report_metadata,
     running_server,
@@ -95,23 +97,9 @@ def test_production_example_prints_usage_when_run_directly(tmp_path: Path) -> No
 
 def test_production_example_under_opentelemetry_instrument_gunicorn(tmp_path: Path) -> None:
     port = free_port()
-    command = [
-        "opentelemetry-instrument",
-        "--traces_exporter",
-        "none",
-        "--metrics_exporter",
-        "none",
-        "--logs_exporter",
-        "none",
-        "gunicorn",
-        "-w",
-        "2",
-        "-b",
-        f"127.0.0.1:{port}",
-        "--chdir",
-        str(EXAMPLES_DIR),
-        "production_example:app",
-    ]
+    command = instrumented(
+        *gunicorn_command(port, EXAMPLES_DIR, "production_example:app"), exporter="none"
+    )
     env = clean_env(
         OTEL_SERVICE_NAME="shop",
         WPM_THRESHOLD_SECONDS="0.2",

@@ -25,7 +25,14 @@ from typing import Any, Optional
 
 import pytest
 import requests
-from apps.helpers import APPS_DIR, clean_env, free_port, running_server, wait_until
+from apps.helpers import (
+    APPS_DIR,
+    clean_env,
+    flask_command,
+    free_port,
+    running_server,
+    wait_until,
+)
 
 from otel_wpm import attributes
 from otel_wpm.server import make_server
@@ -154,17 +161,7 @@ def test_slow_trace_in_phoenix_links_to_its_report(
         OTEL_BSP_SCHEDULE_DELAY="100",
     )
     port = free_port()
-    command = [
-        "opentelemetry-instrument",
-        "flask",
-        "--app",
-        str(APPS_DIR / "flask_app.py"),
-        "run",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    command = ["opentelemetry-instrument", *flask_command(port, APPS_DIR / "flask_app.py")]
     with running_server(command, env, tmp_path, port) as app:
         assert requests.get(app.url + "/fast", timeout=10).ok
         assert requests.get(app.url + "/slow", params={"seconds": "0.6"}, timeout=10).ok

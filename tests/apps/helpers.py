@@ -56,6 +56,30 @@ def clean_env(**settings: str) -> dict[str, str]:
     return env
 
 
+def instrumented(*command: str, exporter: str = "console") -> list[str]:
+    """``command`` under ``opentelemetry-instrument``, exporting traces only (to ``exporter``)."""
+    return [
+        "opentelemetry-instrument",
+        "--traces_exporter",
+        exporter,
+        "--metrics_exporter",
+        "none",
+        "--logs_exporter",
+        "none",
+        *command,
+    ]
+
+
+def flask_command(port: int, app_file: Path) -> list[str]:
+    """``flask run`` of ``app_file`` on 127.0.0.1:``port``."""
+    return ["flask", "--app", str(app_file), "run", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def gunicorn_command(port: int, chdir: Path, app: str) -> list[str]:
+    """Two gunicorn workers serving ``app`` (``module:variable`` in ``chdir``) on ``port``."""
+    return ["gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--chdir", str(chdir), app]
+
+
 class ServerProcess:
     """A server started as a subprocess; stdout and stderr go to files in ``workdir``."""
 
