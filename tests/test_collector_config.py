@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,10 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from wsgi_servers import serve_reports
 
 from otel_wpm import attributes
-from otel_wpm.server import DEFAULT_PORT, make_server
+from otel_wpm.server import DEFAULT_PORT
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "collector-config"
 OTELCOL = CONFIG_DIR / "otelcol.yaml"
@@ -97,15 +97,9 @@ def test_grafana_tempo_data_source_links_trace_ids_to_the_report_server() -> Non
 
 
 @pytest.fixture
-def report_server(tmp_path: Path) -> Iterator[int]:
-    server = make_server(tmp_path, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        server.server_close()
+def report_server(tmp_path: Path) -> Iterator[str]:
+    with serve_reports(tmp_path) as url:
+        yield url
 
 
 def trace_links() -> list[str]:
@@ -123,9 +117,9 @@ def test_trace_links_point_at_the_report_servers_default_address() -> None:
         assert link == f"http://localhost:{DEFAULT_PORT}/trace/{TRACE_ID}"
 
 
-def test_trace_links_are_answered_by_the_report_server(report_server: int) -> None:
+def test_trace_links_are_answered_by_the_report_server(report_server: str) -> None:
     for link in trace_links():
-        url = link.replace(f"localhost:{DEFAULT_PORT}", f"127.0.0.1:{report_server}")
+        url = link.replace(f"http://localhost:{DEFAULT_PORT}", report_server)
         response = requests.get(url, timeout=10)
         # no report for this trace: the page that says so, not a bare error
         assert response.status_code == 404

@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +32,9 @@ from apps.helpers import (
     running_server,
     wait_until,
 )
+from wsgi_servers import serve_reports
 
 from otel_wpm import attributes
-from otel_wpm.server import make_server
 
 pytestmark = pytest.mark.e2e
 
@@ -122,14 +121,8 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phoenix]:
 def report_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """The report server over the app's output directory: (base URL, directory)."""
     directory = tmp_path / "reports"
-    server = make_server(directory, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", directory
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_reports(directory) as url:
+        yield url, directory
 
 
 def server_span(spans: list[dict[str, Any]], path: str) -> Optional[dict[str, Any]]:

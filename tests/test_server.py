@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 import requests
 from apps.helpers import wait_until
 from pyinstrument import Profiler
+from wsgi_servers import serve_reports
 
 from otel_wpm.capture import RawRequest
 from otel_wpm.masking import SecretMasker
@@ -29,7 +29,6 @@ from otel_wpm.server import (
     METADATA_READ_BYTES,
     SECURITY_HEADERS,
     is_loopback,
-    make_server,
     read_metadata,
 )
 
@@ -94,15 +93,8 @@ def reports(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def base_url(reports: Path) -> Iterator[str]:
-    server = make_server(reports, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_reports(reports) as url:
+        yield url
 
 
 def when(minute: int) -> datetime:
@@ -215,14 +207,8 @@ def test_index_of_a_thousand_reports(reports: Path, base_url: str) -> None:
 
 
 def test_index_of_a_directory_not_created_yet(tmp_path: Path) -> None:
-    server = make_server(tmp_path / "later", "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        response = requests.get(f"http://127.0.0.1:{server.server_port}/", timeout=10)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_reports(tmp_path / "later") as url:
+        response = requests.get(url + "/", timeout=10)
     assert response.status_code == 200 and "0 of 0 reports" in response.text
 
 

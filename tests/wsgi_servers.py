@@ -1,13 +1,16 @@
-"""Real WSGI servers on 127.0.0.1 for tests."""
+"""Real servers on 127.0.0.1 for tests: an app on werkzeug, and the report server."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 from werkzeug.serving import make_server
+
+from otel_wpm import server as report_server
 
 
 @contextlib.contextmanager
@@ -20,4 +23,18 @@ def serve_threaded(app: Any) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.port}"
     finally:
         server.shutdown()
+        thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def serve_reports(directory: str | os.PathLike[str]) -> Iterator[str]:
+    """Serve the reports in ``directory`` with otel-wpm's report server; yields the base URL."""
+    server = report_server.make_server(directory, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
         thread.join(timeout=10)
