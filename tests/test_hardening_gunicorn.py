@@ -38,6 +38,7 @@ class Gunicorn:
     def __init__(self, workdir: Path, output: Path, extra_args: list[str], **wpm: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.output = output
         env = clean_env(
             WPM_THRESHOLD_SECONDS="0.1",
             WPM_LOCAL_OUTPUT_DIR=str(output),
@@ -116,13 +117,10 @@ def start_gunicorn(
 
 
 def test_worker_restarted_by_max_requests_flushes_its_reports_and_alerts(
-    tmp_path: Path,
-    start_gunicorn: Callable[[list[str]], Gunicorn],
-    mattermost_server: FakeMattermostServer,
+    start_gunicorn: Callable[[list[str]], Gunicorn], mattermost_server: FakeMattermostServer
 ) -> None:
-    output = tmp_path / "reports"
-    fake = mattermost_server
     server = start_gunicorn(["--max-requests", "3"])
+    output, fake = server.output, mattermost_server
     # Mattermost hangs until the worker has logged that it exits, so the alerts are
     # still queued then: only a shutdown at exit that flushes can deliver them.
     fake.hang()
