@@ -81,13 +81,19 @@ def request_on(thread: threading.Thread, clock: Clock) -> InFlightRequest:
     return InFlightRequest(span=SimpleNamespace(), thread_id=thread.ident or 0, start_ns=clock.now)
 
 
+def advance(clock: Clock, sampler: StackSampler, ms: int, times: int = 1) -> None:
+    """``times`` times: move the clock on by ``ms`` milliseconds, then tick."""
+    for _ in range(times):
+        clock.now += ms * MS
+        sampler.tick()
+
+
 def test_young_requests_are_not_sampled(
     parked_thread: threading.Thread, clock: Clock, sampler: StackSampler
 ) -> None:
     request = request_on(parked_thread, clock)
     sampler.register(request, nested=False)
-    clock.now += 40 * MS
-    sampler.tick()
+    advance(clock, sampler, 40)
     assert request.samples == []
 
 
@@ -96,9 +102,7 @@ def test_requests_past_the_delay_are_sampled_with_their_own_stack(
 ) -> None:
     request = request_on(parked_thread, clock)
     sampler.register(request, nested=False)
-    for _ in range(3):
-        clock.now += 30 * MS
-        sampler.tick()
+    advance(clock, sampler, 30, times=3)
     assert len(request.samples) == 2  # at 60 and 90 ms; 30 ms was too young
     stack, seconds = request.samples[0]
     assert any(frame.startswith("parked_in_this_function\x00") for frame in stack)
@@ -113,9 +117,7 @@ def test_threshold_and_hung_are_told_once(
 ) -> None:
     request = request_on(parked_thread, clock)
     sampler.register(request, nested=False)
-    for _ in range(70):
-        clock.now += 10 * MS
-        sampler.tick()
+    advance(clock, sampler, 10, times=70)
     assert listener.crossed == [request]
     assert listener.hung == [request]
 
@@ -137,8 +139,7 @@ def test_nested_requests_share_the_thread_and_both_get_samples(
     inner = request_on(parked_thread, clock)
     sampler.register(outer, nested=False)
     assert sampler.register(inner, nested=True) == []
-    clock.now += 60 * MS
-    sampler.tick()
+    advance(clock, sampler, 60)
     assert len(outer.samples) == len(inner.samples) == 1
     sampler.unregister(inner)
     assert sampler.in_flight() == [outer]
