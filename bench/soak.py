@@ -45,17 +45,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-SHOWN_COUNTERS = (
-    "total_requests",
-    "slow_requests",
-    "reports_written",
-    "reports_failed",
-    "alerts_sent",
-    "alerts_suppressed",
-    "alerts_failed",
-    "alerts_dropped",
-    "internal_errors",
-)
+from otel_wpm.stats import COUNTERS
+
 #: Each client thread opens a new connection after this many requests, so the
 #: kernel spreads connections over both workers' accept loops.
 REQUESTS_PER_CONNECTION = 25
@@ -277,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
               f"({(after['VmRSS'] - before['VmRSS']) / 1024:+.1f}), threads "
               f"{before['Threads']} -> {after['Threads']}")  # fmt: skip
     for pid, counters in sorted(stats.items()):
-        shown = {k: counters[k] for k in SHOWN_COUNTERS}
+        shown = {k: counters[k] for k in COUNTERS}
         print(f"worker {pid} counters: {shown}")
     print("FAILED:\n  " + "\n  ".join(failures) if failures else "all checks passed")
     if failures:
