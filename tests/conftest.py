@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from apps.helpers import reset_global_tracer_provider
+from apps.helpers import free_port, reset_global_tracer_provider
 from mattermost_server import FakeMattermostServer
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -80,7 +79,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     executable = shutil.which("redis-server")
     if executable is None:
         pytest.skip("redis-server is not on PATH (apt-get install redis-server)")
-    port = _free_loopback_port()
+    port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(
         [
@@ -105,12 +104,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait()
-
-
-def _free_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_for_redis_ready(process: subprocess.Popen[str]) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from apps.helpers import free_port
 
 from otel_wpm.dedup import DedupStore, MemoryDedupStore, RedisDedupStore, SQLiteDedupStore
 
@@ -192,9 +193,7 @@ def test_redis_exactly_one_of_four_processes_sends(
 
 
 def test_redis_down_fails_open_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
-    from conftest import _free_loopback_port
-
-    store = RedisDedupStore(f"redis://:hunter2@127.0.0.1:{_free_loopback_port()}/0")
+    store = RedisDedupStore(f"redis://:hunter2@127.0.0.1:{free_port()}/0")
 
     results = [store.claim(KEY, WINDOW) for _ in range(5)]
 

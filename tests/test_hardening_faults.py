@@ -32,7 +32,7 @@ from apps.hardening_app import (
     recording_logs,
     reports_of,
 )
-from apps.helpers import wait_until
+from apps.helpers import free_port, wait_until
 from mattermost_server import FakeMattermostServer
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
@@ -251,8 +251,7 @@ def test_mattermost_failures_are_counted_and_logged_once(
     elif fault == "token rejected":
         fake.reject_token()
     else:
-        with socketserver_port() as port:
-            url_of_mattermost = f"http://127.0.0.1:{port}"
+        url_of_mattermost = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     config = _mattermost_config(tmp_path, url_of_mattermost, fake.token, fake.channel_id)
     with serving(config) as (stack, url):
         _fast_retries(stack)
@@ -273,17 +272,6 @@ def test_mattermost_failures_are_counted_and_logged_once(
     if fault == "down":
         assert "cannot connect" in failures[0]
     _assert_token_never_logged(all_logs, fake.token)
-
-
-@contextlib.contextmanager
-def socketserver_port() -> Iterator[int]:
-    """A loopback port nothing listens on (bound then closed)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    yield port
 
 
 def test_hung_mattermost_never_delays_responses_and_bounds_its_queue(
