@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -58,6 +59,7 @@ from .stats import Stats
 from .worker import BackgroundWorker
 
 logger = logging.getLogger("otel_wpm")
+_NOT_A_METHOD = re.compile(r"[^A-Za-z_-]")
 
 
 def _facts_of(span: ReadableSpan) -> HttpFacts:
@@ -66,6 +68,11 @@ def _facts_of(span: ReadableSpan) -> HttpFacts:
     return HttpFacts(
         method="CALL", path=span.name, query="", url=span.name, route=span.name, status=None
     )
+
+
+def _description(method: str) -> str:
+    # pyinstrument puts this in a <script> element unescaped; a method is client input
+    return f"{_NOT_A_METHOD.sub('', method)[:16] or 'HTTP'} request"
 
 
 class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
@@ -296,7 +303,7 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
             profile = Profile(session, "pyinstrument", session.duration, duration)
         else:
             session = session_from_samples(
-                samples, request.start_ns / 1e9, duration, interval, f"{facts.method} request"
+                samples, request.start_ns / 1e9, duration, interval, _description(facts.method)
             )
             profile = Profile(session, "sampling", request.sampled_seconds(), duration)
         file_name = (
