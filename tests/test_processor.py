@@ -276,3 +276,41 @@ def test_blacklisted_url_is_counted_but_not_profiled(harness: Harness) -> None:
     assert harness.reports() == []
     stats = harness.processor.get_stats()
     assert stats["total_requests"] == 1 and stats["blacklisted_requests"] == 1
+
+
+def test_a_hostile_method_cannot_inject_markup_into_the_report(tmp_path: Path) -> None:
+    from html.parser import HTMLParser
+
+    from opentelemetry.trace import SpanKind
+
+    processor = ProfilingSpanProcessor(
+        Config(
+            threshold_seconds=0.05,
+            sample_after_fraction=0.0,
+            hung_request_factor=0,
+            local_output_dir=str(tmp_path),
+        )
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    hostile = "</script><img src=x onerror=alert(1)>"
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span(
+        "request", kind=SpanKind.SERVER, attributes={"http.method": hostile, "http.target": "/x"}
+    ):
+        busy_alpha_work(_event_set_after(0.3))
+    processor.force_flush()
+    [report] = tmp_path.glob("*.html")
+    tags: list[str] = []
+    parser = HTMLParser()
+    parser.handle_starttag = lambda tag, attrs: tags.append(tag)  # type: ignore[method-assign]
+    parser.feed(report.read_text())
+    assert "img" not in tags
+    assert "busy_alpha_work" in report.read_text()
+    provider.shutdown()
+
+
+def _event_set_after(seconds: float) -> threading.Event:
+    event = threading.Event()
+    threading.Timer(seconds, event.set).start()
+    return event
