@@ -312,7 +312,10 @@ def _parse_env_list(raw: str) -> Any:
 _NUMBER_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "threshold_seconds": (lambda x: x > 0, "must be a positive number of seconds"),
     "alert_window_days": (lambda x: x >= 0, "must be a non-negative number of days"),
-    "max_performance_overhead": (lambda x: 0 < x <= 1, "must be a fraction in (0, 1]"),
+    "max_performance_overhead": (
+        lambda x: 0 < x <= 100,
+        "must be a positive fraction of extra CPU time (0.05 = 5 %), at most 100",
+    ),
     "mattermost_timeout_seconds": (lambda x: x > 0, "must be a positive number of seconds"),
     "sampling_interval_seconds": (
         lambda x: 0.001 <= x <= 1,

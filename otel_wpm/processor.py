@@ -49,7 +49,7 @@ from .capture import find_wsgi_environ, snapshot, start_recording
 from .config import Config
 from .logs import LogOnce
 from .masking import SecretMasker
-from .precise import OverheadBudget, start_profiler, stop_profiler
+from .precise import OverheadBudget, measure_slowdown, start_profiler, stop_profiler
 from .profile import Profile, session_from_samples
 from .report import SlowRequest, render_report, report_file_name
 from .report_store import ReportStore
@@ -112,7 +112,7 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         self._masker = SecretMasker.from_env(config.mask_keys)
         self._store = ReportStore.from_config(config) if config.enable_local_file else None
         self._budget = (
-            OverheadBudget(config.max_performance_overhead)
+            OverheadBudget(config.max_performance_overhead, measure_slowdown())
             if config.engine == "pyinstrument"
             else None
         )
@@ -156,11 +156,9 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
                 request.recorder = start_recording(request.environ, self._config.capture_body_bytes)
         for stale in self._sampler.register(request, nested):
             self._forget_stale(stale)
-        if self._budget is not None and not nested:
-            request.cpu_start = time.thread_time()
-            if self._should_profile_precisely(span):
-                request.profiler = start_profiler(self._config.sampling_interval_seconds / 10)
-                request.sampling_paused = request.profiler is not None
+        if self._budget is not None and not nested and self._should_profile_precisely(span):
+            request.profiler = start_profiler(self._config.sampling_interval_seconds / 10)
+            request.sampling_paused = request.profiler is not None
         self._watched[span.context.span_id] = request
 
     def _should_profile_precisely(self, span: Span) -> bool:
@@ -197,12 +195,6 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         self._sampler.unregister(request)
         duration = ((span.end_time or time.time_ns()) - request.start_ns) / 1e9
         session = stop_profiler(request.profiler) if request.profiler is not None else None
-        if request.cpu_start is not None and threading.get_ident() == request.thread_id:
-            # CPU time of the request thread: under a threaded server wall time is
-            # mostly waiting for the GIL, which hides what the profiler costs.
-            cpu = time.thread_time() - request.cpu_start
-            assert self._budget is not None
-            self._budget.observe(cpu, profiled=request.profiler is not None)
         if request.profiler is not None:
             self.stats.incr("profiles_precise")
         self.stats.incr("total_requests")

@@ -71,7 +71,6 @@ class InFlightRequest:
     crossed_threshold: bool = False
     reported_hung: bool = False
     sampling_paused: bool = False  # another profiler (precise engine) watches this thread
-    cpu_start: Optional[float] = None  # thread CPU time at the start (precise engine)
 
     def add_sample(self, stack: Stack, now_ns: int, interval_ns: int) -> None:
         previous = self.last_sample_ns

@@ -104,7 +104,7 @@ def test_valid_optional_settings() -> None:
         ("threshold_seconds", True),
         ("alert_window_days", -0.5),
         ("max_performance_overhead", 0),
-        ("max_performance_overhead", 1.5),
+        ("max_performance_overhead", 101),
         ("mattermost_timeout_seconds", 0),
         ("url_blacklist", "^/health"),
         ("url_blacklist", [1]),
