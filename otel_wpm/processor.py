@@ -109,6 +109,8 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
 
     def _apply(self, config: Config) -> None:
         logger.setLevel(config.log_level)
+        # finding the WSGI environ is most of what watching a request costs
+        self._captures_request = config.capture_headers or config.capture_body_bytes > 0
         self._masker = SecretMasker.from_env(config.mask_keys)
         self._store = ReportStore.from_config(config) if config.enable_local_file else None
         self._budget = (
@@ -150,7 +152,7 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         request = InFlightRequest(
             span=span, thread_id=threading.get_ident(), start_ns=span.start_time or time.time_ns()
         )
-        if not nested:
+        if not nested and self._captures_request:
             request.environ = find_wsgi_environ(sys._getframe(1))
             if request.environ is not None:
                 request.recorder = start_recording(request.environ, self._config.capture_body_bytes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,9 +195,14 @@ def test_gunicorn_workers_both_profile(tmp_path: Path) -> None:
             "a report from each worker",
         )
         assert server.process.poll() is None
+        assert requests.get(f"http://127.0.0.1:{port}/health", timeout=10).ok
     pids = {report_pid(path) for path in report_files(reports_dir)}
     assert pids == served_by
     assert server.process.pid not in pids  # the master serves nothing
+    # stopping the server flushed every worker's alerts; the workers share the
+    # de-dup store, so each route alerted once however many workers saw it slow
+    alerts = [json.loads(line) for line in (reports_dir / "alerts.jsonl").read_text().splitlines()]
+    assert sorted(alert["route"] for alert in alerts) == ["/health", "/slow"]
 
 
 def test_post_instrument_adds_the_processor_once(

@@ -314,3 +314,33 @@ def _event_set_after(seconds: float) -> threading.Event:
     event = threading.Event()
     threading.Timer(seconds, event.set).start()
     return event
+
+
+def test_without_capture_the_report_shows_no_request_data(tmp_path: Path) -> None:
+    release = {name: threading.Event() for name in ("alpha", "beta", "echo")}
+    processor = ProfilingSpanProcessor(
+        Config(
+            threshold_seconds=0.1,
+            capture_headers=False,
+            capture_body_bytes=0,
+            local_output_dir=str(tmp_path),
+        )
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    exporter = WaitableSpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = make_app(release, {"alpha": threading.Event(), "beta": threading.Event()})
+    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
+    with serve_threaded(app) as url:
+        threading.Timer(0.3, release["echo"].set).start()
+        body = b"x" * 100
+        response = requests.post(url + "/echo", data=body, headers={"X-Custom": "seen"}, timeout=30)
+        assert response.json()["length"] == 100  # the app still reads the whole body
+    exporter.wait_for_server_spans(1)
+    processor.force_flush()
+    [report] = tmp_path.glob("*.html")
+    text = report.read_text()
+    assert "The application read no request body." in text
+    assert "X-Custom" not in text
+    provider.shutdown()
