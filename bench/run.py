@@ -463,13 +463,18 @@ def report(args: argparse.Namespace) -> int:
         setattr(args, key, data["meta"].get(key))
     samples = [Sample(**raw) for raw in data["samples"]]
     issues = RunIssues(**data["issues"])
+    present(args, samples, issues)
+    return 0
+
+
+def present(args: argparse.Namespace, samples: list[Sample], issues: RunIssues) -> None:
+    """Print the summary tables and issues; save everything with ``--json``."""
     summary = summarise(samples, args)
     print_tables(summary, args)
     print_markdown(summary, args)
     print_issues(samples, issues)
     if args.json_out:
         write_json(args, samples, summary, issues)
-    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -495,12 +500,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         issues.log_lines = scan_log(workdir)
         reports = os.listdir(os.path.join(workdir, "reports"))
         issues.report_files = sorted(name for name in reports if name.endswith(".html"))
-    summary = summarise(samples, args)
-    print_tables(summary, args)
-    print_markdown(summary, args)
-    print_issues(samples, issues)
-    if args.json_out:
-        write_json(args, samples, summary, issues)
+    present(args, samples, issues)
     return 1 if issues.start_failures or any(s.errors for s in samples) else 0
 
 
