@@ -52,7 +52,7 @@ def stack_of(frame: Optional[FrameType]) -> Stack:
     return tuple(identifiers)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: field-by-field equality would be slow and wrong here
 class InFlightRequest:
     """A watched request span while it runs, as the sampler and the processor see it."""
 
