@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
+from otel_wpm.logs import LogOnce
+
 logger = logging.getLogger("otel_wpm.dedup")
 
 Clock = Callable[[], float]
@@ -33,7 +35,7 @@ class DedupStore(ABC):
     """Decides which alerts to send; subclasses implement :meth:`_claim` atomically."""
 
     def __init__(self) -> None:
-        self._failing = False
+        self._failures = LogOnce(logger)
 
     def claim(self, key: str, window_seconds: float) -> tuple[bool, int]:
         """``(send now?, alerts suppressed for key since the last one sent)``."""
@@ -42,11 +44,18 @@ class DedupStore(ABC):
         try:
             result = self._claim(key, window_seconds)
         except Exception as error:  # noqa: BLE001 - never let de-duplication stop an alert
-            self._report_failure(error)
+            # One warning per outage, not one per alert.
+            self._failures.warning(
+                "store",
+                "%s failed (%s: %s); sending every alert until it recovers",
+                self.describe(),
+                type(error).__name__,
+                error,
+            )
             return True, 0
-        if self._failing:
-            self._failing = False
-            logger.info("%s works again; alerts are de-duplicated again", self.describe())
+        self._failures.recovered(
+            "store", "%s works again; alerts are de-duplicated again", self.describe()
+        )
         return result
 
     @abstractmethod
@@ -60,17 +69,6 @@ class DedupStore(ABC):
 
     def reset_after_fork(self) -> None:  # noqa: B027 - optional hook
         """In a forked child: drop locks and connections inherited from the parent."""
-
-    def _report_failure(self, error: Exception) -> None:
-        # One warning per outage, not one per alert.
-        if not self._failing:
-            self._failing = True
-            logger.warning(
-                "%s failed (%s: %s); sending every alert until it recovers",
-                self.describe(),
-                type(error).__name__,
-                error,
-            )
 
 
 class MemoryDedupStore(DedupStore):

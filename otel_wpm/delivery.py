@@ -169,7 +169,6 @@ class AlertDispatcher:
 
     def after_fork_in_child(self) -> None:
         # The worker renews its own thread and queue; the parts hold connections and locks.
-        self._log_once.forget_all()
         parts: list[AlertExporter | DedupStore] = [*self.exporters, self.dedup]
         for part in parts:
             try:

@@ -7,6 +7,8 @@ import threading
 from collections.abc import Hashable
 from typing import Any
 
+from . import forksafe
+
 logger = logging.getLogger("otel_wpm")
 
 
@@ -26,6 +28,10 @@ class LogOnce:
         self._logger = target
         self._lock = threading.Lock()
         self._seen: dict[Hashable, int] = {}
+        forksafe.register(self)
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
 
     def warning(self, kind: Hashable, message: str, *args: Any, exc_info: bool = False) -> bool:
         with self._lock:
@@ -47,7 +53,3 @@ class LogOnce:
     def count(self, kind: Hashable) -> int:
         with self._lock:
             return self._seen.get(kind, 0)
-
-    def forget_all(self) -> None:
-        with self._lock:
-            self._seen.clear()
