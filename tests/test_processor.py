@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from apps.helpers import report_metadata
 from flask import Flask, request
 from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import TracerProvider
@@ -21,7 +20,6 @@ from span_capture import WaitableSpanExporter
 from wsgi_servers import serve_threaded
 
 from otel_wpm import Config, ProfilingSpanProcessor, attributes
-from otel_wpm.report import METADATA_ELEMENT_ID
 
 ENGINES = ["sampling", "pyinstrument"]
 
@@ -108,15 +106,6 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         for event in release.values():
             event.set()
     provider.shutdown()
-
-
-def report_metadata(path: Path) -> dict:
-    text = path.read_text()
-    match = re.search(
-        rf'<script type="application/json" id="{METADATA_ELEMENT_ID}">(.*?)</script>', text
-    )
-    assert match, f"no metadata in {path.name}"
-    return json.loads(match.group(1))
 
 
 def timed_get(harness: Harness, path: str, name: str, **kwargs) -> requests.Response:

@@ -18,14 +18,13 @@ import requests
 from opentelemetry import trace
 from opentelemetry.util._once import Once
 
+from otel_wpm.server import read_metadata
+
 APPS_DIR = Path(__file__).resolve().parent
 REPO_DIR = APPS_DIR.parent.parent
 DEADLINE_SECONDS = 30.0
 
 _PROCESS_ROW = re.compile(r"<tr><th>Process</th><td>(\d+)</td></tr>")
-_METADATA = re.compile(
-    r'<script type="application/json" id="otel-wpm-report">(.*?)</script>', re.DOTALL
-)
 
 
 def free_port() -> int:
@@ -141,9 +140,9 @@ def report_files(directory: Path) -> list[Path]:
 
 
 def report_metadata(path: Path) -> dict[str, Any]:
-    match = _METADATA.search(path.read_text(encoding="utf-8"))
-    assert match, f"no metadata in {path}"
-    return json.loads(match.group(1))
+    meta = read_metadata(path)
+    assert meta is not None, f"no metadata in {path}"
+    return meta
 
 
 def report_pid(path: Path) -> int:
