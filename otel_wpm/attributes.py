@@ -18,3 +18,6 @@ ALL = (SLOW, REPORT_URL, REPORT_FILE, THRESHOLD_SECONDS)
 #: Set by ``PerformanceMonitor.create_decorator()`` on the span of a decorated
 #: function, so that the processor profiles it like a request.
 PROFILE = "wpm.profile"
+#: The instrumentation scope of those spans; the processor looks at the attribute
+#: only on spans of this scope (reading a missing attribute is slow in the SDK).
+TRACER_NAME = "otel_wpm"

@@ -4,10 +4,15 @@ The body is never read by us: :class:`RecordingInput` replaces ``wsgi.input``
 and keeps a copy of the first bytes *the application* reads, so the app gets
 exactly the bytes it would have got without the monitor, when it wants them.
 
-Finding the WSGI environ: a span processor only sees the span, so at the start
-of a request span we look up the call stack for the nearest frame with a local
-named ``environ`` holding a WSGI environ. Every WSGI server, framework and
-OpenTelemetry WSGI/Flask/Django instrumentation has one on the stack there.
+Finding the WSGI environ: a span processor only sees the span, so we look up a
+call stack for the nearest frame with a variable named ``environ`` holding a
+WSGI environ. Every WSGI server, framework and OpenTelemetry WSGI/Flask/Django
+instrumentation has one on the stack while a request runs. Walking a stack costs
+microseconds, so the request thread does it only where it must: at the start of
+a request that can carry a body (to put the recorder in place before the app
+reads it), and at the end of a slow request the sampler never looked at. For
+every other slow request the sampler thread finds the environ on the request's
+stack when it first samples it.
 """
 
 from __future__ import annotations
@@ -82,13 +87,19 @@ def _looks_like_environ(value: Any) -> TypeGuard[dict[str, Any]]:
 
 
 def find_wsgi_environ(frame: Optional[FrameType] = None) -> Optional[dict[str, Any]]:
-    """The WSGI environ of the request being served on this thread, if one is on the stack."""
+    """The WSGI environ on the stack of ``frame`` (default: the caller's), if there is one.
+
+    ``frame`` may belong to another thread: the sampler passes the frame a request
+    thread is running.
+    """
     frame = frame or sys._getframe(1)
     for _ in range(_MAX_FRAMES_TO_SEARCH):
         if frame is None:
             return None
-        # co_varnames is a cheap tuple lookup; f_locals is only built for likely frames.
-        if "environ" in frame.f_code.co_varnames:
+        # Names are cheap tuple lookups; f_locals is only built for likely frames.
+        # werkzeug's server keeps environ in a closure cell, hence the cell and free names.
+        code = frame.f_code
+        if "environ" in code.co_varnames or "environ" in code.co_cellvars + code.co_freevars:
             candidate = frame.f_locals.get("environ")
             if _looks_like_environ(candidate):
                 return candidate

@@ -85,7 +85,7 @@ class PerformanceMonitor:
             existing.update_config(config)
         self._provider = provider
         self._processor = install(provider, config or Config.from_env())
-        self._tracer = provider.get_tracer("otel_wpm")
+        self._tracer = provider.get_tracer(attributes.TRACER_NAME)
 
     @property
     def processor(self) -> ProfilingSpanProcessor:

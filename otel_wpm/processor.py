@@ -11,19 +11,22 @@ Usage with an SDK ``TracerProvider`` you already have::
 What it watches: server spans that are local roots (no parent, or a remote
 parent), from whichever instrumentation made them, and spans of functions
 decorated by ``PerformanceMonitor.create_decorator()``. Every other span costs
-one attribute check.
+a few attribute reads.
 
 The path of a watched span:
 
-1. ``on_start`` (request thread): register it with the :class:`StackSampler`,
-   put a :class:`RecordingInput` in front of ``wsgi.input``, and with the
-   precise engine maybe start a pyinstrument profiler.
-2. Sampler thread: once the span is older than the threshold, mark the *live*
+1. ``on_start`` (request thread): record it in :class:`InFlightRequests` under
+   its thread. Only a request that can carry a body (not GET, HEAD, ...) gets a
+   :class:`RecordingInput` in front of ``wsgi.input``; with the precise engine,
+   a budgeted share get a pyinstrument profiler.
+2. Sampler thread: once the span is older than ``sample_after_fraction`` x
+   threshold, check the black-list, find the WSGI environ on the request's
+   stack, and sample the stack. Once older than the threshold, mark the *live*
    span with ``wpm.slow`` and ``wpm.report.url`` so the trace links to the
-   report; once it is older than ``hung_request_factor`` x threshold, report it
+   report; once older than ``hung_request_factor`` x threshold, report it
    while it still runs.
-3. ``on_end`` (request thread): fast spans are forgotten; slow ones are copied
-   into a :class:`SlowRequest` and queued.
+3. ``on_end`` (request thread): a fast span costs a counter and a dict delete;
+   a slow one is copied into a :class:`SlowRequest` and queued.
 4. Report thread: render the HTML, write the file, hand an :class:`Alert` to
    the alert dispatcher, which de-duplicates and delivers on its own thread.
 """
@@ -37,6 +40,7 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+from types import FrameType
 from typing import Any, Optional
 
 from opentelemetry.context import Context
@@ -47,19 +51,32 @@ from . import attributes
 from .alerting import AlertPipeline
 from .capture import find_wsgi_environ, snapshot, start_recording
 from .config import Config
+from .inflight import InFlightRequest, InFlightRequests, Stack
 from .logs import LogOnce
 from .masking import SecretMasker
 from .precise import OverheadBudget, measure_slowdown, start_profiler, stop_profiler
 from .profile import Profile, session_from_samples
 from .report import SlowRequest, render_report, report_file_name
 from .report_store import ReportStore
-from .sampler import InFlightRequest, SamplerListener, Stack, StackSampler, stack_of
-from .semconv import HttpFacts, http_facts
+from .sampler import SamplerListener, StackSampler, stack_of
+from .semconv import HttpFacts, http_facts, may_carry_body
 from .stats import Stats
 from .worker import BackgroundWorker
 
 logger = logging.getLogger("otel_wpm")
 _NOT_A_METHOD = re.compile(r"[^A-Za-z_-]")
+
+
+def _is_request(span: ReadableSpan) -> bool:
+    """A server span that is a local root: the span of one request to this process."""
+    return span.kind is SpanKind.SERVER and (span.parent is None or span.parent.is_remote)
+
+
+def _is_decorated_function(span: ReadableSpan) -> bool:
+    scope = span.instrumentation_scope
+    if scope is None or scope.name != attributes.TRACER_NAME:
+        return False
+    return bool((span.attributes or {}).get(attributes.PROFILE))
 
 
 def _facts_of(span: ReadableSpan) -> HttpFacts:
@@ -82,9 +99,10 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         self._config = config if config is not None else Config.from_env()
         self.stats = Stats()
         self._failures = LogOnce(logger)
-        self._watched: dict[int, InFlightRequest] = {}
+        self._requests = InFlightRequests()
+        self._functions: dict[int, bool] = {}  # decorated functions' span ids: nested?
         self._started_cpu = time.process_time()
-        self._sampler = StackSampler(self, **self._sampler_settings(self._config))
+        self._sampler = StackSampler(self, self._requests, **self._sampler_settings(self._config))
         self._reports: BackgroundWorker[SlowRequest] = BackgroundWorker(
             "otel-wpm-reports", self._report, self._config.alert_queue_size, self._report_dropped
         )
@@ -108,9 +126,10 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         }
 
     def _apply(self, config: Config) -> None:
+        self._threshold_ns = int(config.threshold_seconds * 1e9)
         logger.setLevel(config.log_level)
-        # finding the WSGI environ is most of what watching a request costs
         self._captures_request = config.capture_headers or config.capture_body_bytes > 0
+        self._captures_body = config.capture_body_bytes > 0
         self._masker = SecretMasker.from_env(config.mask_keys)
         self._store = ReportStore.from_config(config) if config.enable_local_file else None
         self._budget = (
@@ -132,36 +151,46 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         try:
-            nested = self._watch_kind(span)
-            if nested is not None and self._config.enabled:
-                self._watch(span, nested)
+            if _is_request(span):
+                if self._config.enabled:
+                    self._watch(span, threading.get_ident())
+            elif _is_decorated_function(span):
+                self._watch_function(span)
         except Exception:
             self._failures.warning("on_start", "otel-wpm failed to watch a span", exc_info=True)
 
-    def _watch_kind(self, span: Span) -> Optional[bool]:
-        """None: not watched; False: a request span; True: a decorated function in a request."""
-        if span.kind is SpanKind.SERVER and (span.parent is None or span.parent.is_remote):
-            return False
-        if span.attributes and span.attributes.get(attributes.PROFILE):
-            return self._sampler.is_watching_thread(threading.get_ident())
-        return None
-
-    def _watch(self, span: Span, nested: bool) -> None:
-        # Kept short on purpose: this runs on every request. The black-list is
-        # checked by the sampler thread, once a request has run long enough to matter.
-        request = InFlightRequest(
-            span=span, thread_id=threading.get_ident(), start_ns=span.start_time or time.time_ns()
-        )
-        if not nested and self._captures_request:
-            request.environ = find_wsgi_environ(sys._getframe(1))
-            if request.environ is not None:
-                request.recorder = start_recording(request.environ, self._config.capture_body_bytes)
-        for stale in self._sampler.register(request, nested):
+    def _watch(self, span: Span, thread_id: int) -> None:
+        # Kept short on purpose: this runs on every request. The black-list is checked,
+        # and the WSGI environ found, by the sampler thread once a request has run long
+        # enough to matter; only a body must be caught here, before the app reads it.
+        for stale in self._requests.start(span, thread_id):
             self._forget_stale(stale)
-        if self._budget is not None and not nested and self._should_profile_precisely(span):
+        self._sampler.ensure_started()
+        request = None
+        if self._captures_body and may_carry_body(span.attributes):
+            request = InFlightRequest(span, thread_id)
+            self._start_capture(request, sys._getframe(1))
+        if self._budget is not None and self._should_profile_precisely(span):
+            request = request or InFlightRequest(span, thread_id)
             request.profiler = start_profiler(self._config.sampling_interval_seconds / 10)
             request.sampling_paused = request.profiler is not None
-        self._watched[span.context.span_id] = request
+        if request is not None:
+            self._requests.keep(request)
+
+    def _watch_function(self, span: Span) -> None:
+        """A span of a function decorated by ``PerformanceMonitor.create_decorator()``."""
+        thread_id = threading.get_ident()
+        nested = self._requests.is_watching_thread(thread_id)
+        if nested:
+            self._requests.keep(InFlightRequest(span, thread_id, nested=True))
+        else:
+            self._watch(span, thread_id)  # not inside a request: it is the request
+        self._functions[span.context.span_id] = nested
+
+    def _start_capture(self, request: InFlightRequest, frame: Optional[FrameType]) -> None:
+        request.environ = find_wsgi_environ(frame)
+        if request.environ is not None:
+            request.recorder = start_recording(request.environ, self._config.capture_body_bytes)
 
     def _should_profile_precisely(self, span: Span) -> bool:
         assert self._budget is not None
@@ -174,7 +203,7 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         return self._config.is_url_blacklisted(facts.url, facts.path)
 
     def _forget_stale(self, stale: InFlightRequest) -> None:
-        self._watched.pop(stale.span.context.span_id, None)
+        self._functions.pop(stale.span.context.span_id, None)
         if stale.profiler is not None:
             stop_profiler(stale.profiler)
         self._failures.warning(
@@ -185,33 +214,75 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            if span.context is None:
-                return
-            request = self._watched.pop(span.context.span_id, None)
-            if request is not None:
-                self._finish(span, request)
+            if _is_request(span):
+                self._end_request(span)
+            elif self._functions and span.context.span_id in self._functions:
+                self._end_function(span)
         except Exception:
             self._failures.warning("on_end", "otel-wpm failed to finish a span", exc_info=True)
 
-    def _finish(self, span: ReadableSpan, request: InFlightRequest) -> None:
-        self._sampler.unregister(request)
-        duration = ((span.end_time or time.time_ns()) - request.start_ns) / 1e9
-        session = stop_profiler(request.profiler) if request.profiler is not None else None
-        if request.profiler is not None:
-            self.stats.incr("profiles_precise")
+    def _end_request(self, span: ReadableSpan) -> None:
+        # Kept short on purpose: a fast request ends here, unless the precise engine
+        # may have a profiler running for it. The sampler drops its state, if any.
+        if not self._config.enabled:
+            return
         self.stats.incr("total_requests")
-        slow = duration >= self._config.threshold_seconds
-        if request.ignored or (slow and self._is_blacklisted(span)):
+        thread_id = threading.get_ident()
+        duration_ns = (span.end_time or time.time_ns()) - (span.start_time or 0)
+        if duration_ns < self._threshold_ns and self._budget is None:
+            self._requests.leave(span, thread_id)
+            return
+        self._finish(span, self._requests.end(span, thread_id), duration_ns)
+
+    def _end_function(self, span: ReadableSpan) -> None:
+        self.stats.incr("total_requests")
+        thread_id = threading.get_ident()
+        if self._functions.pop(span.context.span_id, False):
+            request = self._requests.end_nested(span, thread_id)
+        else:
+            request = self._requests.end(span, thread_id)
+        duration_ns = (span.end_time or time.time_ns()) - (span.start_time or 0)
+        self._finish(span, request, duration_ns)
+
+    def _finish(
+        self, span: ReadableSpan, request: Optional[InFlightRequest], duration_ns: int
+    ) -> None:
+        session = None
+        if request is not None and request.profiler is not None:
+            session = stop_profiler(request.profiler)
+            self.stats.incr("profiles_precise")
+        if duration_ns < self._threshold_ns:
+            return
+        if request is not None and request.ignored:
+            return  # counted when the sampler ignored it
+        if self._is_blacklisted(span):
             self.stats.incr("blacklisted_requests")
-        elif slow:
-            self.stats.incr("slow_requests")
-            self.stats.record_slow_duration(duration)
-            self._reports.submit(self._slow_request(span, request, duration, session))
+            return
+        if request is None:
+            request = InFlightRequest(span, threading.get_ident())
+        self._find_environ(request, sys._getframe())  # ended before the sampler looked
+        duration = duration_ns / 1e9
+        self.stats.incr("slow_requests")
+        self.stats.record_slow_duration(duration)
+        self._reports.submit(self._slow_request(span, request, duration, session))
 
     # --- SamplerListener (sampler thread) ------------------------------------------------
 
-    def should_sample(self, request: InFlightRequest) -> bool:
-        return not self._is_blacklisted(request.span)
+    def admit(self, request: InFlightRequest, frame: Optional[FrameType]) -> bool:
+        if self._is_blacklisted(request.span):
+            self.stats.incr("blacklisted_requests")
+            return False
+        self._find_environ(request, frame)
+        return True
+
+    def _find_environ(self, request: InFlightRequest, frame: Optional[FrameType]) -> None:
+        if (
+            frame is not None
+            and request.environ is None
+            and self._captures_request
+            and not request.nested
+        ):
+            request.environ = find_wsgi_environ(frame)
 
     def on_threshold_crossed(self, request: InFlightRequest) -> None:
         span = request.span

@@ -15,15 +15,13 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Callable, Optional
 
 from . import forksafe
+from .inflight import InFlightRequest, InFlightRequests, Stack
 
 logger = logging.getLogger("otel_wpm")
-
-Stack = tuple[str, ...]
 
 _MAX_STACK_DEPTH = 256
 _identifier_cache: dict[Any, str] = {}
@@ -52,45 +50,14 @@ def stack_of(frame: Optional[FrameType]) -> Stack:
     return tuple(identifiers)
 
 
-@dataclass(eq=False)  # identity: field-by-field equality would be slow and wrong here
-class InFlightRequest:
-    """A watched request span while it runs, as the sampler and the processor see it."""
-
-    span: Any
-    thread_id: int
-    start_ns: int
-    environ: Optional[dict[str, Any]] = None
-    recorder: Any = None  # the RecordingInput in front of wsgi.input, if any
-    profiler: Any = None  # a pyinstrument Profiler when the precise engine picked this one
-    report_file: Optional[str] = None
-    samples: list[tuple[Stack, float]] = field(default_factory=list)
-    first_sample_ns: Optional[int] = None
-    last_sample_ns: Optional[int] = None
-    checked: bool = False  # the owner was asked whether to sample it
-    ignored: bool = False  # the owner said no (a black-listed URL)
-    crossed_threshold: bool = False
-    reported_hung: bool = False
-    sampling_paused: bool = False  # another profiler (precise engine) watches this thread
-
-    def add_sample(self, stack: Stack, now_ns: int, interval_ns: int) -> None:
-        previous = self.last_sample_ns
-        if previous is None:
-            previous = max(self.start_ns, now_ns - interval_ns)
-            self.first_sample_ns = previous
-        self.samples.append((stack, (now_ns - previous) / 1e9))
-        self.last_sample_ns = now_ns
-
-    def sampled_seconds(self) -> float:
-        if self.first_sample_ns is None or self.last_sample_ns is None:
-            return 0.0
-        return (self.last_sample_ns - self.first_sample_ns) / 1e9
-
-
 class SamplerListener:
     """What the sampler asks and tells its owner, from the sampler thread."""
 
-    def should_sample(self, request: InFlightRequest) -> bool:
-        """Asked once, when a request first becomes due; False ignores it from then on."""
+    def admit(self, request: InFlightRequest, frame: Optional[FrameType]) -> bool:
+        """Asked once, when a request first becomes due, with the frame its thread runs now.
+
+        False ignores the request from then on.
+        """
         return True
 
     def on_threshold_crossed(self, request: InFlightRequest) -> None: ...
@@ -104,6 +71,7 @@ class StackSampler:
     def __init__(
         self,
         listener: SamplerListener,
+        requests: InFlightRequests,
         interval_seconds: float,
         sample_after_seconds: float,
         threshold_seconds: float,
@@ -111,6 +79,7 @@ class StackSampler:
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._listener = listener
+        self._requests = requests
         self._clock_ns = clock_ns
         self.configure(
             interval_seconds, sample_after_seconds, threshold_seconds, hung_after_seconds
@@ -133,48 +102,20 @@ class StackSampler:
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
-        self._in_flight: dict[int, list[InFlightRequest]] = {}
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
 
-    def register(self, request: InFlightRequest, nested: bool) -> list[InFlightRequest]:
-        """Watch ``request``.
-
-        A ``nested`` request runs inside another watched one on the same thread
-        (a decorated function in a request) and shares its samples. A request that
-        is not nested starts afresh on its thread: anything still registered there
-        belongs to a span that never ended, and is returned as stale.
-        """
-        with self._lock:
-            on_thread = self._in_flight.setdefault(request.thread_id, [])
-            stale = [] if nested else on_thread[:]
-            if stale:
-                on_thread.clear()
-            on_thread.append(request)
-            if self._thread is None:
-                self._start_thread()
-        return stale
-
-    def unregister(self, request: InFlightRequest) -> None:
-        with self._lock:
-            on_thread = self._in_flight.get(request.thread_id, [])
-            if request in on_thread:
-                on_thread.remove(request)
-            if not on_thread:
-                self._in_flight.pop(request.thread_id, None)
-
-    def is_watching_thread(self, thread_id: int) -> bool:
-        with self._lock:
-            return bool(self._in_flight.get(thread_id))
-
-    def in_flight(self) -> list[InFlightRequest]:
-        with self._lock:
-            return [request for on_thread in self._in_flight.values() for request in on_thread]
+    def ensure_started(self) -> None:
+        if self._thread is None:
+            self._start_thread()
 
     def _start_thread(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="otel-wpm-sampler", daemon=True)
-        self._thread.start()
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="otel-wpm-sampler", daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -204,12 +145,11 @@ class StackSampler:
         few times a second instead of a hundred.
         """
         now = self._clock_ns()
-        in_flight = self.in_flight()
-        due = [r for r in in_flight if now - r.start_ns >= self._sample_after_ns and self._keep(r)]
+        due, until_due = self._due(now)
+        frames = sys._current_frames() if due else {}
+        due = [r for r in due if self._keep(r, frames.get(r.thread_id))]
         if not due:
-            until_due = [r.start_ns + self._sample_after_ns - now for r in in_flight]
             return max(self._interval, min([self._sample_after_ns, *until_due]) / 1e9)
-        frames = sys._current_frames()
         interval_ns = int(self._interval * 1e9)
         stacks: dict[int, Stack] = {}
         for request in due:
@@ -224,10 +164,26 @@ class StackSampler:
             self._notify(request, now - request.start_ns)
         return self._interval
 
-    def _keep(self, request: InFlightRequest) -> bool:
+    def _due(self, now: int) -> tuple[list[InFlightRequest], list[int]]:
+        """The requests old enough to sample, and how long until each younger one is."""
+        due: list[InFlightRequest] = []
+        until_due: list[int] = []
+        self._requests.prune(self._threshold_ns)
+        for thread_id, span in self._requests.running():
+            wait = span.start_time + self._sample_after_ns - now
+            if wait > 0:
+                until_due.append(wait)
+                continue
+            request = self._requests.state_of(thread_id, span)
+            if request is not None:
+                due.append(request)
+        due += [r for r in self._requests.nested() if now - r.start_ns >= self._sample_after_ns]
+        return due, until_due
+
+    def _keep(self, request: InFlightRequest, frame: Optional[FrameType]) -> bool:
         if not request.checked:
             request.checked = True
-            request.ignored = not self._listener.should_sample(request)
+            request.ignored = not self._listener.admit(request, frame)
         return not request.ignored
 
     def _notify(self, request: InFlightRequest, age_ns: int) -> None:

@@ -99,3 +99,17 @@ def http_facts(attributes: Optional[Mapping[str, Any]]) -> HttpFacts:
         route=str(route) if route is not None else None,
         status=_status(attributes),
     )
+
+
+# RFC 9110 gives content in these requests no meaning; clients do not send any.
+_METHODS_WITHOUT_BODY = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
+
+
+def may_carry_body(attributes: Optional[Mapping[str, Any]]) -> bool:
+    """Whether a request span's method can carry a body (True when it is unknown)."""
+    if attributes is None:
+        return True
+    # The old name first: it is the instrumentations' default, and a missing key costs
+    # a KeyError inside the SDK's attribute mapping, on every request.
+    method = attributes.get("http.method") or attributes.get("http.request.method")
+    return method not in _METHODS_WITHOUT_BODY

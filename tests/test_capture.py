@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+import sys
+import threading
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from otel_wpm.capture import RecordingInput, find_wsgi_environ, snapshot, start_recording
+from otel_wpm.semconv import may_carry_body
 
 reads = st.lists(
     st.sampled_from(["read", "read_n", "readline", "readline_n", "readinto", "readlines", "iter"]),
@@ -66,3 +70,57 @@ def test_environ_is_found_up_the_stack_and_input_wrapped_once() -> None:
 
 def test_no_environ_on_the_stack_gives_none() -> None:
     assert find_wsgi_environ() is None
+
+
+def test_environ_held_in_a_closure_is_found() -> None:
+    """werkzeug's server keeps environ in a cell that its nested functions read."""
+
+    def serve(environ):
+        def execute():
+            return inner()
+
+        def inner():
+            return environ is not None and find_wsgi_environ()
+
+        return execute()
+
+    environ = {"REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
+    assert serve(environ) is environ
+
+
+def test_environ_is_found_from_the_frame_another_thread_runs() -> None:
+    environ = {"REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
+    inside, leave = threading.Event(), threading.Event()
+
+    def app(environ, start_response):
+        inside.set()
+        leave.wait(10)
+
+    thread = threading.Thread(target=app, args=(environ, None))
+    thread.start()
+    try:
+        assert inside.wait(10)
+        frame = sys._current_frames()[thread.ident or 0]
+        assert find_wsgi_environ(frame) is environ
+    finally:
+        leave.set()
+        thread.join(10)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ({"http.method": "GET"}, False),
+        ({"http.request.method": "HEAD"}, False),
+        ({"http.method": "OPTIONS"}, False),
+        ({"http.method": "POST"}, True),
+        ({"http.request.method": "PUT", "http.method": "PUT"}, True),
+        ({"http.method": "PATCH"}, True),
+        ({"http.method": "DELETE"}, True),
+        ({"http.request.method": "_OTHER"}, True),  # a method the instrumentation did not know
+        ({}, True),
+        (None, True),
+    ],
+)
+def test_only_methods_that_can_carry_a_body_get_a_recorder(attributes, expected) -> None:
+    assert may_carry_body(attributes) is expected

@@ -220,6 +220,44 @@ def test_secrets_are_masked_in_the_report(harness: Harness) -> None:
     assert "page" in text
 
 
+def test_a_slow_get_has_its_headers_in_the_report(harness: Harness) -> None:
+    """No recorder for a GET: the sampler thread finds the environ on the request's stack."""
+    timed_get(
+        harness,
+        "/alpha/5",
+        "alpha",
+        headers={"Authorization": f"Bearer {SECRETS['header']}", "X-Request-Tag": "tag-5"},
+    )
+    harness.server_spans()
+    [report] = harness.reports()
+    text = report.read_text()
+    assert "X-Request-Tag" in text and "tag-5" in text
+    assert SECRETS["header"] not in text
+
+
+def test_a_slow_request_the_sampler_never_saw_still_has_its_headers(tmp_path: Path) -> None:
+    """The sampler's first look comes after the request ended: the end finds the environ."""
+    release = {name: threading.Event() for name in ("alpha", "beta", "echo")}
+    config = Config(
+        threshold_seconds=0.2,
+        sampling_interval_seconds=1.0,
+        sample_after_fraction=1.0,
+        local_output_dir=str(tmp_path),
+    )
+    processor = ProfilingSpanProcessor(config)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    app = make_app(release, {"alpha": threading.Event(), "beta": threading.Event()})
+    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
+    with serve_threaded(app) as url:
+        threading.Timer(0.4, release["alpha"].set).start()
+        requests.get(url + "/alpha/6", headers={"X-Request-Tag": "tag-6"}, timeout=30)
+    processor.force_flush()
+    [report] = tmp_path.glob("*.html")
+    assert "tag-6" in report.read_text()
+    provider.shutdown()
+
+
 def test_the_app_reads_the_whole_body_even_past_the_capture_cap(harness: Harness) -> None:
     body = bytes(range(256)) * 64  # 16 KiB, over the 1 KiB capture cap
     harness.release["echo"].clear()

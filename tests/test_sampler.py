@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 from collections.abc import Iterator
-from types import SimpleNamespace
+from types import FrameType, SimpleNamespace
+from typing import Any, Optional
 
 import pytest
 
-from otel_wpm.sampler import InFlightRequest, SamplerListener, StackSampler, stack_of
+from otel_wpm.inflight import InFlightRequest, InFlightRequests
+from otel_wpm.sampler import SamplerListener, StackSampler, stack_of
 
 MS = 1_000_000
+_span_ids = itertools.count(1)
 
 
 class Recorder(SamplerListener):
     def __init__(self) -> None:
         self.crossed: list[InFlightRequest] = []
         self.hung: list[InFlightRequest] = []
+        self.admitted: list[tuple[InFlightRequest, list[str]]] = []
+        self.admit_answer = True
+
+    def admit(self, request: InFlightRequest, frame: Optional[FrameType]) -> bool:
+        names = []
+        while frame is not None:
+            names.append(frame.f_code.co_name)
+            frame = frame.f_back
+        self.admitted.append((request, names))
+        return self.admit_answer
 
     def on_threshold_crossed(self, request: InFlightRequest) -> None:
         self.crossed.append(request)
@@ -63,10 +77,16 @@ def listener() -> Recorder:
 
 
 @pytest.fixture
-def sampler(clock: Clock, listener: Recorder) -> Iterator[StackSampler]:
+def requests() -> InFlightRequests:
+    return InFlightRequests()
+
+
+@pytest.fixture
+def sampler(clock: Clock, listener: Recorder, requests: InFlightRequests) -> Iterator[StackSampler]:
     """A sampler on the fake clock, told to ``listener``; stopped after the test."""
     sampler = StackSampler(
         listener,
+        requests,
         interval_seconds=0.01,
         sample_after_seconds=0.05,
         threshold_seconds=0.1,
@@ -77,8 +97,23 @@ def sampler(clock: Clock, listener: Recorder) -> Iterator[StackSampler]:
     sampler.stop()
 
 
-def request_on(thread: threading.Thread, clock: Clock) -> InFlightRequest:
-    return InFlightRequest(span=SimpleNamespace(), thread_id=thread.ident or 0, start_ns=clock.now)
+def span_started(clock: Clock) -> SimpleNamespace:
+    """Enough of an SDK span for the sampler: start and end time, and a context."""
+    return SimpleNamespace(
+        start_time=clock.now, end_time=None, context=SimpleNamespace(span_id=next(_span_ids))
+    )
+
+
+def start_on(thread: threading.Thread, clock: Clock, requests: InFlightRequests) -> Any:
+    span = span_started(clock)
+    assert requests.start(span, thread.ident or 0) == []
+    return span
+
+
+def state(requests: InFlightRequests, thread: threading.Thread, span: Any) -> InFlightRequest:
+    found = requests.state_of(thread.ident or 0, span)
+    assert found is not None
+    return found
 
 
 def advance(clock: Clock, sampler: StackSampler, ms: int, times: int = 1) -> None:
@@ -89,20 +124,25 @@ def advance(clock: Clock, sampler: StackSampler, ms: int, times: int = 1) -> Non
 
 
 def test_young_requests_are_not_sampled(
-    parked_thread: threading.Thread, clock: Clock, sampler: StackSampler
+    parked_thread: threading.Thread,
+    clock: Clock,
+    sampler: StackSampler,
+    requests: InFlightRequests,
 ) -> None:
-    request = request_on(parked_thread, clock)
-    sampler.register(request, nested=False)
+    span = start_on(parked_thread, clock, requests)
     advance(clock, sampler, 40)
-    assert request.samples == []
+    assert state(requests, parked_thread, span).samples == []
 
 
 def test_requests_past_the_delay_are_sampled_with_their_own_stack(
-    parked_thread: threading.Thread, clock: Clock, sampler: StackSampler
+    parked_thread: threading.Thread,
+    clock: Clock,
+    sampler: StackSampler,
+    requests: InFlightRequests,
 ) -> None:
-    request = request_on(parked_thread, clock)
-    sampler.register(request, nested=False)
+    span = start_on(parked_thread, clock, requests)
     advance(clock, sampler, 30, times=3)
+    request = state(requests, parked_thread, span)
     assert len(request.samples) == 2  # at 60 and 90 ms; 30 ms was too young
     stack, seconds = request.samples[0]
     assert any(frame.startswith("parked_in_this_function\x00") for frame in stack)
@@ -112,37 +152,76 @@ def test_requests_past_the_delay_are_sampled_with_their_own_stack(
     assert request.sampled_seconds() == pytest.approx(0.04)
 
 
+def test_the_listener_is_asked_once_with_the_frame_the_thread_runs(
+    parked_thread: threading.Thread,
+    clock: Clock,
+    listener: Recorder,
+    sampler: StackSampler,
+    requests: InFlightRequests,
+) -> None:
+    span = start_on(parked_thread, clock, requests)
+    advance(clock, sampler, 30, times=4)
+    assert [request.span for request, _ in listener.admitted] == [span]
+    frame_names = [name for _, stack in listener.admitted for name in stack]
+    assert "parked_in_this_function" in frame_names
+
+
+def test_an_ignored_request_is_not_sampled(
+    parked_thread: threading.Thread,
+    clock: Clock,
+    listener: Recorder,
+    sampler: StackSampler,
+    requests: InFlightRequests,
+) -> None:
+    listener.admit_answer = False
+    span = start_on(parked_thread, clock, requests)
+    advance(clock, sampler, 30, times=5)
+    request = state(requests, parked_thread, span)
+    assert request.ignored
+    assert request.samples == []
+    assert listener.crossed == []
+
+
 def test_threshold_and_hung_are_told_once(
-    parked_thread: threading.Thread, clock: Clock, listener: Recorder, sampler: StackSampler
+    parked_thread: threading.Thread,
+    clock: Clock,
+    listener: Recorder,
+    sampler: StackSampler,
+    requests: InFlightRequests,
 ) -> None:
-    request = request_on(parked_thread, clock)
-    sampler.register(request, nested=False)
+    span = start_on(parked_thread, clock, requests)
     advance(clock, sampler, 10, times=70)
-    assert listener.crossed == [request]
-    assert listener.hung == [request]
+    assert [request.span for request in listener.crossed] == [span]
+    assert [request.span for request in listener.hung] == [span]
 
 
-def test_a_new_request_on_a_thread_evicts_a_stale_one(
-    parked_thread: threading.Thread, clock: Clock, sampler: StackSampler
+def test_an_ended_span_is_not_sampled(
+    parked_thread: threading.Thread,
+    clock: Clock,
+    sampler: StackSampler,
+    requests: InFlightRequests,
 ) -> None:
-    stale = request_on(parked_thread, clock)
-    assert sampler.register(stale, nested=False) == []
-    fresh = request_on(parked_thread, clock)
-    assert sampler.register(fresh, nested=False) == [stale]
-    assert sampler.in_flight() == [fresh]
+    span = start_on(parked_thread, clock, requests)
+    advance(clock, sampler, 60)
+    request = state(requests, parked_thread, span)
+    span.end_time = clock.now  # ended; on_end has not run yet
+    advance(clock, sampler, 30, times=3)
+    assert len(request.samples) == 1
 
 
 def test_nested_requests_share_the_thread_and_both_get_samples(
-    parked_thread: threading.Thread, clock: Clock, sampler: StackSampler
+    parked_thread: threading.Thread,
+    clock: Clock,
+    sampler: StackSampler,
+    requests: InFlightRequests,
 ) -> None:
-    outer = request_on(parked_thread, clock)
-    inner = request_on(parked_thread, clock)
-    sampler.register(outer, nested=False)
-    assert sampler.register(inner, nested=True) == []
+    outer = start_on(parked_thread, clock, requests)
+    inner = InFlightRequest(span_started(clock), parked_thread.ident or 0, nested=True)
+    requests.keep(inner)
     advance(clock, sampler, 60)
-    assert len(outer.samples) == len(inner.samples) == 1
-    sampler.unregister(inner)
-    assert sampler.in_flight() == [outer]
+    assert len(state(requests, parked_thread, outer).samples) == len(inner.samples) == 1
+    assert requests.end_nested(inner.span, parked_thread.ident or 0) is inner
+    assert requests.nested() == []
 
 
 def test_stack_of_is_outermost_first() -> None:
@@ -155,13 +234,15 @@ def test_stack_of_is_outermost_first() -> None:
 
 
 def test_an_idle_sampler_sleeps_until_the_oldest_request_is_due(
-    parked_thread: threading.Thread, clock: Clock, sampler: StackSampler
+    parked_thread: threading.Thread,
+    clock: Clock,
+    sampler: StackSampler,
+    requests: InFlightRequests,
 ) -> None:
     assert sampler.tick() == pytest.approx(0.05)  # nothing in flight: sample_after
-    request = request_on(parked_thread, clock)
-    sampler.register(request, nested=False)
+    span = start_on(parked_thread, clock, requests)
     clock.now += 20 * MS
     assert sampler.tick() == pytest.approx(0.03)  # due in 30 ms
     clock.now += 30 * MS
     assert sampler.tick() == pytest.approx(0.01)  # sampling: one interval
-    assert len(request.samples) == 1
+    assert len(state(requests, parked_thread, span).samples) == 1

@@ -1,0 +1,182 @@
+"""The requests being served right now, shared by the processor and the sampler.
+
+Every request passes through here at its start and at its end, so that path is
+a dict write and a dict delete keyed by the serving thread, with no lock and no
+allocation; only the thread serving a request writes its key.
+
+The state a request needs only when it runs long (samples, threshold flags,
+captured input) lives in an :class:`InFlightRequest`, made on demand: by the
+sampler thread when the request becomes due for sampling, or at the start when
+the request already has something to keep (a body recorder, a precise profiler).
+States are written under a lock by whoever makes them, collected by the request
+thread when a slow request ends, and pruned by the sampler when a fast one did.
+
+Decorated functions running inside a request ("nested") are rare and kept apart,
+under the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional
+
+from . import forksafe
+
+Stack = tuple[str, ...]
+
+
+class InFlightRequest:
+    """What is known about one watched span while it runs.
+
+    Most fields are class-level defaults until the sampler or the processor sets
+    them. Compared by identity: a request is only ever itself.
+    """
+
+    environ: Optional[dict[str, Any]] = None
+    recorder: Any = None  # the RecordingInput in front of wsgi.input, if any
+    profiler: Any = None  # a pyinstrument Profiler when the precise engine picked this one
+    report_file: Optional[str] = None
+    first_sample_ns: Optional[int] = None
+    last_sample_ns: Optional[int] = None
+    checked: bool = False  # the owner was asked whether to sample it
+    ignored: bool = False  # the owner said no (a black-listed URL)
+    crossed_threshold: bool = False
+    reported_hung: bool = False
+    sampling_paused: bool = False  # another profiler (precise engine) watches this thread
+
+    def __init__(self, span: Any, thread_id: int, nested: bool = False) -> None:
+        self.span = span
+        self.thread_id = thread_id
+        self.start_ns: int = span.start_time
+        self.nested = nested
+        self.samples: list[tuple[Stack, float]] = []
+
+    def add_sample(self, stack: Stack, now_ns: int, interval_ns: int) -> None:
+        previous = self.last_sample_ns
+        if previous is None:
+            previous = max(self.start_ns, now_ns - interval_ns)
+            self.first_sample_ns = previous
+        self.samples.append((stack, (now_ns - previous) / 1e9))
+        self.last_sample_ns = now_ns
+
+    def sampled_seconds(self) -> float:
+        if self.first_sample_ns is None or self.last_sample_ns is None:
+            return 0.0
+        return (self.last_sample_ns - self.first_sample_ns) / 1e9
+
+
+class InFlightRequests:
+    """Watched spans by the thread serving them, with their state when they have one."""
+
+    def __init__(self) -> None:
+        self.after_fork_in_child()
+        forksafe.register(self)
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        # Only the thread serving a request writes its key in _spans, and a dict get
+        # or set is atomic, so the request path takes no lock.
+        self._spans: dict[int, Any] = {}
+        self._states: dict[int, InFlightRequest] = {}
+        self._nested: dict[int, list[InFlightRequest]] = {}
+
+    # --- request thread ----------------------------------------------------------------
+
+    def start(self, span: Any, thread_id: int) -> list[InFlightRequest]:
+        """Watch ``span``; returns what a span on this thread that never ended left behind."""
+        previous = self._spans.get(thread_id)
+        self._spans[thread_id] = span
+        if previous is None or previous.end_time is not None:
+            return []
+        with self._lock:
+            state = self._states.pop(thread_id, None)
+            nested = self._nested.pop(thread_id, [])
+        if state is None or state.span is not previous:
+            state = InFlightRequest(previous, thread_id)
+        return [state, *nested]
+
+    def keep(self, request: InFlightRequest) -> None:
+        """Keep state for a span just started on ``request.thread_id``."""
+        with self._lock:
+            if request.nested:
+                self._nested.setdefault(request.thread_id, []).append(request)
+            else:
+                self._states[request.thread_id] = request
+
+    def leave(self, span: Any, thread_id: int) -> bool:
+        """Stop watching ``span`` if it runs on ``thread_id``; its state stays for ``end``."""
+        running = self._spans.get(thread_id)
+        if running is None or not _same_span(running, span):
+            return False
+        del self._spans[thread_id]
+        return True
+
+    def end(self, span: Any, thread_id: int) -> Optional[InFlightRequest]:
+        """Stop watching ``span`` and take its state, if it has one.
+
+        ``span`` is looked for on ``thread_id`` first, then on every thread: a span
+        may end on another thread than the one it started on (never under WSGI).
+        """
+        if not self.leave(span, thread_id):
+            for other, running in list(self._spans.items()):
+                if running.end_time is not None and _same_span(running, span):
+                    thread_id = other
+                    break
+        with self._lock:
+            state = self._states.get(thread_id)
+            if state is None or not _same_span(state.span, span):
+                return None
+            del self._states[thread_id]
+            return state
+
+    def end_nested(self, span: Any, thread_id: int) -> Optional[InFlightRequest]:
+        """Stop watching a nested span and take its state."""
+        with self._lock:
+            for other in (thread_id, *self._nested):
+                on_thread = self._nested.get(other, [])
+                for request in on_thread:
+                    if _same_span(request.span, span):
+                        on_thread.remove(request)
+                        if not on_thread:
+                            del self._nested[other]
+                        return request
+        return None
+
+    def is_watching_thread(self, thread_id: int) -> bool:
+        return thread_id in self._spans
+
+    # --- sampler thread ----------------------------------------------------------------
+
+    def running(self) -> list[tuple[int, Any]]:
+        """(thread id, span) of every watched span still running."""
+        return [(t, span) for t, span in list(self._spans.items()) if span.end_time is None]
+
+    def state_of(self, thread_id: int, span: Any) -> Optional[InFlightRequest]:
+        """The state of a running span, made if it has none; None once it has ended."""
+        with self._lock:
+            if span.end_time is not None:
+                return None
+            state = self._states.get(thread_id)
+            if state is None or state.span is not span:
+                state = self._states[thread_id] = InFlightRequest(span, thread_id)
+            return state
+
+    def prune(self, threshold_ns: int) -> None:
+        """Drop the states of spans that ended fast: their ``on_end`` does not collect them."""
+        with self._lock:
+            for thread_id, state in list(self._states.items()):
+                span = state.span
+                ended_fast = span.end_time is not None and (
+                    span.end_time - span.start_time < threshold_ns
+                )
+                if ended_fast and state.profiler is None:
+                    del self._states[thread_id]
+
+    def nested(self) -> list[InFlightRequest]:
+        with self._lock:
+            return [request for on_thread in self._nested.values() for request in on_thread]
+
+
+def _same_span(live: Any, ended: Any) -> bool:
+    # on_end gets a read-only copy of the span; it shares the live span's context
+    return live.context is ended.context or live.context.span_id == ended.context.span_id
