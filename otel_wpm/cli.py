@@ -31,8 +31,8 @@ from .config import (
     SETTING_NAMES,
     Config,
     ConfigError,
-    _read_settings_file,
     env_var_name,
+    setting_sources,
 )
 
 EXIT_OK = 0
@@ -89,21 +89,6 @@ def _load(env: Mapping[str, str]) -> Config:
     return Config.from_env(env)
 
 
-def _sources(env: Mapping[str, str]) -> dict[str, str]:
-    """Where each setting came from: its env var, the settings file, or the default."""
-    config_file = env.get(CONFIG_FILE_ENV_VAR)
-    in_file = set(_read_settings_file(config_file)) if config_file else set()
-    sources = {}
-    for name in SETTING_NAMES:
-        if env_var_name(name) in env:
-            sources[name] = env_var_name(name)
-        elif name in in_file:
-            sources[name] = f"file {config_file}"
-        else:
-            sources[name] = "default"
-    return sources
-
-
 def _shown(value: Any) -> str:
     return json.dumps(value)
 
@@ -148,7 +133,7 @@ def _config_command(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: {err}")
         return EXIT_INVALID
-    sources = _sources(env)
+    sources = setting_sources(env)
     for name, value in config.as_dict(masked=True).items():
         print(f"{name} = {_shown(value)}  ({sources[name]})")
     found = problems(config, env)

@@ -251,6 +251,26 @@ def _build(values: dict[str, Any], sources: Mapping[str, str]) -> Config:
         raise err.renamed(source_name) from None
 
 
+def setting_sources(environ: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """Where ``Config.from_env(environ)`` takes each setting from.
+
+    The ``WPM_*`` variable's name, ``file <path>`` for the ``WPM_CONFIG_FILE``
+    file, or ``default``.
+    """
+    env = os.environ if environ is None else environ
+    config_file = env.get(CONFIG_FILE_ENV_VAR)
+    in_file = set(_read_settings_file(config_file)) if config_file else set()
+    sources = {}
+    for name in SETTING_NAMES:
+        if env_var_name(name) in env:
+            sources[name] = env_var_name(name)
+        elif name in in_file:
+            sources[name] = f"file {config_file}"
+        else:
+            sources[name] = "default"
+    return sources
+
+
 def _read_settings_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     shown_path = os.fspath(path)
     try:
