@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from .report_files import temporary_name
 from .retention import Retention, RetentionLimits
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class ReportStore:
         """Write ``content`` as ``file_name``; readers never see a half-written file."""
         self.ensure_directory()
         target = self.path_of(file_name)
-        temporary = target.with_name(f".{file_name}.{os.getpid()}.tmp")
+        temporary = target.with_name(temporary_name(file_name, os.getpid()))
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
         try:
             with os.fdopen(descriptor, "wb") as stream:

@@ -12,6 +12,8 @@ Usage::
 
 A limit of 0 means unlimited. Only report files (:mod:`otel_wpm.report_files`)
 are ever deleted; their age is their modification time, ties broken by name.
+A pass also deletes the temporary file of a report whose writer was killed
+mid-write, once it is an hour old.
 
 Several processes may write into one directory. A pass takes a non-blocking
 ``flock`` on ``.otel-wpm-retention.lock`` there, so one process prunes at a
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from .report_files import ReportFile, scan
+from .report_files import ReportFile, is_temporary_file, scan
 
 if TYPE_CHECKING:
     from .config import Config
@@ -46,6 +48,8 @@ logger = logging.getLogger("otel_wpm")
 LOCK_FILE_NAME = ".otel-wpm-retention.lock"
 _SECONDS_PER_DAY = 86400.0
 _CLEARLY_OVER = 1.1
+#: A report is written in milliseconds; a temporary file this old has no writer left.
+ABANDONED_AFTER_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -127,8 +131,14 @@ def prune(
     with _exclusive(directory, wait) as acquired:
         if not acquired:
             return None
-        expired, kept = select_expired(scan(directory), limits, time.time() if now is None else now)
-        for report in expired:
+        now = time.time() if now is None else now
+        expired, kept = select_expired(scan(directory), limits, now)
+        abandoned = [
+            temporary
+            for temporary in scan(directory, matches=is_temporary_file)
+            if temporary.mtime < now - ABANDONED_AFTER_SECONDS
+        ]
+        for report in expired + abandoned:
             with contextlib.suppress(FileNotFoundError):
                 report.path.unlink()
         if expired:

@@ -11,9 +11,15 @@ import time
 from pathlib import Path
 
 from otel_wpm.config import Config
-from otel_wpm.report_files import is_report_file, scan
+from otel_wpm.report_files import is_report_file, scan, temporary_name
 from otel_wpm.report_store import ReportStore
-from otel_wpm.retention import LOCK_FILE_NAME, Retention, RetentionLimits, prune
+from otel_wpm.retention import (
+    ABANDONED_AFTER_SECONDS,
+    LOCK_FILE_NAME,
+    Retention,
+    RetentionLimits,
+    prune,
+)
 
 NOW = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 DAY = 86400.0
@@ -95,7 +101,7 @@ def test_files_that_are_not_reports_are_never_deleted(tmp_path: Path) -> None:
         ".otel-wpm-dedup.sqlite3-wal",
         ".otel-wpm-dedup.sqlite3-shm",
         "notes.html",
-        f".{report_name(7)}.1234.tmp",
+        ".notes.html.1234.tmp",
         report_name(8).replace(".html", ".htm"),
         report_name(9).upper(),
         "x" + report_name(10),
@@ -110,6 +116,21 @@ def test_files_that_are_not_reports_are_never_deleted(tmp_path: Path) -> None:
 
     assert result is not None and result.removed == [report]
     assert set(bystanders) <= names_in(tmp_path)
+
+
+def test_a_temporary_file_left_by_a_killed_writer_goes_after_an_hour(tmp_path: Path) -> None:
+    abandoned = temporary_name(report_name(1), 1234)
+    being_written = temporary_name(report_name(2), 5678)
+    for name, age in ((abandoned, ABANDONED_AFTER_SECONDS + 60), (being_written, 5)):
+        path = tmp_path / name
+        path.write_bytes(b"<html")
+        os.utime(path, (NOW - age, NOW - age))
+    report = make_report(tmp_path, 3, NOW - 60)
+
+    prune(tmp_path, RetentionLimits(max_files=10), now=NOW)
+
+    assert names_in(tmp_path) >= {being_written, report}
+    assert abandoned not in names_in(tmp_path)
 
 
 def test_a_symlink_named_like_a_report_is_left_alone(tmp_path: Path) -> None:
