@@ -32,14 +32,15 @@ class Stats:
     Each counter is also an OpenTelemetry observable counter ``otel_wpm.<name>``
     on the global MeterProvider, read when metrics are collected, so counting
     costs a request no more than an integer increment. ``reset()`` clears what
-    ``snapshot()`` shows, not the monotonic totals the metrics report.
+    ``snapshot()`` shows (it counts from a new baseline), not the monotonic totals
+    the metrics report.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         forksafe.register(self)
-        self._counts = dict.fromkeys(COUNTERS, 0)
         self._totals = dict.fromkeys(COUNTERS, 0)
+        self._baseline = dict.fromkeys(COUNTERS, 0)
         self._overhead: dict[str, Any] = {"average_overhead": 0.0, "method": "none"}
         meter = metrics.get_meter("otel_wpm")
         for name in COUNTERS:
@@ -59,7 +60,6 @@ class Stats:
 
     def incr(self, name: str, amount: int = 1) -> None:
         with self._lock:
-            self._counts[name] += amount
             self._totals[name] += amount
 
     def record_slow_duration(self, seconds: float) -> None:
@@ -71,11 +71,13 @@ class Stats:
 
     def reset(self) -> None:
         with self._lock:
-            self._counts = dict.fromkeys(COUNTERS, 0)
+            self._baseline = dict(self._totals)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            counts: dict[str, Any] = dict(self._counts)
+            counts: dict[str, Any] = {
+                name: total - self._baseline[name] for name, total in self._totals.items()
+            }
             overhead = dict(self._overhead)
         total = counts["total_requests"]
         counts["slow_request_rate"] = 100.0 * counts["slow_requests"] / total if total else 0.0
