@@ -142,8 +142,8 @@ def _processor_names(provider: Any) -> list[str]:
     return [type(p).__name__ for p in inner]
 
 
-def _make_provider() -> Any:
-    """An SDK provider, set global, whose only processor drops every span."""
+def _make_provider(set_global: bool = True) -> Any:
+    """An SDK provider whose only processor drops every span."""
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import (
@@ -158,7 +158,8 @@ def _make_provider() -> Any:
 
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(DropExporter()))
-    trace.set_tracer_provider(provider)
+    if set_global:
+        trace.set_tracer_provider(provider)
     return provider
 
 
@@ -181,24 +182,35 @@ def _add_profiler(provider: Any, engine: Optional[str], output_dir: str) -> Any:
     return processor
 
 
-def install(config: str, output_dir: Optional[str] = None) -> None:
-    """Wrap ``app.wsgi_app`` with the watching stack named by ``config`` (once per process)."""
+def watched(
+    config: str, wsgi_app: Any, output_dir: Optional[str] = None, set_global: bool = True
+) -> tuple[Any, Any, Any]:
+    """``wsgi_app`` wrapped in the watching stack named by ``config``.
+
+    Returns (the WSGI app, its tracer provider or None, its processor or None).
+    """
     if config not in CONFIGS:
         raise ValueError(f"unknown BENCH_CONFIG {config!r}; expected one of {CONFIGS}")
-    if _state["config"] is not None:
-        raise RuntimeError(f"already installed: {_state['config']}")
-    _state["config"] = config
     if config == "bare":
-        return
+        return wsgi_app, None, None
     from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 
-    provider = _make_provider()
+    provider = _make_provider(set_global)
+    processor = None
     if config.startswith("wpm"):
         out = output_dir or tempfile.mkdtemp(prefix="otel-wpm-bench-")
         engine = "pyinstrument" if config == "wpm_precise" else None
-        _state["processor"] = _add_profiler(provider, engine, out)
-    _state["provider"] = provider
-    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
+        processor = _add_profiler(provider, engine, out)
+    return OpenTelemetryMiddleware(wsgi_app, tracer_provider=provider), provider, processor
+
+
+def install(config: str, output_dir: Optional[str] = None) -> None:
+    """Wrap ``app.wsgi_app`` with the watching stack named by ``config`` (once per process)."""
+    if _state["config"] is not None:
+        raise RuntimeError(f"already installed: {_state['config']}")
+    wrapped, _state["provider"], _state["processor"] = watched(config, app.wsgi_app, output_dir)
+    _state["config"] = config
+    app.wsgi_app = wrapped  # type: ignore[method-assign]
 
 
 def install_from_env() -> None:
