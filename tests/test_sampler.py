@@ -6,6 +6,7 @@ import itertools
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import FrameType, SimpleNamespace
 from typing import Any, Optional
 
@@ -66,24 +67,48 @@ def parked_thread():
     thread.join(10)
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
+@dataclass
+class Rig:
+    """A sampler on a fake clock, its registry and listener, and a parked request thread."""
+
+    thread: threading.Thread
+    clock: Clock
+    listener: Recorder
+    requests: InFlightRequests
+    sampler: StackSampler
+
+    @property
+    def thread_id(self) -> int:
+        return self.thread.ident or 0
+
+    def new_span(self) -> SimpleNamespace:
+        """Enough of an SDK span for the sampler: start and end time, and a context."""
+        return SimpleNamespace(
+            start_time=self.clock.now,
+            end_time=None,
+            context=SimpleNamespace(span_id=next(_span_ids)),
+        )
+
+    def start(self) -> Any:
+        span = self.new_span()
+        assert self.requests.start(span, self.thread_id) == []
+        return span
+
+    def state(self, span: Any) -> InFlightRequest:
+        found = self.requests.state_of(self.thread_id, span)
+        assert found is not None
+        return found
+
+    def advance(self, ms: int, times: int = 1) -> None:
+        """``times`` times: move the clock on by ``ms`` milliseconds, then tick."""
+        for _ in range(times):
+            self.clock.now += ms * MS
+            self.sampler.tick()
 
 
 @pytest.fixture
-def listener() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-def requests() -> InFlightRequests:
-    return InFlightRequests()
-
-
-@pytest.fixture
-def sampler(clock: Clock, listener: Recorder, requests: InFlightRequests) -> Iterator[StackSampler]:
-    """A sampler on the fake clock, told to ``listener``; stopped after the test."""
+def rig(parked_thread: threading.Thread) -> Iterator[Rig]:
+    clock, listener, requests = Clock(), Recorder(), InFlightRequests()
     sampler = StackSampler(
         listener,
         requests,
@@ -93,56 +118,20 @@ def sampler(clock: Clock, listener: Recorder, requests: InFlightRequests) -> Ite
         hung_after_seconds=0.5,
         clock_ns=clock,
     )
-    yield sampler
+    yield Rig(parked_thread, clock, listener, requests, sampler)
     sampler.stop()
 
 
-def span_started(clock: Clock) -> SimpleNamespace:
-    """Enough of an SDK span for the sampler: start and end time, and a context."""
-    return SimpleNamespace(
-        start_time=clock.now, end_time=None, context=SimpleNamespace(span_id=next(_span_ids))
-    )
+def test_young_requests_are_not_sampled(rig: Rig) -> None:
+    span = rig.start()
+    rig.advance(40)
+    assert rig.state(span).samples == []
 
 
-def start_on(thread: threading.Thread, clock: Clock, requests: InFlightRequests) -> Any:
-    span = span_started(clock)
-    assert requests.start(span, thread.ident or 0) == []
-    return span
-
-
-def state(requests: InFlightRequests, thread: threading.Thread, span: Any) -> InFlightRequest:
-    found = requests.state_of(thread.ident or 0, span)
-    assert found is not None
-    return found
-
-
-def advance(clock: Clock, sampler: StackSampler, ms: int, times: int = 1) -> None:
-    """``times`` times: move the clock on by ``ms`` milliseconds, then tick."""
-    for _ in range(times):
-        clock.now += ms * MS
-        sampler.tick()
-
-
-def test_young_requests_are_not_sampled(
-    parked_thread: threading.Thread,
-    clock: Clock,
-    sampler: StackSampler,
-    requests: InFlightRequests,
-) -> None:
-    span = start_on(parked_thread, clock, requests)
-    advance(clock, sampler, 40)
-    assert state(requests, parked_thread, span).samples == []
-
-
-def test_requests_past_the_delay_are_sampled_with_their_own_stack(
-    parked_thread: threading.Thread,
-    clock: Clock,
-    sampler: StackSampler,
-    requests: InFlightRequests,
-) -> None:
-    span = start_on(parked_thread, clock, requests)
-    advance(clock, sampler, 30, times=3)
-    request = state(requests, parked_thread, span)
+def test_requests_past_the_delay_are_sampled_with_their_own_stack(rig: Rig) -> None:
+    span = rig.start()
+    rig.advance(30, times=3)
+    request = rig.state(span)
     assert len(request.samples) == 2  # at 60 and 90 ms; 30 ms was too young
     stack, seconds = request.samples[0]
     assert any(frame.startswith("parked_in_this_function\x00") for frame in stack)
@@ -152,76 +141,48 @@ def test_requests_past_the_delay_are_sampled_with_their_own_stack(
     assert request.sampled_seconds() == pytest.approx(0.04)
 
 
-def test_the_listener_is_asked_once_with_the_frame_the_thread_runs(
-    parked_thread: threading.Thread,
-    clock: Clock,
-    listener: Recorder,
-    sampler: StackSampler,
-    requests: InFlightRequests,
-) -> None:
-    span = start_on(parked_thread, clock, requests)
-    advance(clock, sampler, 30, times=4)
-    assert [request.span for request, _ in listener.admitted] == [span]
-    frame_names = [name for _, stack in listener.admitted for name in stack]
+def test_the_listener_is_asked_once_with_the_frame_the_thread_runs(rig: Rig) -> None:
+    span = rig.start()
+    rig.advance(30, times=4)
+    assert [request.span for request, _ in rig.listener.admitted] == [span]
+    frame_names = [name for _, stack in rig.listener.admitted for name in stack]
     assert "parked_in_this_function" in frame_names
 
 
-def test_an_ignored_request_is_not_sampled(
-    parked_thread: threading.Thread,
-    clock: Clock,
-    listener: Recorder,
-    sampler: StackSampler,
-    requests: InFlightRequests,
-) -> None:
-    listener.admit_answer = False
-    span = start_on(parked_thread, clock, requests)
-    advance(clock, sampler, 30, times=5)
-    request = state(requests, parked_thread, span)
+def test_an_ignored_request_is_not_sampled(rig: Rig) -> None:
+    rig.listener.admit_answer = False
+    span = rig.start()
+    rig.advance(30, times=5)
+    request = rig.state(span)
     assert request.ignored
     assert request.samples == []
-    assert listener.crossed == []
+    assert rig.listener.crossed == []
 
 
-def test_threshold_and_hung_are_told_once(
-    parked_thread: threading.Thread,
-    clock: Clock,
-    listener: Recorder,
-    sampler: StackSampler,
-    requests: InFlightRequests,
-) -> None:
-    span = start_on(parked_thread, clock, requests)
-    advance(clock, sampler, 10, times=70)
-    assert [request.span for request in listener.crossed] == [span]
-    assert [request.span for request in listener.hung] == [span]
+def test_threshold_and_hung_are_told_once(rig: Rig) -> None:
+    span = rig.start()
+    rig.advance(10, times=70)
+    assert [request.span for request in rig.listener.crossed] == [span]
+    assert [request.span for request in rig.listener.hung] == [span]
 
 
-def test_an_ended_span_is_not_sampled(
-    parked_thread: threading.Thread,
-    clock: Clock,
-    sampler: StackSampler,
-    requests: InFlightRequests,
-) -> None:
-    span = start_on(parked_thread, clock, requests)
-    advance(clock, sampler, 60)
-    request = state(requests, parked_thread, span)
-    span.end_time = clock.now  # ended; on_end has not run yet
-    advance(clock, sampler, 30, times=3)
+def test_an_ended_span_is_not_sampled(rig: Rig) -> None:
+    span = rig.start()
+    rig.advance(60)
+    request = rig.state(span)
+    span.end_time = rig.clock.now  # ended; on_end has not run yet
+    rig.advance(30, times=3)
     assert len(request.samples) == 1
 
 
-def test_nested_requests_share_the_thread_and_both_get_samples(
-    parked_thread: threading.Thread,
-    clock: Clock,
-    sampler: StackSampler,
-    requests: InFlightRequests,
-) -> None:
-    outer = start_on(parked_thread, clock, requests)
-    inner = InFlightRequest(span_started(clock), parked_thread.ident or 0, nested=True)
-    requests.keep(inner)
-    advance(clock, sampler, 60)
-    assert len(state(requests, parked_thread, outer).samples) == len(inner.samples) == 1
-    assert requests.end_nested(inner.span, parked_thread.ident or 0) is inner
-    assert requests.nested() == []
+def test_nested_requests_share_the_thread_and_both_get_samples(rig: Rig) -> None:
+    outer = rig.start()
+    inner = InFlightRequest(rig.new_span(), rig.thread_id, nested=True)
+    rig.requests.keep(inner)
+    rig.advance(60)
+    assert len(rig.state(outer).samples) == len(inner.samples) == 1
+    assert rig.requests.end_nested(inner.span, rig.thread_id) is inner
+    assert rig.requests.nested() == []
 
 
 def test_stack_of_is_outermost_first() -> None:
@@ -233,16 +194,11 @@ def test_stack_of_is_outermost_first() -> None:
     assert stack[-2].startswith("test_stack_of_is_outermost_first\x00")
 
 
-def test_an_idle_sampler_sleeps_until_the_oldest_request_is_due(
-    parked_thread: threading.Thread,
-    clock: Clock,
-    sampler: StackSampler,
-    requests: InFlightRequests,
-) -> None:
-    assert sampler.tick() == pytest.approx(0.05)  # nothing in flight: sample_after
-    span = start_on(parked_thread, clock, requests)
-    clock.now += 20 * MS
-    assert sampler.tick() == pytest.approx(0.03)  # due in 30 ms
-    clock.now += 30 * MS
-    assert sampler.tick() == pytest.approx(0.01)  # sampling: one interval
-    assert len(state(requests, parked_thread, span).samples) == 1
+def test_an_idle_sampler_sleeps_until_the_oldest_request_is_due(rig: Rig) -> None:
+    assert rig.sampler.tick() == pytest.approx(0.05)  # nothing in flight: sample_after
+    span = rig.start()
+    rig.clock.now += 20 * MS
+    assert rig.sampler.tick() == pytest.approx(0.03)  # due in 30 ms
+    rig.clock.now += 30 * MS
+    assert rig.sampler.tick() == pytest.approx(0.01)  # sampling: one interval
+    assert len(rig.state(span).samples) == 1
