@@ -143,7 +143,9 @@ class InFlightRequests:
         return None
 
     def is_watching_thread(self, thread_id: int) -> bool:
-        return thread_id in self._spans
+        """Whether a watched span is running on ``thread_id`` (for decorated functions)."""
+        running = self._spans.get(thread_id)
+        return running is not None and running.end_time is None
 
     # --- sampler thread ----------------------------------------------------------------
 

@@ -77,6 +77,15 @@ def test_a_span_that_ended_is_not_stale(tracer, ended: EndedSpans) -> None:
     assert requests.start(start(tracer), THREAD) == []
 
 
+def test_a_thread_whose_span_ended_elsewhere_is_not_watching(tracer, ended: EndedSpans) -> None:
+    """A decorated function started there afterwards is not nested in that old request."""
+    requests = InFlightRequests()
+    span = start(tracer)
+    requests.start(span, THREAD)
+    end(span, ended, 1000)  # ended, but on_end ran on another thread
+    assert not requests.is_watching_thread(THREAD)
+
+
 def test_a_span_ended_on_another_thread_is_found(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     span = start(tracer)
