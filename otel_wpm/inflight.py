@@ -18,6 +18,7 @@ under the lock.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any, Optional
 
 from . import forksafe
@@ -82,12 +83,12 @@ class InFlightRequests:
 
     # --- request thread ----------------------------------------------------------------
 
-    def start(self, span: Any, thread_id: int) -> list[InFlightRequest]:
+    def start(self, span: Any, thread_id: int) -> Sequence[InFlightRequest]:
         """Watch ``span``; returns what a span on this thread that never ended left behind."""
         previous = self._spans.get(thread_id)
         self._spans[thread_id] = span
         if previous is None or previous.end_time is not None:
-            return []
+            return ()
         with self._lock:
             state = self._states.pop(thread_id, None)
             nested = self._nested.pop(thread_id, [])

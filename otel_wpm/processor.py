@@ -39,6 +39,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from types import FrameType
 from typing import Any, Optional
@@ -65,11 +66,6 @@ from .worker import BackgroundWorker
 
 logger = logging.getLogger("otel_wpm")
 _NOT_A_METHOD = re.compile(r"[^A-Za-z_-]")
-
-
-def _is_request(span: ReadableSpan) -> bool:
-    """A server span that is a local root: the span of one request to this process."""
-    return span.kind is SpanKind.SERVER and (span.parent is None or span.parent.is_remote)
 
 
 def _is_decorated_function(span: ReadableSpan) -> bool:
@@ -127,6 +123,7 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
 
     def _apply(self, config: Config) -> None:
         self._threshold_ns = int(config.threshold_seconds * 1e9)
+        self._enabled = config.enabled
         logger.setLevel(config.log_level)
         self._captures_request = config.capture_headers or config.capture_body_bytes > 0
         self._captures_body = config.capture_body_bytes > 0
@@ -151,8 +148,10 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         try:
-            if _is_request(span):
-                if self._config.enabled:
+            # A request: a server span that is a local root. Tested inline, here and in
+            # on_end, as both run for every span the app makes.
+            if span.kind is SpanKind.SERVER and (span.parent is None or span.parent.is_remote):
+                if self._enabled:
                     self._watch(span, threading.get_ident())
             elif _is_decorated_function(span):
                 self._watch_function(span)
@@ -163,18 +162,23 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         # Kept short on purpose: this runs on every request. The black-list is checked,
         # and the WSGI environ found, by the sampler thread once a request has run long
         # enough to matter; only a body must be caught here, before the app reads it.
-        for stale in self._requests.start(span, thread_id):
+        stale = self._requests.start(span, thread_id)
+        if stale:
             self._forget_stale(stale)
         self._sampler.ensure_started()
-        request = None
-        if self._captures_body and may_carry_body(span.attributes):
-            request = InFlightRequest(span, thread_id)
+        record_body = self._captures_body and may_carry_body(span)
+        if record_body or self._budget is not None:
+            self._watch_closely(span, thread_id, record_body)
+
+    def _watch_closely(self, span: Span, thread_id: int, record_body: bool) -> None:
+        """Put a recorder in front of the request body; run the precise engine's profiler."""
+        request = InFlightRequest(span, thread_id)
+        if record_body:
             self._start_capture(request, sys._getframe(1))
         if self._budget is not None and self._should_profile_precisely(span):
-            request = request or InFlightRequest(span, thread_id)
             request.profiler = start_profiler(self._config.sampling_interval_seconds / 10)
             request.sampling_paused = request.profiler is not None
-        if request is not None:
+        if request.environ is not None or request.profiler is not None:
             self._requests.keep(request)
 
     def _watch_function(self, span: Span) -> None:
@@ -202,19 +206,20 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         facts = http_facts(span.attributes)
         return self._config.is_url_blacklisted(facts.url, facts.path)
 
-    def _forget_stale(self, stale: InFlightRequest) -> None:
-        self._functions.pop(stale.span.context.span_id, None)
-        if stale.profiler is not None:
-            stop_profiler(stale.profiler)
+    def _forget_stale(self, stale: Sequence[InFlightRequest]) -> None:
+        for request in stale:
+            self._functions.pop(request.span.context.span_id, None)
+            if request.profiler is not None:
+                stop_profiler(request.profiler)
         self._failures.warning(
             "stale",
             "otel-wpm: a watched span never ended on thread %d; its state was discarded",
-            stale.thread_id,
+            stale[0].thread_id,
         )
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            if _is_request(span):
+            if span.kind is SpanKind.SERVER and (span.parent is None or span.parent.is_remote):
                 self._end_request(span)
             elif self._functions and span.context.span_id in self._functions:
                 self._end_function(span)
@@ -224,10 +229,10 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
     def _end_request(self, span: ReadableSpan) -> None:
         # Kept short on purpose: a fast request ends here, unless the precise engine
         # may have a profiler running for it. The sampler drops its state, if any.
-        if not self._config.enabled:
+        if not self._enabled:
             return
-        self.stats.incr("total_requests")
         thread_id = threading.get_ident()
+        self.stats.count_request(thread_id)
         duration_ns = (span.end_time or time.time_ns()) - (span.start_time or 0)
         if duration_ns < self._threshold_ns and self._budget is None:
             self._requests.leave(span, thread_id)
@@ -235,8 +240,8 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         self._finish(span, self._requests.end(span, thread_id), duration_ns)
 
     def _end_function(self, span: ReadableSpan) -> None:
-        self.stats.incr("total_requests")
         thread_id = threading.get_ident()
+        self.stats.count_request(thread_id)
         if self._functions.pop(span.context.span_id, False):
             request = self._requests.end_nested(span, thread_id)
         else:

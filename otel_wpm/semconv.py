@@ -103,13 +103,26 @@ def http_facts(attributes: Optional[Mapping[str, Any]]) -> HttpFacts:
 
 # RFC 9110 gives content in these requests no meaning; clients do not send any.
 _METHODS_WITHOUT_BODY = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
+_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_NAMES_WITHOUT_BODY = tuple(f"{method} " for method in sorted(_METHODS_WITHOUT_BODY))
 
 
-def may_carry_body(attributes: Optional[Mapping[str, Any]]) -> bool:
-    """Whether a request span's method can carry a body (True when it is unknown)."""
-    if attributes is None:
+def may_carry_body(span: Any) -> bool:
+    """Whether a request span's method can carry a body (True when it is unknown).
+
+    Both conventions name a server span ``{method} {target}`` or ``{method}``, so
+    the name answers first: it runs on every request, and reading an attribute
+    through the SDK's mapping costs ten times as much. A name that starts with no
+    known method ("HTTP" for an unknown one, a custom name) defers to the attributes.
+    """
+    name = span.name
+    if name.startswith(_NAMES_WITHOUT_BODY):  # the common case, without allocating
+        return False
+    method = name.partition(" ")[0]
+    if method in _METHODS_WITHOUT_BODY:
+        return False
+    if method in _METHODS_WITH_BODY:
         return True
-    # The old name first: it is the instrumentations' default, and a missing key costs
-    # a KeyError inside the SDK's attribute mapping, on every request.
-    method = attributes.get("http.method") or attributes.get("http.request.method")
+    attributes = span.attributes or {}
+    method = attributes.get("http.request.method") or attributes.get("http.method")
     return method not in _METHODS_WITHOUT_BODY

@@ -40,6 +40,7 @@ class Stats:
         self._lock = threading.Lock()
         forksafe.register(self)
         self._totals = dict.fromkeys(COUNTERS, 0)
+        self._requests_by_thread: dict[int, int] = {}
         self._baseline = dict.fromkeys(COUNTERS, 0)
         self._overhead: dict[str, Any] = {"average_overhead": 0.0, "method": "none"}
         meter = metrics.get_meter("otel_wpm")
@@ -51,7 +52,7 @@ class Stats:
 
     def _observer(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
-            return [Observation(self._totals[name])]
+            return [Observation(self._total(name))]
 
         return observe
 
@@ -62,6 +63,20 @@ class Stats:
         with self._lock:
             self._totals[name] += amount
 
+    def count_request(self, thread_id: int) -> None:
+        """Count one request in ``total_requests``, from the thread ``thread_id`` serving it.
+
+        Without a lock, as it runs on every request: each thread writes only its
+        own key, and one dict get or set is atomic.
+        """
+        by_thread = self._requests_by_thread
+        by_thread[thread_id] = by_thread.get(thread_id, 0) + 1
+
+    def _total(self, name: str) -> int:
+        if name == "total_requests":
+            return self._totals[name] + sum(list(self._requests_by_thread.values()))
+        return self._totals[name]
+
     def record_slow_duration(self, seconds: float) -> None:
         self._slow_duration.record(seconds)
 
@@ -71,12 +86,12 @@ class Stats:
 
     def reset(self) -> None:
         with self._lock:
-            self._baseline = dict(self._totals)
+            self._baseline = {name: self._total(name) for name in COUNTERS}
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             counts: dict[str, Any] = {
-                name: total - self._baseline[name] for name, total in self._totals.items()
+                name: self._total(name) - self._baseline[name] for name in COUNTERS
             }
             overhead = dict(self._overhead)
         total = counts["total_requests"]

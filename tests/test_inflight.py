@@ -65,7 +65,7 @@ def test_a_new_span_on_a_thread_returns_the_one_that_never_ended(tracer) -> None
     kept = InFlightRequest(never_ended, THREAD)
     requests.keep(kept)
     fresh = start(tracer)
-    assert requests.start(fresh, THREAD) == [kept]
+    assert list(requests.start(fresh, THREAD)) == [kept]
     assert requests.running() == [(THREAD, fresh)]
 
 
@@ -74,7 +74,7 @@ def test_a_span_that_ended_is_not_stale(tracer, ended: EndedSpans) -> None:
     first = start(tracer)
     requests.start(first, THREAD)
     requests.leave(end(first, ended, 1000), THREAD)
-    assert requests.start(start(tracer), THREAD) == []
+    assert list(requests.start(start(tracer), THREAD)) == []
 
 
 def test_a_thread_whose_span_ended_elsewhere_is_not_watching(tracer, ended: EndedSpans) -> None:

@@ -91,7 +91,7 @@ class Rig:
 
     def start(self) -> Any:
         span = self.new_span()
-        assert self.requests.start(span, self.thread_id) == []
+        assert list(self.requests.start(span, self.thread_id)) == []
         return span
 
     def state(self, span: Any) -> InFlightRequest:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 
 from otel_wpm.stats import COUNTERS, Stats
 
@@ -21,6 +22,28 @@ def test_snapshot_counts_and_rate() -> None:
     assert stats.snapshot()["total_requests"] == 0
 
 
+def test_requests_counted_by_many_threads_at_once_are_all_counted() -> None:
+    stats = Stats()
+    stats.count_request(threading.get_ident())
+    stats.reset()
+    start = threading.Barrier(8)
+
+    def serve() -> None:
+        start.wait()
+        for _ in range(5000):
+            stats.count_request(threading.get_ident())
+
+    threads = [threading.Thread(target=serve) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats.incr("slow_requests", 400)
+    snapshot = stats.snapshot()
+    assert snapshot["total_requests"] == 8 * 5000
+    assert snapshot["slow_request_rate"] == 1.0
+
+
 def test_counters_reach_the_global_meter_provider_and_stay_monotonic() -> None:
     script = textwrap.dedent(
         """
@@ -32,7 +55,8 @@ def test_counters_reach_the_global_meter_provider_and_stay_monotonic() -> None:
         reader = InMemoryMetricReader()
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
         stats = Stats()
-        stats.incr("total_requests", 3)
+        stats.incr("total_requests", 2)
+        stats.count_request(1)
         stats.reset()  # clears the snapshot, not the monotonic metric
         stats.incr("total_requests")
         stats.record_slow_duration(1.5)
