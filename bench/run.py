@@ -1,13 +1,17 @@
 """Overhead benchmark: throughput of the reference app under each watching configuration.
 
-For every repetition and every configuration (order rotated each repetition), start
-gunicorn (1 worker, gthread x4, 127.0.0.1 only), wait for it, then for each endpoint
-warm up and run ``wrk -t2 -c8 -d<duration>s --latency``. Throughput is reported as a
-ratio against ``otel`` measured in the same repetition (median and min-max across
-repetitions), with median p50/p99 latency alongside. Usage::
+Every repetition starts a fresh gunicorn (1 worker, gthread x4, 127.0.0.1 only) for
+each configuration, all of them at once. For each endpoint, every server is warmed
+up, then loaded in turn by ``wrk -t2 -c8 --latency`` in ``--bursts`` short runs
+that together last ``--duration`` seconds per server, the order rotating between
+rounds. Servers only wait while another is loaded, so a drift of the machine within
+a repetition hits every configuration alike. Throughput is reported as a ratio
+against ``otel`` in the same repetition (median and min-max across repetitions),
+with median p50/p99 latency alongside. Usage::
 
     python bench/run.py --reps 5 --duration 10            # full run, ~16 min
     python bench/run.py --quick --configs bare,otel       # smoke check, 1 rep x 2 s
+    python bench/run.py --reps 15 --endpoints /fast       # resolve ~1 % on /fast
     python bench/run.py --endpoints /cpu,/io --json out.json
     python bench/run.py --report out.json                 # tables of a saved run
 """
@@ -30,7 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -248,25 +252,59 @@ def _describe(sample: Sample) -> str:
     return "  ".join(parts)
 
 
-def measure_config(
-    rep: int, config: str, endpoints: Sequence[str], args: argparse.Namespace, workdir: str
+def combined(bursts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One measurement from several wrk bursts: mean throughput, median latencies, sums."""
+    socket_errors: dict[str, int] = {}
+    for burst in bursts:
+        for kind, count in burst["socket_errors"].items():
+            socket_errors[kind] = socket_errors.get(kind, 0) + count
+    return {
+        "rps": statistics.fmean(b["rps"] for b in bursts),
+        "p50_ms": statistics.median(b["p50_ms"] for b in bursts),
+        "p99_ms": statistics.median(b["p99_ms"] for b in bursts),
+        "requests": sum(b["requests"] for b in bursts),
+        "socket_errors": socket_errors,
+        "non_2xx": sum(b["non_2xx"] for b in bursts),
+    }
+
+
+def measure_endpoint(
+    rep: int, endpoint: str, ports: dict[str, int], args: argparse.Namespace
 ) -> list[Sample]:
+    """Every configuration on ``endpoint``, in alternating bursts, so drift hits all alike."""
+    urls = {config: f"http://{HOST}:{port}{endpoint}" for config, port in ports.items()}
+    if args.warmup > 0:
+        for url in urls.values():
+            run_wrk(url, args.warmup, latency=False)
+    before = {c: _get_json(f"http://{HOST}:{port}/_bench/stats") or {} for c, port in ports.items()}
+    bursts: dict[str, list[dict[str, Any]]] = {config: [] for config in ports}
+    for burst in range(args.bursts):
+        for config in rotated(list(ports), burst):
+            wrk_output = run_wrk(urls[config], args.duration / args.bursts)
+            bursts[config].append(parse_wrk(wrk_output))
     samples = []
-    with gunicorn(config, workdir) as port:
-        for endpoint in endpoints:
-            url = f"http://{HOST}:{port}{endpoint}"
-            if args.warmup > 0:
-                run_wrk(url, args.warmup, latency=False)
-            before = _get_json(f"http://{HOST}:{port}/_bench/stats") or {}
-            parsed = parse_wrk(run_wrk(url, args.duration))
-            sample = Sample(rep=rep, config=config, endpoint=endpoint, **parsed)
-            sample.wpm = processor_view(port, before) if before else {}
-            samples.append(sample)
-            line = (
-                f"  rep {rep} {config:<12} {endpoint:<9} {sample.rps:9.1f} req/s "
-                f"p50 {sample.p50_ms:7.2f} ms p99 {sample.p99_ms:7.2f} ms  {_describe(sample)}"
-            )
-            print(line.rstrip(), flush=True)
+    for config in args.configs:
+        sample = Sample(rep=rep, config=config, endpoint=endpoint, **combined(bursts[config]))
+        sample.wpm = processor_view(ports[config], before[config]) if before[config] else {}
+        samples.append(sample)
+        line = (
+            f"  rep {rep} {config:<12} {endpoint:<9} {sample.rps:9.1f} req/s "
+            f"p50 {sample.p50_ms:7.2f} ms p99 {sample.p99_ms:7.2f} ms  {_describe(sample)}"
+        )
+        print(line.rstrip(), flush=True)
+    return samples
+
+
+def measure_rep(rep: int, args: argparse.Namespace, workdir: str) -> list[Sample]:
+    """One repetition: a fresh server per configuration, all up at once, every endpoint."""
+    samples: list[Sample] = []
+    with ExitStack() as servers:
+        ports = {
+            config: servers.enter_context(gunicorn(config, workdir))
+            for config in rotated(args.configs, rep)
+        }
+        for endpoint in args.endpoints:
+            samples += measure_endpoint(rep, endpoint, ports, args)
     return samples
 
 
@@ -278,12 +316,11 @@ def rotated(items: Sequence[str], rep: int) -> list[str]:
 def run_all(args: argparse.Namespace, workdir: str, issues: RunIssues) -> list[Sample]:
     samples: list[Sample] = []
     for rep in range(args.reps):
-        for config in rotated(args.configs, rep):
-            try:
-                samples += measure_config(rep, config, args.endpoints, args, workdir)
-            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
-                print(f"  rep {rep} {config}: FAILED: {exc}", flush=True)
-                issues.start_failures.append(f"rep {rep} {config}: {exc}")
+        try:
+            samples += measure_rep(rep, args, workdir)
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+            print(f"  rep {rep}: FAILED: {exc}", flush=True)
+            issues.start_failures.append(f"rep {rep}: {exc}")
     return samples
 
 
@@ -422,7 +459,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated")
     ap.add_argument("--endpoints", default=",".join(ENDPOINTS), help="comma-separated")
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    ap.add_argument(
+        "--duration", type=float, default=10.0, help="seconds per config, endpoint and rep"
+    )
+    ap.add_argument("--bursts", type=int, default=5, help="alternating wrk runs per --duration")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk before each run")
     ap.add_argument("--baseline", default="otel", help="config the ratios are taken against")
     ap.add_argument("--json", dest="json_out", help="write samples and summary here")
@@ -433,7 +473,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     args.endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     if args.quick:
-        args.reps, args.duration, args.warmup = 1, 2.0, 1.0
+        args.reps, args.duration, args.warmup, args.bursts = 1, 2.0, 1.0, 1
     unknown = set(args.configs) - set(CONFIGS)
     if unknown:
         ap.error(f"unknown configs {sorted(unknown)}; choose from {CONFIGS}")
@@ -441,6 +481,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.baseline = args.configs[0]
     if not 1 <= args.reps <= 100 or not 0 < args.duration <= 600:
         ap.error("--reps must be 1..100 and --duration 0..600")
+    if not 1 <= args.bursts <= 100 or args.duration / args.bursts < 1:
+        ap.error("--bursts must be 1..100, with at least 1 s of --duration per burst")
     return args
 
 
@@ -461,6 +503,7 @@ def report(args: argparse.Namespace) -> int:
     keys = ("configs", "endpoints", "reps", "duration", "warmup", "baseline", "log_dir", "revision")
     for key in keys:
         setattr(args, key, data["meta"].get(key))
+    args.bursts = data["meta"].get("bursts", 1)
     samples = [Sample(**raw) for raw in data["samples"]]
     issues = RunIssues(**data["issues"])
     present(args, samples, issues)
@@ -487,7 +530,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     print(
         f"configs={args.configs} endpoints={args.endpoints} reps={args.reps} "
-        f"duration={args.duration:g}s warmup={args.warmup:g}s wrk -t{WRK_THREADS} "
+        f"duration={args.duration:g}s in {args.bursts} bursts warmup={args.warmup:g}s "
+        f"wrk -t{WRK_THREADS} "
         f"-c{WRK_CONNECTIONS}; gunicorn -w 1 -k gthread --threads 4; cpus={os.cpu_count()}; "
         f"otel_wpm at {args.revision}",
         flush=True,
