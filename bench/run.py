@@ -62,6 +62,8 @@ class Sample:
     requests: int
     socket_errors: dict[str, int]
     non_2xx: int
+    #: Requests/s of each wrk burst; ``rps`` is their median.
+    burst_rps: list[float] = dataclasses.field(default_factory=list)
     #: What the processor says about the measured run (``wpm*`` configs only).
     wpm: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -253,13 +255,18 @@ def _describe(sample: Sample) -> str:
 
 
 def combined(bursts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One measurement from several wrk bursts: mean throughput, median latencies, sums."""
+    """One measurement from several wrk bursts: median throughput and latencies, sums.
+
+    The median, because what disturbs this machine comes in episodes that slow
+    one burst by 10-20 % and leave the next alone; a mean would carry them over.
+    """
     socket_errors: dict[str, int] = {}
     for burst in bursts:
         for kind, count in burst["socket_errors"].items():
             socket_errors[kind] = socket_errors.get(kind, 0) + count
     return {
-        "rps": statistics.fmean(b["rps"] for b in bursts),
+        "rps": statistics.median(b["rps"] for b in bursts),
+        "burst_rps": [b["rps"] for b in bursts],
         "p50_ms": statistics.median(b["p50_ms"] for b in bursts),
         "p99_ms": statistics.median(b["p99_ms"] for b in bursts),
         "requests": sum(b["requests"] for b in bursts),
