@@ -13,6 +13,11 @@ The watching stack is chosen by the ``BENCH_CONFIG`` environment variable:
   processor drops every span (so the SDK span path is paid, export is not).
 * ``wpm``: ``otel`` + ``ProfilingSpanProcessor`` with the default engine.
 * ``wpm_precise``: ``otel`` + ``ProfilingSpanProcessor(engine="pyinstrument")``.
+* ``otel_noop``: ``otel`` + a span processor that does nothing: what the SDK
+  charges for one more processor.
+* ``otel_minimal``: ``otel`` + the least a processor that watches requests can
+  do (recognise a request span, keep it under its thread, count it, check its
+  duration): the floor under any design like otel-wpm's.
 
 The stack must be installed in each worker after fork; ``bench/gunicorn_conf.py``
 does that from its ``post_fork`` hook::
@@ -38,7 +43,7 @@ from typing import Any, Optional
 
 from flask import Flask, jsonify
 
-CONFIGS = ("bare", "otel", "wpm", "wpm_precise")
+CONFIGS = ("bare", "otel", "wpm", "wpm_precise", "otel_noop", "otel_minimal")
 
 #: fib(27) takes ~17-20 ms on the 2-core benchmark machine (Python 3.11).
 FIB_N = 27
@@ -163,6 +168,33 @@ def _make_provider(set_global: bool = True) -> Any:
     return provider
 
 
+def _add_reference_processor(provider: Any, config: str) -> None:
+    import threading
+
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.trace import SpanKind
+
+    class MinimalRequestWatcher(SpanProcessor):
+        def __init__(self) -> None:
+            self.running: dict[int, Any] = {}
+            self.counts: dict[int, int] = {}
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            if span.kind is SpanKind.SERVER and (span.parent is None or span.parent.is_remote):
+                self.running[threading.get_ident()] = span
+
+        def on_end(self, span: Any) -> None:
+            if span.kind is SpanKind.SERVER and (span.parent is None or span.parent.is_remote):
+                thread_id = threading.get_ident()
+                self.counts[thread_id] = self.counts.get(thread_id, 0) + 1
+                if span.end_time - span.start_time < 1_000_000_000:
+                    self.running.pop(thread_id, None)
+
+    provider.add_span_processor(
+        MinimalRequestWatcher() if config == "otel_minimal" else SpanProcessor()
+    )
+
+
 def _add_profiler(provider: Any, engine: Optional[str], output_dir: str) -> Any:
     from otel_wpm import Config, ProfilingSpanProcessor
 
@@ -197,6 +229,8 @@ def watched(
 
     provider = _make_provider(set_global)
     processor = None
+    if config in ("otel_noop", "otel_minimal"):
+        _add_reference_processor(provider, config)
     if config.startswith("wpm"):
         out = output_dir or tempfile.mkdtemp(prefix="otel-wpm-bench-")
         engine = "pyinstrument" if config == "wpm_precise" else None

@@ -40,7 +40,8 @@ from typing import Any, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUNICORN_CONF = os.path.join(ROOT, "bench", "gunicorn_conf.py")
 HOST = "127.0.0.1"
-CONFIGS = ("bare", "otel", "wpm", "wpm_precise")
+CONFIGS = ("bare", "otel", "wpm", "wpm_precise", "otel_noop", "otel_minimal")
+DEFAULT_CONFIGS = CONFIGS[:4]
 ENDPOINTS = ("/fast", "/cpu", "/cpu_mix", "/io")
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
@@ -463,7 +464,7 @@ def print_issues(samples: Sequence[Sample], issues: RunIssues) -> None:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated")
+    ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help="comma-separated")
     ap.add_argument("--endpoints", default=",".join(ENDPOINTS), help="comma-separated")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument(
@@ -488,8 +489,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.baseline = args.configs[0]
     if not 1 <= args.reps <= 100 or not 0 < args.duration <= 600:
         ap.error("--reps must be 1..100 and --duration 0..600")
-    if not 1 <= args.bursts <= 100 or args.duration / args.bursts < 1:
-        ap.error("--bursts must be 1..100, with at least 1 s of --duration per burst")
+    # wrk takes whole seconds
+    burst_seconds = args.duration / args.bursts if args.bursts > 0 else 0
+    if not 1 <= args.bursts <= 100 or burst_seconds < 1 or burst_seconds != int(burst_seconds):
+        ap.error("--bursts must be 1..100 and cut --duration into whole seconds")
+    if args.warmup != int(args.warmup):
+        ap.error("--warmup must be whole seconds")
     return args
 
 

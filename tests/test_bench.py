@@ -1,13 +1,16 @@
-"""The in-process overhead harness runs and measures every configuration it is given.
+"""The overhead harnesses run and measure every configuration they are given.
 
 Timing is not asserted here (that is what the harness is for); only that it works.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 
+import pytest
 from apps.helpers import REPO_DIR, clean_env
 
 
@@ -46,3 +49,39 @@ def test_inprocess_harness_rejects_an_unknown_configuration(tmp_path) -> None:
     )
     assert result.returncode == 2
     assert "unknown config 'nope'" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (.ci/run installs it)")
+def test_throughput_harness_measures_bursts_of_each_configuration_against_otel(tmp_path) -> None:
+    out = tmp_path / "run.json"
+    command = [
+        *(sys.executable, str(REPO_DIR / "bench" / "run.py")),
+        *("--configs", "otel,wpm", "--endpoints", "/fast", "--reps", "1"),
+        *("--duration", "2", "--bursts", "2", "--warmup", "1", "--json", str(out)),
+    ]
+    result = subprocess.run(
+        command, env=clean_env(), cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(out.read_text())
+    samples = {sample["config"]: sample for sample in data["samples"]}
+    assert set(samples) == {"otel", "wpm"}
+    for sample in samples.values():
+        assert len(sample["burst_rps"]) == 2
+        assert sample["rps"] == sum(sample["burst_rps"]) / 2  # the median of two
+        assert (sample["non_2xx"], sample["socket_errors"]) == (0, {})
+    assert samples["wpm"]["wpm"]["total_requests"] >= samples["wpm"]["requests"]
+    assert data["summary"]["/fast"]["configs"]["otel"]["ratio_vs_baseline"]["median"] == 1.0
+    assert "| wpm |" in result.stdout
+
+
+def test_throughput_harness_rejects_bursts_wrk_cannot_run() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO_DIR / "bench" / "run.py"), "--duration", "10", "--bursts", "3"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--bursts must be 1..100 and cut --duration into whole seconds" in result.stderr
