@@ -67,7 +67,9 @@ class Stats:
         """Count one request in ``total_requests``, from the thread ``thread_id`` serving it.
 
         Without a lock, as it runs on every request: each thread writes only its
-        own key, and one dict get or set is atomic.
+        own key, and one dict get or set is atomic. Thread ids are reused once a
+        thread ends, so the keys stay about as many as threads that ever served at
+        once, even under a server that starts a thread per request.
         """
         by_thread = self._requests_by_thread
         by_thread[thread_id] = by_thread.get(thread_id, 0) + 1
