@@ -112,23 +112,32 @@ class InFlightRequests:
         del self._spans[thread_id]
         return True
 
-    def end(self, span: Any, thread_id: int) -> Optional[InFlightRequest]:
-        """Stop watching ``span`` and take its state, if it has one.
+    def has_state(self, thread_id: int) -> bool:
+        """Whether the span ending on ``thread_id`` has state to collect with :meth:`end`.
+
+        Read without the lock: once a span has ended the sampler makes no state for
+        it, and only this thread keeps state for its own spans.
+        """
+        return thread_id in self._states
+
+    def end(self, span: Any, thread_id: int) -> tuple[bool, Optional[InFlightRequest]]:
+        """Stop watching ``span``: whether it was watched, and its state if it has one.
 
         ``span`` is looked for on ``thread_id`` first, then on every thread: a span
         may end on another thread than the one it started on (never under WSGI).
         """
-        if not self.leave(span, thread_id):
+        watched = self.leave(span, thread_id)
+        if not watched:
             for other, running in list(self._spans.items()):
                 if running.end_time is not None and _same_span(running, span):
-                    thread_id = other
+                    thread_id, watched = other, True
                     break
         with self._lock:
             state = self._states.get(thread_id)
             if state is None or not _same_span(state.span, span):
-                return None
+                return watched, None
             del self._states[thread_id]
-            return state
+            return True, state
 
     def end_nested(self, span: Any, thread_id: int) -> Optional[InFlightRequest]:
         """Stop watching a nested span and take its state."""

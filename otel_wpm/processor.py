@@ -227,17 +227,19 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
             self._failures.warning("on_end", "otel-wpm failed to finish a span", exc_info=True)
 
     def _end_request(self, span: ReadableSpan) -> None:
-        # Kept short on purpose: a fast request ends here, unless the precise engine
-        # may have a profiler running for it. The sampler drops its state, if any.
-        if not self._enabled:
-            return
+        # Kept short on purpose: a fast request without state (no body recorder, no
+        # profiler, not yet sampled) ends here. Whatever the config is now: a request
+        # watched under an earlier one still ends, and its profiler still stops.
         thread_id = threading.get_ident()
-        self.stats.count_request(thread_id)
         duration_ns = (span.end_time or time.time_ns()) - (span.start_time or 0)
-        if duration_ns < self._threshold_ns and self._budget is None:
-            self._requests.leave(span, thread_id)
+        if duration_ns < self._threshold_ns and not self._requests.has_state(thread_id):
+            if self._requests.leave(span, thread_id):
+                self.stats.count_request(thread_id)
             return
-        self._finish(span, self._requests.end(span, thread_id), duration_ns)
+        watched, request = self._requests.end(span, thread_id)
+        if watched:
+            self.stats.count_request(thread_id)
+            self._finish(span, request, duration_ns)
 
     def _end_function(self, span: ReadableSpan) -> None:
         thread_id = threading.get_ident()
@@ -245,7 +247,7 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         if self._functions.pop(span.context.span_id, False):
             request = self._requests.end_nested(span, thread_id)
         else:
-            request = self._requests.end(span, thread_id)
+            request = self._requests.end(span, thread_id)[1]
         duration_ns = (span.end_time or time.time_ns()) - (span.start_time or 0)
         self._finish(span, request, duration_ns)
 

@@ -53,7 +53,7 @@ def test_a_span_ended_on_its_thread_is_matched_by_its_read_only_copy(
     state = requests.state_of(THREAD, span)
     finished = end(span, ended, 2 * SECOND)
     assert finished is not span
-    assert requests.end(finished, THREAD) is state
+    assert requests.end(finished, THREAD) == (True, state)
     assert requests.running() == []
     assert not requests.is_watching_thread(THREAD)
 
@@ -92,7 +92,7 @@ def test_a_span_ended_on_another_thread_is_found(tracer, ended: EndedSpans) -> N
     requests.start(span, THREAD)
     state = requests.state_of(THREAD, span)
     finished = end(span, ended, 2 * SECOND)
-    assert requests.end(finished, OTHER_THREAD) is state
+    assert requests.end(finished, OTHER_THREAD) == (True, state)
 
 
 def test_states_of_fast_ended_spans_are_pruned_and_slow_ones_kept(
@@ -107,7 +107,7 @@ def test_states_of_fast_ended_spans_are_pruned_and_slow_ones_kept(
     end(fast, ended, SECOND // 2)
     finished_slow = end(slow, ended, 2 * SECOND)
     requests.prune(threshold_ns=SECOND)  # the sampler, between span end and on_end
-    assert requests.end(finished_slow, OTHER_THREAD) is slow_state
+    assert requests.end(finished_slow, OTHER_THREAD) == (True, slow_state)
     assert requests.state_of(THREAD, fast) is None
 
 
@@ -126,7 +126,7 @@ def test_unknown_spans_are_left_alone(tracer, ended: EndedSpans) -> None:
     requests.start(watched, THREAD)
     other = end(start(tracer), ended, 1000)
     assert not requests.leave(other, THREAD)
-    assert requests.end(other, THREAD) is None
+    assert requests.end(other, THREAD) == (False, None)
     assert requests.running() == [(THREAD, watched)]
 
 
@@ -147,3 +147,14 @@ def test_the_registry_is_empty_in_a_forked_child(tracer) -> None:
     requests.start(start(tracer), THREAD)
     requests.after_fork_in_child()
     assert requests.running() == []
+
+
+def test_a_thread_has_state_to_collect_until_its_span_ends(tracer, ended: EndedSpans) -> None:
+    requests = InFlightRequests()
+    span = start(tracer)
+    requests.start(span, THREAD)
+    assert not requests.has_state(THREAD)
+    state = requests.state_of(THREAD, span)
+    assert requests.has_state(THREAD)
+    assert requests.end(end(span, ended, 1000), THREAD) == (True, state)
+    assert not requests.has_state(THREAD)

@@ -258,6 +258,70 @@ def test_a_slow_request_the_sampler_never_saw_still_has_its_headers(tmp_path: Pa
     provider.shutdown()
 
 
+def _serve_with_config_change(tmp_path: Path, before: Config, after: Config) -> tuple:
+    """Serve /alpha/1 under ``before``; switch to ``after`` while it runs; then /alpha/2."""
+    release = {name: threading.Event() for name in ("alpha", "beta", "echo")}
+    started = {"alpha": threading.Event(), "beta": threading.Event()}
+    processor = ProfilingSpanProcessor(before)
+    exporter = WaitableSpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = make_app(release, started)
+    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
+    with serve_threaded(app) as url:
+        first = threading.Thread(
+            target=requests.get, args=(url + "/alpha/1",), kwargs={"timeout": 30}
+        )
+        first.start()
+        assert started["alpha"].wait(10)
+        processor.update_config(after)
+        threading.Timer(0.4, release["alpha"].set).start()  # makes it slow, if it counts
+        first.join(30)
+        started["alpha"].clear()
+        release["alpha"].clear()
+        threading.Timer(0.4, release["alpha"].set).start()
+        requests.get(url + "/alpha/2", timeout=30)
+    spans = exporter.wait_for_server_spans(2)
+    processor.force_flush()
+    provider.shutdown()
+    return processor, spans
+
+
+def test_a_request_in_flight_when_the_monitor_is_disabled_finishes_under_the_old_config(
+    tmp_path: Path,
+) -> None:
+    settings = {
+        "threshold_seconds": 0.2,
+        "engine": "pyinstrument",
+        "max_performance_overhead": 100,
+        "local_output_dir": str(tmp_path),
+    }
+    processor, spans = _serve_with_config_change(
+        tmp_path, Config(**settings), Config(**settings, enabled=False)
+    )
+    stats = processor.get_stats()
+    assert stats["profiles_precise"] == 1  # its profiler was stopped
+    assert (stats["total_requests"], stats["slow_requests"]) == (1, 1)
+    [report] = tmp_path.glob("*.html")
+    first = next(s for s in spans if "/alpha/1" in str(s.attributes.get("http.target")))
+    assert format_trace_id(first.context.trace_id) in report.name
+
+
+def test_a_profiler_started_by_the_precise_engine_stops_after_a_switch_to_sampling(
+    tmp_path: Path,
+) -> None:
+    settings = {"threshold_seconds": 30, "local_output_dir": str(tmp_path)}
+    processor, _ = _serve_with_config_change(
+        tmp_path,
+        Config(**settings, engine="pyinstrument", max_performance_overhead=100),
+        Config(**settings, engine="sampling"),
+    )
+    stats = processor.get_stats()
+    assert stats["profiles_precise"] == 1
+    assert (stats["total_requests"], stats["slow_requests"]) == (2, 0)
+
+
 def test_the_app_reads_the_whole_body_even_past_the_capture_cap(harness: Harness) -> None:
     body = bytes(range(256)) * 64  # 16 KiB, over the 1 KiB capture cap
     harness.release["echo"].clear()
