@@ -192,7 +192,7 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         self._functions[span.context.span_id] = nested
 
     def _start_capture(self, request: InFlightRequest, frame: Optional[FrameType]) -> None:
-        request.environ = find_wsgi_environ(frame)
+        self._find_environ(request, frame)
         if request.environ is not None:
             request.recorder = start_recording(request.environ, self._config.capture_body_bytes)
 
