@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
-from otel_wpm.masking import SecretMasker
+from .masking import SecretMasker
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from otel_wpm.logs import LogOnce
+from .logs import LogOnce
 
 logger = logging.getLogger("otel_wpm.dedup")
 

@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Optional
 
-from otel_wpm import forksafe
-from otel_wpm.alert import Alert
-from otel_wpm.dedup import DedupStore
-from otel_wpm.exporters.base import AlertExporter, ExportError
-from otel_wpm.logs import LogOnce
-from otel_wpm.stats import Stats
-from otel_wpm.worker import BackgroundWorker
+from . import forksafe
+from .alert import Alert
+from .dedup import DedupStore
+from .exporters.base import AlertExporter, ExportError
+from .logs import LogOnce
+from .stats import Stats
+from .worker import BackgroundWorker
 
 logger = logging.getLogger("otel_wpm.delivery")
 

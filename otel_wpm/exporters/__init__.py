@@ -12,9 +12,9 @@ Usage::
         ))
 """
 
-from otel_wpm.exporters.base import AlertExporter, ExportError
-from otel_wpm.exporters.local_file import LocalFileExporter
-from otel_wpm.exporters.mattermost import MattermostExporter, format_markdown
+from .base import AlertExporter, ExportError
+from .local_file import LocalFileExporter
+from .mattermost import MattermostExporter, format_markdown
 
 __all__ = [
     "AlertExporter",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from otel_wpm.alert import Alert
+from ..alert import Alert
 
 
 class ExportError(Exception):

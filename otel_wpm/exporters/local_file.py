@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from otel_wpm.alert import Alert
-from otel_wpm.exporters.base import AlertExporter, ExportError
+from ..alert import Alert
+from .base import AlertExporter, ExportError
 
 ALERTS_FILE_NAME = "alerts.jsonl"
 

@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from otel_wpm.alert import Alert, HotFrame
-from otel_wpm.exporters.base import AlertExporter, ExportError
+from ..alert import Alert, HotFrame
+from .base import AlertExporter, ExportError
 
 logger = logging.getLogger("otel_wpm.exporters.mattermost")
 
