@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,10 +82,30 @@ def make_app(release: dict[str, threading.Event], started: dict[str, threading.E
     return app
 
 
-@pytest.fixture(params=ENGINES)
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+@contextmanager
+def served(config: Config) -> Iterator[Harness]:
+    """The test app behind OTel's WSGI middleware, watched under ``config``, on werkzeug."""
     release = {name: threading.Event() for name in ("alpha", "beta", "echo")}
     started = {name: threading.Event() for name in ("alpha", "beta")}
+    processor = ProfilingSpanProcessor(config)
+    exporter = WaitableSpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = make_app(release, started)
+    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
+    output_dir = Path(config.local_output_dir)
+    try:
+        with serve_threaded(app) as url:
+            yield Harness(url, processor, exporter, output_dir, release, started)
+            for event in release.values():
+                event.set()
+    finally:
+        provider.shutdown()
+
+
+@pytest.fixture(params=ENGINES)
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     config = Config(
         threshold_seconds=0.2,
         engine=request.param,
@@ -94,18 +115,8 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         capture_body_bytes=1024,
         alert_window_days=0,
     )
-    processor = ProfilingSpanProcessor(config)
-    exporter = WaitableSpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    app = make_app(release, started)
-    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
-    with serve_threaded(app) as url:
-        yield Harness(url, processor, exporter, tmp_path / "reports", release, started)
-        for event in release.values():
-            event.set()
-    provider.shutdown()
+    with served(config) as harness:
+        yield harness
 
 
 def timed_get(harness: Harness, path: str, name: str, **kwargs) -> requests.Response:
@@ -237,55 +248,38 @@ def test_a_slow_get_has_its_headers_in_the_report(harness: Harness) -> None:
 
 def test_a_slow_request_the_sampler_never_saw_still_has_its_headers(tmp_path: Path) -> None:
     """The sampler's first look comes after the request ended: the end finds the environ."""
-    release = {name: threading.Event() for name in ("alpha", "beta", "echo")}
     config = Config(
         threshold_seconds=0.2,
         sampling_interval_seconds=1.0,
         sample_after_fraction=1.0,
         local_output_dir=str(tmp_path),
     )
-    processor = ProfilingSpanProcessor(config)
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
-    app = make_app(release, {"alpha": threading.Event(), "beta": threading.Event()})
-    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
-    with serve_threaded(app) as url:
-        threading.Timer(0.4, release["alpha"].set).start()
-        requests.get(url + "/alpha/6", headers={"X-Request-Tag": "tag-6"}, timeout=30)
-    processor.force_flush()
-    [report] = tmp_path.glob("*.html")
-    assert "tag-6" in report.read_text()
-    provider.shutdown()
+    with served(config) as harness:
+        threading.Timer(0.4, harness.release["alpha"].set).start()
+        requests.get(harness.url + "/alpha/6", headers={"X-Request-Tag": "tag-6"}, timeout=30)
+        harness.processor.force_flush()
+        [report] = harness.reports()
+        assert "tag-6" in report.read_text()
 
 
-def _serve_with_config_change(tmp_path: Path, before: Config, after: Config) -> tuple:
+def _serve_with_config_change(before: Config, after: Config) -> tuple:
     """Serve /alpha/1 under ``before``; switch to ``after`` while it runs; then /alpha/2."""
-    release = {name: threading.Event() for name in ("alpha", "beta", "echo")}
-    started = {"alpha": threading.Event(), "beta": threading.Event()}
-    processor = ProfilingSpanProcessor(before)
-    exporter = WaitableSpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    app = make_app(release, started)
-    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
-    with serve_threaded(app) as url:
+    with served(before) as harness:
         first = threading.Thread(
-            target=requests.get, args=(url + "/alpha/1",), kwargs={"timeout": 30}
+            target=requests.get, args=(harness.url + "/alpha/1",), kwargs={"timeout": 30}
         )
         first.start()
-        assert started["alpha"].wait(10)
-        processor.update_config(after)
-        threading.Timer(0.4, release["alpha"].set).start()  # makes it slow, if it counts
+        assert harness.started["alpha"].wait(10)
+        harness.processor.update_config(after)
+        release = harness.release["alpha"]
+        threading.Timer(0.4, release.set).start()  # makes it slow, if it counts
         first.join(30)
-        started["alpha"].clear()
-        release["alpha"].clear()
-        threading.Timer(0.4, release["alpha"].set).start()
-        requests.get(url + "/alpha/2", timeout=30)
-    spans = exporter.wait_for_server_spans(2)
-    processor.force_flush()
-    provider.shutdown()
-    return processor, spans
+        release.clear()
+        threading.Timer(0.4, release.set).start()
+        requests.get(harness.url + "/alpha/2", timeout=30)
+        spans = harness.exporter.wait_for_server_spans(2)
+        harness.processor.force_flush()
+    return harness.processor, spans
 
 
 def test_a_request_in_flight_when_the_monitor_is_disabled_finishes_under_the_old_config(
@@ -298,7 +292,7 @@ def test_a_request_in_flight_when_the_monitor_is_disabled_finishes_under_the_old
         "local_output_dir": str(tmp_path),
     }
     processor, spans = _serve_with_config_change(
-        tmp_path, Config(**settings), Config(**settings, enabled=False)
+        Config(**settings), Config(**settings, enabled=False)
     )
     stats = processor.get_stats()
     assert stats["profiles_precise"] == 1  # its profiler was stopped
@@ -313,7 +307,6 @@ def test_a_profiler_started_by_the_precise_engine_stops_after_a_switch_to_sampli
 ) -> None:
     settings = {"threshold_seconds": 30, "local_output_dir": str(tmp_path)}
     processor, _ = _serve_with_config_change(
-        tmp_path,
         Config(**settings, engine="pyinstrument", max_performance_overhead=100),
         Config(**settings, engine="sampling"),
     )
