@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from otel_wpm.stats import COUNTERS
+from otel_wpm._runtime.stats import COUNTERS
 
 #: Each client thread opens a new connection after this many requests, so the
 #: kernel spreads connections over both workers' accept loops.

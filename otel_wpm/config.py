@@ -45,7 +45,7 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 
 __all__ = ["Config", "ConfigError", "ENV_PREFIX", "CONFIG_FILE_ENV_VAR", "env_var_name"]
 
-_log = logging.getLogger("otel_wpm.config")
+_log = logging.getLogger(__name__)
 
 ENV_PREFIX = "WPM_"
 CONFIG_FILE_ENV_VAR = "WPM_CONFIG_FILE"

@@ -38,7 +38,7 @@ from opentelemetry.util.http import (
 
 __all__ = ["MASK", "TOO_DEEP", "MAX_JSON_DEPTH", "SecretMasker"]
 
-_log = logging.getLogger("otel_wpm.masking")
+_log = logging.getLogger(__name__)
 
 MASK = "[MASKED]"
 TOO_DEEP = "[TOO DEEP]"

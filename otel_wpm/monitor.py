@@ -38,12 +38,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
-from . import attributes
-from .auto import install, installed_processor, new_provider
+from .capture import attributes
 from .config import Config
+from .install import install, installed_processor, new_provider
 from .processor import ProfilingSpanProcessor
 
-logger = logging.getLogger("otel_wpm")
+logger = logging.getLogger(__name__)
 
 WSGIApp = Callable[..., Iterable[bytes]]
 F = TypeVar("F", bound=Callable[..., Any])

@@ -48,23 +48,23 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
-from . import attributes
-from .alerting import AlertPipeline
-from .capture import find_wsgi_environ, snapshot, start_recording
+from ._runtime.logs import LogOnce
+from ._runtime.stats import Stats
+from ._runtime.worker import BackgroundWorker
+from .alerting.pipeline import AlertPipeline
+from .capture import attributes
+from .capture.inflight import InFlightRequest, InFlightRequests, Stack
+from .capture.precise import OverheadBudget, measure_slowdown, start_profiler, stop_profiler
+from .capture.request import find_wsgi_environ, snapshot, start_recording
+from .capture.sampler import SamplerListener, StackSampler, stack_of
+from .capture.semconv import HttpFacts, http_facts, may_carry_body
 from .config import Config
-from .inflight import InFlightRequest, InFlightRequests, Stack
-from .logs import LogOnce
 from .masking import SecretMasker
-from .precise import OverheadBudget, measure_slowdown, start_profiler, stop_profiler
-from .profile import Profile, session_from_samples
-from .report import SlowRequest, render_report, report_file_name
-from .report_store import ReportStore
-from .sampler import SamplerListener, StackSampler, stack_of
-from .semconv import HttpFacts, http_facts, may_carry_body
-from .stats import Stats
-from .worker import BackgroundWorker
+from .reporting.profile import Profile, session_from_samples
+from .reporting.render import SlowRequest, render_report, report_file_name
+from .reporting.store import ReportStore
 
-logger = logging.getLogger("otel_wpm")
+logger = logging.getLogger(__name__)
 _NOT_A_METHOD = re.compile(r"[^A-Za-z_-]")
 
 
@@ -124,7 +124,7 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
     def _apply(self, config: Config) -> None:
         self._threshold_ns = int(config.threshold_seconds * 1e9)
         self._enabled = config.enabled
-        logger.setLevel(config.log_level)
+        logging.getLogger("otel_wpm").setLevel(config.log_level)
         self._captures_request = config.capture_headers or config.capture_body_bytes > 0
         self._captures_body = config.capture_body_bytes > 0
         self._masker = SecretMasker.from_env(config.mask_keys)

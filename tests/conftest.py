@@ -16,7 +16,7 @@ from mattermost_server import FakeMattermostServer
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_wpm.alert import Alert, HotFrame
+from otel_wpm.alerting.alert import Alert, HotFrame
 
 
 @pytest.fixture

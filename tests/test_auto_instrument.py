@@ -29,8 +29,8 @@ from apps.helpers import (
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_wpm import attributes
-from otel_wpm.auto import installed_processor, post_instrument
+from otel_wpm.capture import attributes
+from otel_wpm.install import installed_processor, post_instrument
 
 APP_FILE = APPS_DIR / "flask_app.py"
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from otel_wpm.capture import RecordingInput, find_wsgi_environ, snapshot, start_recording
-from otel_wpm.semconv import may_carry_body
+from otel_wpm.capture.request import RecordingInput, find_wsgi_environ, snapshot, start_recording
+from otel_wpm.capture.semconv import may_carry_body
 
 reads = st.lists(
     st.sampled_from(["read", "read_n", "readline", "readline_n", "readinto", "readlines", "iter"]),

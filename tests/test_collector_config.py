@@ -14,7 +14,7 @@ import requests
 import yaml
 from wsgi_servers import serve_reports
 
-from otel_wpm import attributes
+from otel_wpm.capture import attributes
 from otel_wpm.server import DEFAULT_PORT
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "collector-config"

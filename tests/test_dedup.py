@@ -13,7 +13,7 @@ from typing import Callable
 import pytest
 from apps.helpers import free_port
 
-from otel_wpm.dedup import DedupStore, MemoryDedupStore, RedisDedupStore, SQLiteDedupStore
+from otel_wpm.alerting.dedup import DedupStore, MemoryDedupStore, RedisDedupStore, SQLiteDedupStore
 
 WINDOW = 60.0
 KEY = "GET /users/<id>"
@@ -96,7 +96,7 @@ def test_sqlite_failure_fails_open_and_logs_once(
     results = [store.claim(KEY, WINDOW) for _ in range(5)]
 
     assert results == [(True, 0)] * 5
-    warnings = [r for r in caplog.records if r.name == "otel_wpm.dedup"]
+    warnings = [r for r in caplog.records if r.name == "otel_wpm.alerting.dedup"]
     assert len(warnings) == 1 and "sending every alert" in warnings[0].getMessage()
 
 
@@ -198,7 +198,7 @@ def test_redis_down_fails_open_and_logs_once(caplog: pytest.LogCaptureFixture) -
     results = [store.claim(KEY, WINDOW) for _ in range(5)]
 
     assert results == [(True, 0)] * 5
-    warnings = [r for r in caplog.records if r.name == "otel_wpm.dedup"]
+    warnings = [r for r in caplog.records if r.name == "otel_wpm.alerting.dedup"]
     assert len(warnings) == 1
     assert "Redis" in warnings[0].getMessage() and "hunter2" not in caplog.text
 
@@ -206,7 +206,7 @@ def test_redis_down_fails_open_and_logs_once(caplog: pytest.LogCaptureFixture) -
 def test_redis_recovery_is_logged_and_later_outages_reported_again(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="otel_wpm.dedup")
+    caplog.set_level(logging.INFO, logger="otel_wpm.alerting.dedup")
     store = RedisDedupStore(redis_url)
     broken = RedisDedupStore("redis://127.0.0.1:1/0")._client
 
@@ -221,7 +221,7 @@ def test_redis_recovery_is_logged_and_later_outages_reported_again(
     store._claim_script = broken_script
     store.claim(KEY, 0.001)
 
-    messages = [r.getMessage() for r in caplog.records if r.name == "otel_wpm.dedup"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "otel_wpm.alerting.dedup"]
     assert [("failed" in m, "works again" in m) for m in messages] == [
         (True, False),
         (False, True),

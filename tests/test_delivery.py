@@ -12,11 +12,11 @@ from typing import Callable
 import pytest
 from mattermost_server import FakeMattermostServer
 
-from otel_wpm.alert import Alert
-from otel_wpm.dedup import MemoryDedupStore
-from otel_wpm.delivery import AlertDispatcher
+from otel_wpm._runtime.stats import Stats
+from otel_wpm.alerting.alert import Alert
+from otel_wpm.alerting.dedup import MemoryDedupStore
+from otel_wpm.alerting.dispatch import AlertDispatcher
 from otel_wpm.exporters import AlertExporter, ExportError, LocalFileExporter, MattermostExporter
-from otel_wpm.stats import Stats
 
 MakeAlert = Callable[..., Alert]
 WINDOW = 60.0
@@ -161,7 +161,7 @@ def test_failures_are_counted_and_logged_once(
         dispatcher.submit(make_alert(route=f"/{number}"))
     assert dispatcher.flush(timeout=10)
 
-    failures = [r for r in caplog.records if r.name == "otel_wpm.delivery"]
+    failures = [r for r in caplog.records if r.name == "otel_wpm.alerting.dispatch"]
     assert len(failures) == 1
     assert "failing" in failures[0].getMessage() and "did not answer" in failures[0].getMessage()
     counts = stats.snapshot()
@@ -171,7 +171,7 @@ def test_failures_are_counted_and_logged_once(
 def test_a_new_kind_of_failure_and_recovery_are_logged(
     stats: Stats, make_alert: MakeAlert, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="otel_wpm.delivery")
+    caplog.set_level(logging.INFO, logger="otel_wpm.alerting.dispatch")
     exporter = FailingExporter(ExportError("timed out", kind="timeout"))
     dispatcher = dispatcher_with(stats, exporter)
 
@@ -186,7 +186,7 @@ def test_a_new_kind_of_failure_and_recovery_are_logged(
     exporter.error = None
     send(1)
 
-    messages = [r.getMessage() for r in caplog.records if r.name == "otel_wpm.delivery"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "otel_wpm.alerting.dispatch"]
     assert len(messages) == 3
     assert "timed out" in messages[0]
     assert "rejected the token" in messages[1] and "configuration" in messages[1]

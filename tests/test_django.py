@@ -26,7 +26,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from wsgi_servers import serve_threaded
 
-from otel_wpm import Config, ProfilingSpanProcessor, attributes
+from otel_wpm import Config, ProfilingSpanProcessor
+from otel_wpm.capture import attributes
 
 
 def build_order(order_id: int) -> None:

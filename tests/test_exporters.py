@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pytest
 from mattermost_server import FakeMattermostServer
 
-from otel_wpm.alert import Alert
+from otel_wpm.alerting.alert import Alert
 from otel_wpm.exporters import ExportError, LocalFileExporter, MattermostExporter, format_markdown
 from otel_wpm.exporters.mattermost import driver_options
 

@@ -40,7 +40,7 @@ from werkzeug.serving import BaseWSGIServer
 from wsgi_servers import serve_threaded
 
 from otel_wpm import Config
-from otel_wpm.alerting import DEDUP_FILE_NAME
+from otel_wpm.alerting.pipeline import DEDUP_FILE_NAME
 from otel_wpm.exporters import MattermostExporter
 
 THRESHOLD = 0.1

@@ -6,7 +6,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanKind
 
-from otel_wpm.inflight import InFlightRequest, InFlightRequests
+from otel_wpm.capture.inflight import InFlightRequest, InFlightRequests
 
 THREAD = 101
 OTHER_THREAD = 202

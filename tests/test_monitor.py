@@ -25,8 +25,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from wsgi_servers import serve_threaded
 
-from otel_wpm import Config, ConfigError, PerformanceMonitor, ProfilingSpanProcessor, attributes
-from otel_wpm.auto import installed_processor
+from otel_wpm import Config, ConfigError, PerformanceMonitor, ProfilingSpanProcessor
+from otel_wpm.capture import attributes
+from otel_wpm.install import installed_processor
 
 pytestmark = pytest.mark.usefixtures("fresh_globals")
 

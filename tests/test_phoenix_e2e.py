@@ -34,7 +34,7 @@ from apps.helpers import (
 )
 from wsgi_servers import serve_reports
 
-from otel_wpm import attributes
+from otel_wpm.capture import attributes
 
 pytestmark = pytest.mark.e2e
 

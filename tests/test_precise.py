@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 
-from otel_wpm.precise import OverheadBudget, measure_slowdown, start_profiler, stop_profiler
+from otel_wpm.capture.precise import OverheadBudget, measure_slowdown, start_profiler, stop_profiler
 
 
 def test_the_share_keeps_the_worst_case_within_the_budget() -> None:

@@ -20,7 +20,8 @@ from opentelemetry.trace import format_trace_id
 from span_capture import WaitableSpanExporter
 from wsgi_servers import serve_threaded
 
-from otel_wpm import Config, ProfilingSpanProcessor, attributes
+from otel_wpm import Config, ProfilingSpanProcessor
+from otel_wpm.capture import attributes
 
 ENGINES = ["sampling", "pyinstrument"]
 

@@ -8,12 +8,12 @@ from html.parser import HTMLParser
 from hypothesis import given
 from hypothesis import strategies as st
 
-from otel_wpm.capture import RawRequest
+from otel_wpm.capture.request import RawRequest
+from otel_wpm.capture.semconv import HttpFacts
 from otel_wpm.masking import SecretMasker
-from otel_wpm.profile import Profile
-from otel_wpm.report import SlowRequest, render_report, report_file_name
-from otel_wpm.report_store import ReportStore
-from otel_wpm.semconv import HttpFacts
+from otel_wpm.reporting.profile import Profile
+from otel_wpm.reporting.render import SlowRequest, render_report, report_file_name
+from otel_wpm.reporting.store import ReportStore
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 TRACE, SPAN = "ab" * 16, "cd" * 8
@@ -81,7 +81,7 @@ def test_request_data_is_escaped_and_masked() -> None:
 def test_time_in_library_code_counts_for_the_calling_application_function() -> None:
     import sys
 
-    from otel_wpm.profile import hot_frames, session_from_samples
+    from otel_wpm.reporting.profile import hot_frames, session_from_samples
 
     here = __file__
     library = f"{sys.prefix}/lib/python3/threading.py"

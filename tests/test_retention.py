@@ -11,15 +11,15 @@ import time
 from pathlib import Path
 
 from otel_wpm.config import Config
-from otel_wpm.report_files import is_report_file, scan, temporary_name
-from otel_wpm.report_store import ReportStore
-from otel_wpm.retention import (
+from otel_wpm.reporting.files import is_report_file, scan, temporary_name
+from otel_wpm.reporting.retention import (
     ABANDONED_AFTER_SECONDS,
     LOCK_FILE_NAME,
     Retention,
     RetentionLimits,
     prune,
 )
+from otel_wpm.reporting.store import ReportStore
 
 NOW = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 DAY = 86400.0
@@ -201,8 +201,8 @@ WRITER = textwrap.dedent(
     """
     import os, random, sys, time
     from pathlib import Path
-    from otel_wpm.report_store import ReportStore
-    from otel_wpm.retention import RetentionLimits
+    from otel_wpm.reporting.store import ReportStore
+    from otel_wpm.reporting.retention import RetentionLimits
 
     directory, worker, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     deadline = time.monotonic() + 30

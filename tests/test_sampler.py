@@ -12,8 +12,8 @@ from typing import Any, Optional
 
 import pytest
 
-from otel_wpm.inflight import InFlightRequest, InFlightRequests
-from otel_wpm.sampler import SamplerListener, StackSampler, stack_of
+from otel_wpm.capture.inflight import InFlightRequest, InFlightRequests
+from otel_wpm.capture.sampler import SamplerListener, StackSampler, stack_of
 
 MS = 1_000_000
 _span_ids = itertools.count(1)

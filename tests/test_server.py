@@ -19,12 +19,12 @@ from apps.helpers import wait_until
 from pyinstrument import Profiler
 from wsgi_servers import serve_reports
 
-from otel_wpm.capture import RawRequest
+from otel_wpm.capture.request import RawRequest
+from otel_wpm.capture.semconv import HttpFacts
 from otel_wpm.masking import SecretMasker
-from otel_wpm.profile import Profile
-from otel_wpm.report import SlowRequest, render_report, report_file_name
-from otel_wpm.report_store import ReportStore
-from otel_wpm.semconv import HttpFacts
+from otel_wpm.reporting.profile import Profile
+from otel_wpm.reporting.render import SlowRequest, render_report, report_file_name
+from otel_wpm.reporting.store import ReportStore
 from otel_wpm.server import (
     METADATA_READ_BYTES,
     SECURITY_HEADERS,

@@ -7,7 +7,7 @@ import sys
 import textwrap
 import threading
 
-from otel_wpm.stats import COUNTERS, Stats
+from otel_wpm._runtime.stats import COUNTERS, Stats
 
 
 def test_snapshot_counts_and_rate() -> None:
@@ -50,7 +50,7 @@ def test_counters_reach_the_global_meter_provider_and_stay_monotonic() -> None:
         from opentelemetry import metrics
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-        from otel_wpm.stats import Stats
+        from otel_wpm._runtime.stats import Stats
 
         reader = InMemoryMetricReader()
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))

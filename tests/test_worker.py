@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from otel_wpm.worker import BackgroundWorker
+from otel_wpm._runtime.worker import BackgroundWorker
 
 
 def test_full_queue_drops_the_oldest_and_submit_never_blocks() -> None:

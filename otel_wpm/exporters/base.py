@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from ..alert import Alert
+from ..alerting.alert import Alert
 
 
 class ExportError(Exception):

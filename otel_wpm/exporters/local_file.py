@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..alert import Alert
+from ..alerting.alert import Alert
 from .base import AlertExporter, ExportError
 
 ALERTS_FILE_NAME = "alerts.jsonl"

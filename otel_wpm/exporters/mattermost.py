@@ -27,10 +27,10 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..alert import Alert, HotFrame
+from ..alerting.alert import Alert, HotFrame
 from .base import AlertExporter, ExportError
 
-logger = logging.getLogger("otel_wpm.exporters.mattermost")
+logger = logging.getLogger(__name__)
 
 API_BASEPATH = "/api/v4"
 MAX_HOT_FRAMES = 5

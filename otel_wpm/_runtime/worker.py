@@ -18,7 +18,7 @@ from typing import Callable, Generic, Optional, TypeVar
 from . import forksafe
 
 Job = TypeVar("Job")
-logger = logging.getLogger("otel_wpm")
+logger = logging.getLogger(__name__)
 
 
 class BackgroundWorker(Generic[Job]):

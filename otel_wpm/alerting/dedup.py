@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from .logs import LogOnce
+from .._runtime.logs import LogOnce
 
-logger = logging.getLogger("otel_wpm.dedup")
+logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 

@@ -18,10 +18,10 @@ import time
 from types import FrameType
 from typing import Any, Callable, Optional
 
-from . import forksafe
+from .._runtime import forksafe
 from .inflight import InFlightRequest, InFlightRequests, Stack
 
-logger = logging.getLogger("otel_wpm")
+logger = logging.getLogger(__name__)
 
 _MAX_STACK_DEPTH = 256
 _identifier_cache: dict[Any, str] = {}

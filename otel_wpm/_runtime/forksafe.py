@@ -12,7 +12,7 @@ import os
 import weakref
 from typing import Protocol
 
-logger = logging.getLogger("otel_wpm")
+logger = logging.getLogger(__name__)
 
 
 class ForkAware(Protocol):

@@ -9,8 +9,8 @@ from email.policy import HTTP
 from typing import Any, Optional
 from urllib.parse import parse_qsl
 
-from .capture import RawRequest
-from .masking import SecretMasker
+from ..capture.request import RawRequest
+from ..masking import SecretMasker
 
 _NO_JSON = object()
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from otel_wpm.report_files import is_report_file, scan
+    from otel_wpm.reporting.files import is_report_file, scan
 
     is_report_file("20240501T120000Z_GET_users-id_<trace_id>_<span_id>.html")   # True
     for report in scan("performance_reports"):

@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from .config import Config, ConfigError
 from .processor import ProfilingSpanProcessor
 
-logger = logging.getLogger("otel_wpm")
+logger = logging.getLogger(__name__)
 
 # Set on a TracerProvider once otel-wpm has added its processor to it.
 _PROCESSOR_ATTRIBUTE = "_otel_wpm_processor"

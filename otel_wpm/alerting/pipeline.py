@@ -8,14 +8,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+from ..config import Config
+from ..exporters import AlertExporter, LocalFileExporter, MattermostExporter
+from ..masking import SecretMasker
+from ..reporting.profile import hot_frames
+from ..reporting.render import SlowRequest
 from .alert import Alert
-from .config import Config
 from .dedup import DedupStore, MemoryDedupStore, RedisDedupStore, SQLiteDedupStore
-from .delivery import AlertDispatcher
-from .exporters import AlertExporter, LocalFileExporter, MattermostExporter
-from .masking import SecretMasker
-from .profile import hot_frames
-from .report import SlowRequest
+from .dispatch import AlertDispatcher
 
 DEDUP_FILE_NAME = ".otel-wpm-dedup.sqlite3"
 

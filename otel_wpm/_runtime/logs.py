@@ -9,7 +9,7 @@ from typing import Any
 
 from . import forksafe
 
-logger = logging.getLogger("otel_wpm")
+logger = logging.getLogger(__name__)
 
 
 def _in_group(kind: Hashable, group: Hashable) -> bool:

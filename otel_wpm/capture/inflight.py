@@ -21,7 +21,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from . import forksafe
+from .._runtime import forksafe
 
 Stack = tuple[str, ...]
 

@@ -10,8 +10,8 @@ from typing import Optional
 from pyinstrument.frame import Frame
 from pyinstrument.session import Session
 
-from .alert import HotFrame
-from .sampler import Stack
+from ..alerting.alert import HotFrame
+from ..capture.sampler import Stack
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ from typing import Any, Optional
 
 from pyinstrument.renderers import HTMLRenderer
 
-from .capture import RawRequest
-from .masking import SecretMasker
+from ..capture.request import RawRequest
+from ..capture.semconv import HttpFacts
+from ..masking import SecretMasker
 from .params import RequestParams, request_params
 from .profile import Profile, hot_frames
-from .semconv import HttpFacts
 
 METADATA_ELEMENT_ID = "otel-wpm-report"
 _UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9]+")

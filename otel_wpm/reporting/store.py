@@ -2,14 +2,14 @@
 
 Usage::
 
-    from otel_wpm.report_store import ReportStore
-    from otel_wpm.retention import RetentionLimits
+    from otel_wpm.reporting.store import ReportStore
+    from otel_wpm.reporting.retention import RetentionLimits
 
     store = ReportStore("performance_reports", limits=RetentionLimits(max_files=1000))
     store = ReportStore.from_config(config)      # directory and limits from a Config
     path = store.write(file_name, html_bytes)   # atomic; prunes old reports when due
 
-With limits, writes keep the directory within them (see :mod:`otel_wpm.retention`).
+With limits, writes keep the directory within them (see :mod:`otel_wpm.reporting.retention`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from .report_files import temporary_name
+from .files import temporary_name
 from .retention import Retention, RetentionLimits
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
 
 _DIRECTORY_MODE = 0o700
 _FILE_MODE = 0o600

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from otel_wpm.retention import Retention, RetentionLimits, prune
+    from otel_wpm.reporting.retention import Retention, RetentionLimits, prune
 
     limits = RetentionLimits(max_files=1000, max_bytes=512 * 2**20, max_age_days=30)
     prune("performance_reports", limits)         # one pass now; returns what it removed
@@ -10,7 +10,7 @@ Usage::
     retention = Retention("performance_reports", limits)
     retention.after_write(len(content))          # cheap; prunes only when due
 
-A limit of 0 means unlimited. Only report files (:mod:`otel_wpm.report_files`)
+A limit of 0 means unlimited. Only report files (:mod:`otel_wpm.reporting.files`)
 are ever deleted; their age is their modification time, ties broken by name.
 A pass also deletes the temporary file of a report whose writer was killed
 mid-write, once it is an hour old.
@@ -33,17 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from .report_files import ReportFile, is_temporary_file, scan
+from .files import ReportFile, is_temporary_file, scan
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: passes are not serialised
     fcntl = None  # type: ignore[assignment]
 
-logger = logging.getLogger("otel_wpm")
+logger = logging.getLogger(__name__)
 
 LOCK_FILE_NAME = ".otel-wpm-retention.lock"
 _SECONDS_PER_DAY = 86400.0

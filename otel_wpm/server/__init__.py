@@ -23,7 +23,7 @@ Pages:
     that says why when it has none.
 ``/reports/<file>``
     one report file. Only names that report files have (see
-    :mod:`otel_wpm.report_files`) directly in the directory are served.
+    :mod:`otel_wpm.reporting.files`) directly in the directory are served.
 
 Set ``report_base_url`` to where this server is reachable so traces link here.
 It binds to 127.0.0.1 unless told otherwise: reports show request parameters.
@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import parse_qs, quote
 
-from .report import METADATA_ELEMENT_ID
-from .report_files import REPORT_FILE_PATTERN, ReportFile, is_report_file, scan, trace_id_of
+from ..reporting.files import REPORT_FILE_PATTERN, ReportFile, is_report_file, scan, trace_id_of
+from ..reporting.render import METADATA_ELEMENT_ID
 
-logger = logging.getLogger("otel_wpm")
+logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8099
@@ -461,7 +461,3 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     serve(args.dir, args.host, args.port)
-
-
-if __name__ == "__main__":
-    main()

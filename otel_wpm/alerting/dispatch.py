@@ -24,15 +24,15 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Optional
 
-from . import forksafe
+from .._runtime import forksafe
+from .._runtime.logs import LogOnce
+from .._runtime.stats import Stats
+from .._runtime.worker import BackgroundWorker
+from ..exporters.base import AlertExporter, ExportError
 from .alert import Alert
 from .dedup import DedupStore
-from .exporters.base import AlertExporter, ExportError
-from .logs import LogOnce
-from .stats import Stats
-from .worker import BackgroundWorker
 
-logger = logging.getLogger("otel_wpm.delivery")
+logger = logging.getLogger(__name__)
 
 
 class AlertDispatcher:

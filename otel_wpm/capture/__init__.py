@@ -1,0 +1,10 @@
+"""Watching requests while they run.
+
+Runs on the **request thread** (``ProfilingSpanProcessor.on_start`` /
+``on_end``: :mod:`.inflight`, :mod:`.request`, :mod:`.semconv`, :mod:`.precise`)
+and on the **sampler thread** (:mod:`.sampler`, one a process).
+
+Hands to :mod:`otel_wpm.reporting`: an ended slow request's
+:class:`~.inflight.InFlightRequest` (its samples or pyinstrument session, its
+WSGI environ and recorded body), read through :mod:`.semconv`.
+"""
