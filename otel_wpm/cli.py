@@ -2,12 +2,18 @@
 
 Usage::
 
-    otel-wpm config [--file wpm.toml]     # the effective settings, and what is wrong with them
+    otel-wpm --version
+    otel-wpm config [--file wpm.toml]     # the effective settings as TOML; problems on stderr
     otel-wpm test-alert [--file wpm.toml] # send a test alert through every enabled exporter
     otel-wpm serve --dir performance_reports [--host 127.0.0.1] [--port 8099]
 
 Settings come from ``WPM_*`` environment variables over the TOML file named by
 ``--file`` or ``WPM_CONFIG_FILE``, exactly as the monitor reads them.
+
+``config`` prints TOML that ``Config.from_file`` reads back (secrets masked,
+unset settings left out), and lists on stderr every invalid setting and every
+problem: unknown ``WPM_*`` variables, invalid black-list regexes, a
+``local_output_dir`` that cannot be created or written, missing extras.
 
 Exit status: 0 when all is well; 1 when ``config`` finds problems or a test
 alert fails; 2 when a setting is invalid (the monitor would stay off).
@@ -20,19 +26,23 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import sys
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Optional
 
+from . import __version__
+from .capture import url_filter
 from .config import (
     CONFIG_FILE_ENV_VAR,
     ENV_PREFIX,
     SETTING_NAMES,
     Config,
     ConfigError,
+    Source,
     env_var_name,
-    setting_sources,
+    read_env,
 )
 
 EXIT_OK = 0
@@ -55,9 +65,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Inspect and exercise otel-wpm, the slow-request profiler.",
         epilog="Exit status: 0 ok, 1 problems found or alert failed, 2 invalid settings.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    config = commands.add_parser("config", help="print the effective settings from the env")
+    config = commands.add_parser("config", help="print the effective settings as TOML")
     config.add_argument("--file", help=f"TOML settings file (default: ${CONFIG_FILE_ENV_VAR})")
     config.set_defaults(run=_config_command)
 
@@ -84,13 +95,13 @@ def _environment(file: Optional[str]) -> dict[str, str]:
 
 
 def _load(env: Mapping[str, str]) -> Config:
-    # The problems this finds are listed by `otel-wpm config`; no need to log them too.
-    logging.getLogger("otel_wpm.config").setLevel(logging.ERROR)
+    _quiet_pattern_warnings()
     return Config.from_env(env)
 
 
-def _shown(value: Any) -> str:
-    return json.dumps(value)
+def _quiet_pattern_warnings() -> None:
+    # The invalid patterns are listed by `otel-wpm config`; no need to log them too.
+    url_filter.logger.setLevel(logging.ERROR)
 
 
 def _installed(module: str) -> bool:
@@ -100,14 +111,17 @@ def _installed(module: str) -> bool:
         return False
 
 
-def problems(config: Config, env: Mapping[str, str]) -> list[str]:
+def problems(config: Config) -> list[str]:
     """What is wrong in a valid configuration: things ignored or that cannot work."""
     found = []
     for pattern in config.url_blacklist:
-        try:
-            re.compile(pattern)
-        except re.error as err:
-            found.append(f"url_blacklist pattern {pattern!r} is not a regex ({err}); ignored")
+        error = url_filter.pattern_error(pattern)
+        if error is not None:
+            found.append(f"url_blacklist pattern {pattern!r} is not a regex ({error}); ignored")
+    if config.enable_local_file:
+        output_dir_problem = _output_dir_problem(config.local_output_dir)
+        if output_dir_problem:
+            found.append(output_dir_problem)
     if config.enable_mattermost and not _installed("mattermostdriver"):
         found.append(
             "enable_mattermost is true but mattermostdriver is not installed "
@@ -119,30 +133,84 @@ def problems(config: Config, env: Mapping[str, str]) -> list[str]:
         )
     if not config.enable_local_file and not config.enable_mattermost:
         found.append("enable_local_file and enable_mattermost are both false: no report is kept")
-    known = {env_var_name(name) for name in SETTING_NAMES} | {CONFIG_FILE_ENV_VAR}
-    for var in sorted(env):
-        if var.startswith(ENV_PREFIX) and var not in known:
-            found.append(f"{var} is not an otel-wpm setting; ignored")
     return found
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    known = {env_var_name(name) for name in SETTING_NAMES} | {CONFIG_FILE_ENV_VAR}
+    return [
+        f"{var} is not an otel-wpm setting; ignored"
+        for var in sorted(env)
+        if var.startswith(ENV_PREFIX) and var not in known
+    ]
+
+
+def _output_dir_problem(directory: str) -> Optional[str]:
+    """Why reports cannot be written in ``directory``, found by trying, leaving nothing behind."""
+    path = Path(directory)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if existing == path:
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=existing))
+    except OSError as err:
+        verb = "written" if existing == path else "created"
+        return f"local_output_dir {directory!r} cannot be {verb}: {err.strerror or err}"
+    return None
+
+
+def config_toml(config: Config, sources: Mapping[str, Source]) -> str:
+    """The settings as an ``[otel_wpm]`` TOML table that ``Config.from_file`` reads back.
+
+    Unset settings are left out and secrets masked; a comment says where each value came from.
+    """
+    lines = ["[otel_wpm]"]
+    for name, value in config.as_dict(masked=True).items():
+        if value is not None:
+            lines.append(f"{name} = {_toml_value(value)}  # {_printable(sources[name].where)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)  # finite: Config refuses NaN and infinities
+    if isinstance(value, str):
+        # A JSON string is a TOML basic string, except that TOML wants DEL escaped too.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+
+
+def _printable(text: str) -> str:
+    return "".join(char if char.isprintable() else "?" for char in text)
 
 
 def _config_command(args: argparse.Namespace) -> int:
     env = _environment(args.file)
+    _quiet_pattern_warnings()
+    found = unknown_variables(env)
     try:
-        config = _load(env)
+        settings = read_env(env)
+        config = settings.build()
     except ConfigError as err:
-        print(f"error: {err}")
+        for error in err.errors:
+            print(f"error: {error}", file=sys.stderr)
+        _print_problems(found)
         return EXIT_INVALID
-    sources = setting_sources(env)
-    for name, value in config.as_dict(masked=True).items():
-        print(f"{name} = {_shown(value)}  ({sources[name]})")
-    found = problems(config, env)
-    if found:
-        print("\nproblems:")
-        for problem in found:
-            print(f"  - {problem}")
-        return EXIT_FAILED
-    return EXIT_OK
+    print(config_toml(config, settings.sources), end="")
+    found = problems(config) + found
+    _print_problems(found)
+    return EXIT_FAILED if found else EXIT_OK
+
+
+def _print_problems(found: list[str]) -> None:
+    for problem in found:
+        print(f"problem: {problem}", file=sys.stderr)
 
 
 # --- test alert --------------------------------------------------------------------------

@@ -1,41 +1,49 @@
-"""All otel-wpm settings, validated when built.
+"""All otel-wpm settings: a frozen, validated value.
 
 Usage::
 
     from otel_wpm.config import Config, ConfigError
 
     config = Config(threshold_seconds=0.5, local_output_dir="/var/reports")
+    config = Config(threshold_seconds=os.getenv("SLOW_AFTER"))  # "1.5" or None (unset) is fine
     config = Config.from_env()              # WPM_THRESHOLD_SECONDS=0.5, WPM_ENGINE=..., ...
     config = Config.from_file("wpm.toml")   # top-level keys, [otel_wpm] or [tool.otel_wpm]
     stricter = config.replace(threshold_seconds=0.2)
 
-    config.add_blacklist_url(r"^/health")
-    config.is_url_blacklisted("http://app/health?x=1")   # True
+Every setting has a kind in ``SETTING_KINDS``: how its text is read (from an
+env var, a file or a keyword) and how its value is checked. Numbers and
+booleans are accepted as text in code exactly as in the environment
+(``"1.5"``, ``"true"``, ``"0"``); lists are comma-separated in the environment,
+or a JSON list (``'["^/a{1,3}$"]'``) when a regex needs a comma. ``None`` means
+"not set": the default applies. A setting an enabled feature needs (the
+Mattermost URL, token and channel) is asked for only when that feature is on.
 
 ``Config.from_env`` reads ``WPM_<SETTING>`` for every setting, on top of the
-TOML file named by ``WPM_CONFIG_FILE`` when set. List settings are
-comma-separated, or a JSON list (``'["^/a{1,3}$"]'``) when a regex needs a comma.
+TOML file named by ``WPM_CONFIG_FILE`` when set; ``read_env`` says where each
+setting came from. Every bad value is reported at once in one ``ConfigError``
+(``.errors`` lists them), each naming where the value came from (the keyword,
+the env var or the file key) and the value. The Mattermost token is never
+shown: ``repr``, ``as_dict()`` and error messages mask it.
 
-A bad value raises ``ConfigError`` naming where it came from (the keyword, the
-env var or the file key) and the value. The Mattermost token is never shown:
-``repr``, ``as_dict()`` and error messages mask it.
+The URL black-list a monitor uses is a :class:`~otel_wpm.capture.url_filter.UrlFilter`
+that goes with the Config (``config.url_filter``, not a setting):
+``config.add_blacklist_url(...)`` after ``PerformanceMonitor(config)`` changes
+the running monitor's black-list, as in web-performance-monitor.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import os
-import re
 import sys
-import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
+from .capture.url_filter import UrlFilter
 from .masking import SecretMasker
 
 if sys.version_info >= (3, 11):
@@ -43,9 +51,19 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
-__all__ = ["Config", "ConfigError", "ENV_PREFIX", "CONFIG_FILE_ENV_VAR", "env_var_name"]
-
-_log = logging.getLogger(__name__)
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ENV_PREFIX",
+    "CONFIG_FILE_ENV_VAR",
+    "SETTING_KINDS",
+    "SETTING_NAMES",
+    "Settings",
+    "Source",
+    "env_var_name",
+    "read_env",
+    "read_file",
+]
 
 ENV_PREFIX = "WPM_"
 CONFIG_FILE_ENV_VAR = "WPM_CONFIG_FILE"
@@ -58,32 +76,58 @@ HTTP_SCHEMES = ("http", "https")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 _url_masker = SecretMasker()
-_invalid_patterns_reported: set[str] = set()
 
 
 class ConfigError(ValueError):
-    """A setting has a bad value, or the configuration source cannot be read.
+    """Settings have bad values, or the configuration source cannot be read.
 
-    ``setting`` is the setting's name when one setting is at fault; ``reason`` is
-    the message without the name, so the caller can name the source instead.
+    ``errors`` lists one error per bad setting (just this one when there is
+    one). For each, ``setting`` is the setting's name and ``reason`` the
+    message without the name, so the caller can name the source instead.
     """
 
-    def __init__(self, message: str, setting: Optional[str] = None, reason: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        setting: Optional[str] = None,
+        reason: str = "",
+        errors: Sequence[ConfigError] = (),
+    ) -> None:
         super().__init__(message)
         self.setting = setting
         self.reason = reason
+        self.errors: list[ConfigError] = list(errors) or [self]
 
     @classmethod
     def invalid(cls, setting: str, reason: str) -> ConfigError:
         return cls(f"{setting} {reason}", setting=setting, reason=reason)
 
-    def renamed(self, source_name: str) -> ConfigError:
-        """The same error, naming where the value came from (e.g. an env var)."""
-        return ConfigError(f"{source_name} {self.reason}", setting=self.setting, reason=self.reason)
+    @classmethod
+    def combined(cls, errors: Sequence[ConfigError]) -> ConfigError:
+        """One error standing for all of ``errors``."""
+        if len(errors) == 1:
+            return errors[0]
+        return cls("; ".join(str(error) for error in errors), errors=errors)
+
+    def renamed(self, name_of: Callable[[str], str]) -> ConfigError:
+        """The same errors, each naming where its value came from (e.g. an env var)."""
+        return ConfigError.combined(
+            [
+                ConfigError(f"{name_of(e.setting)} {e.reason}", e.setting, e.reason)
+                if e.setting
+                else e
+                for e in self.errors
+            ]
+        )
 
     def scrubbed(self, secrets: list[str]) -> ConfigError:
         mask = SecretMasker.mask_text
-        return ConfigError(mask(str(self), secrets), self.setting, mask(self.reason, secrets))
+        return ConfigError.combined(
+            [
+                ConfigError(mask(str(e), secrets), e.setting, mask(e.reason, secrets))
+                for e in self.errors
+            ]
+        )
 
 
 def env_var_name(setting: str) -> str:
@@ -91,22 +135,25 @@ def env_var_name(setting: str) -> str:
     return ENV_PREFIX + setting.upper()
 
 
-@dataclass(repr=False)
+@dataclass(frozen=True, repr=False)
 class Config:
-    """Every otel-wpm setting. Built from keywords, ``from_env`` or ``from_file``."""
+    """Every otel-wpm setting. Built from keywords, ``from_env`` or ``from_file``.
+
+    Frozen: ``replace`` gives a changed copy. Equal when the settings are equal.
+    """
 
     enabled: bool = True
     threshold_seconds: float = 1.0
-    alert_window_days: float = 10
+    alert_window_days: float = 10.0
     max_performance_overhead: float = 0.05
     enable_local_file: bool = True
     local_output_dir: str = "performance_reports"
     enable_mattermost: bool = False
-    mattermost_server_url: str = ""
-    mattermost_token: str = ""
-    mattermost_channel_id: str = ""
+    mattermost_server_url: Optional[str] = None
+    mattermost_token: Optional[str] = None
+    mattermost_channel_id: Optional[str] = None
     mattermost_timeout_seconds: float = 10.0
-    url_blacklist: list[str] = field(default_factory=list)
+    url_blacklist: tuple[str, ...] = ()
     enable_url_blacklist: bool = True
     log_level: str = "INFO"
     service_name: Optional[str] = None
@@ -117,66 +164,52 @@ class Config:
     trace_url_template: Optional[str] = None
     capture_body_bytes: int = 65536
     capture_headers: bool = True
-    mask_keys: list[str] = field(default_factory=list)
+    mask_keys: tuple[str, ...] = ()
     hung_request_factor: float = 5.0
     report_max_files: int = 1000
     report_max_bytes: int = 512 * 1024 * 1024
-    report_max_age_days: float = 30
+    report_max_age_days: float = 30.0
     dedup_redis_url: Optional[str] = None
     alert_queue_size: int = 1000
     shutdown_timeout_seconds: float = 10.0
 
-    # The blacklist can change at runtime while request threads match against it.
-    _lock: threading.Lock = field(
-        default_factory=threading.Lock, init=False, repr=False, compare=False
-    )
-    _blacklist: tuple[re.Pattern[str], ...] = field(
-        default=(), init=False, repr=False, compare=False
-    )
+    # Not a setting: the live black-list, shared with the processor running with this Config.
+    url_filter: UrlFilter = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        try:
-            _validate(self)
-        except ConfigError as err:
+        values, errors = _checked_settings(self)
+        if errors:
+            token = self.mattermost_token
             # "from None": the chained original would print the unscrubbed message.
-            raise err.scrubbed([self.mattermost_token]) from None
-        self._blacklist = _compile_blacklist(self.url_blacklist, warn=True)
+            raise ConfigError.combined(errors).scrubbed(
+                [token] if isinstance(token, str) else []
+            ) from None
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(
+            self, "url_filter", UrlFilter(self.url_blacklist, self.enable_url_blacklist)
+        )
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Config:
         """Settings from ``WPM_*`` variables, over the ``WPM_CONFIG_FILE`` file if set."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        # Settings left at their default are named by the variable that would set them.
-        sources = {name: env_var_name(name) for name in _SETTING_KINDS}
-        config_file = env.get(CONFIG_FILE_ENV_VAR)
-        if config_file:
-            values = _read_settings_file(config_file)
-            sources.update({name: f"{name} in {config_file}" for name in values})
-        for name, kind in _SETTING_KINDS.items():
-            var = env_var_name(name)
-            if var in env:
-                values[name] = _parse_env_value(kind, env[var])
-                sources[name] = var
-        return _build(values, sources)
+        return read_env(environ).build()
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Config:
         """Settings from a TOML file (top-level keys, ``[otel_wpm]`` or ``[tool.otel_wpm]``)."""
-        values = _read_settings_file(path)
-        return _build(values, {name: f"{name} in {os.fspath(path)}" for name in values})
+        return read_file(path).build()
 
     def replace(self, **changes: Any) -> Config:
         """A new validated Config with ``changes`` applied; this one is left as is."""
-        with self._lock:
-            return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **changes)
 
     def as_dict(self, masked: bool = True) -> dict[str, Any]:
-        """Settings by name, lists copied. ``masked`` hides the token and URL credentials."""
-        with self._lock:
-            settings = {name: _copied(getattr(self, name)) for name in _SETTING_KINDS}
+        """Settings by name, lists as lists. ``masked`` hides the token and URL credentials."""
+        settings = {name: _plain(getattr(self, name)) for name in SETTING_KINDS}
         if masked:
-            settings["mattermost_token"] = HIDDEN_VALUE if self.mattermost_token else ""
+            if self.mattermost_token:
+                settings["mattermost_token"] = HIDDEN_VALUE
             for name in _URL_SETTINGS:
                 if settings[name]:
                     settings[name] = _url_masker.mask_url(settings[name])
@@ -186,280 +219,153 @@ class Config:
         shown = ", ".join(f"{name}={value!r}" for name, value in self.as_dict(masked=True).items())
         return f"Config({shown})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Settings only: a copy or an unpickled Config gets a black-list of its own.
+        return (_config_from, (self.as_dict(masked=False),))
+
+    # --- the black-list of web-performance-monitor's Config ---------------------------
+
     def add_blacklist_url(self, pattern: str) -> bool:
-        """Start ignoring URLs matching ``pattern``; False (and a warning) if it is no regex."""
-        compiled = _compile_pattern(pattern)
-        if compiled is None:
-            return False
-        with self._lock:
-            if pattern not in self.url_blacklist:
-                self.url_blacklist = [*self.url_blacklist, pattern]
-                self._blacklist = (*self._blacklist, compiled)
-        return True
+        """Stop profiling URLs matching the regex ``pattern``; False (and a warning) if no regex.
+
+        Changes ``url_filter``, which a monitor running with this Config uses.
+        """
+        return self.url_filter.add(pattern)
 
     def remove_blacklist_url(self, pattern: str) -> bool:
-        """Stop ignoring ``pattern``; False if it was not in the blacklist."""
-        with self._lock:
-            if pattern not in self.url_blacklist:
-                return False
-            self.url_blacklist = [p for p in self.url_blacklist if p != pattern]
-            self._blacklist = tuple(c for c in self._blacklist if c.pattern != pattern)
-        return True
+        """Profile URLs matching ``pattern`` again; False if it was not in the black-list."""
+        return self.url_filter.remove(pattern)
 
     def is_url_blacklisted(self, url: str, path: Optional[str] = None) -> bool:
-        """Whether a blacklist regex is found (``re.search``) in the full URL or its path."""
-        if not self.enable_url_blacklist:
-            return False
-        with self._lock:
-            patterns = self._blacklist
-        if not patterns:
-            return False
-        if path is None:
-            path = _path_of(url)
-        return any(p.search(url) or p.search(path) for p in patterns)
+        """Whether a black-list regex is found (``re.search``) in the full URL or its path."""
+        return self.url_filter.matches(url, path)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _SETTING_KINDS}
+    def use_url_filter(self, url_filter: UrlFilter) -> None:
+        """Share ``url_filter`` (a running processor's) after it took this Config's black-list.
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-        self._blacklist = _compile_blacklist(self.url_blacklist, warn=False)
+        Patterns added to or removed from ``url_filter`` at runtime stay so.
+        """
+        url_filter.follow(self.url_filter)
+        object.__setattr__(self, "url_filter", url_filter)
 
 
-_SETTING_KINDS: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(Config) if f.init}
-SETTING_NAMES: tuple[str, ...] = tuple(_SETTING_KINDS)
-# Settings shown with URL credentials and secret query values masked.
-_URL_SETTINGS = (
-    "mattermost_server_url",
-    "report_base_url",
-    "dedup_redis_url",
-    "trace_url_template",
-)
+def _config_from(settings: dict[str, Any]) -> Config:
+    return Config(**settings)
 
 
-# --- building from sources -------------------------------------------------
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
-def _build(values: dict[str, Any], sources: Mapping[str, str]) -> Config:
-    try:
-        return Config(**values)
-    except ConfigError as err:
-        source_name = sources.get(err.setting or "")
-        if source_name is None:
-            raise
-        raise err.renamed(source_name) from None
+# --- kinds of settings --------------------------------------------------------------
 
 
-def setting_sources(environ: Optional[Mapping[str, str]] = None) -> dict[str, str]:
-    """Where ``Config.from_env(environ)`` takes each setting from.
+class _Invalid(Exception):
+    """A value a kind refuses; the message is the reason, e.g. "must be ..., got 'x'"."""
 
-    The ``WPM_*`` variable's name, ``file <path>`` for the ``WPM_CONFIG_FILE``
-    file, or ``default``.
+
+@dataclass(frozen=True)
+class SettingKind:
+    """How one kind of setting is read from env text and checked.
+
+    ``check`` takes a value from code, a TOML file or ``parse`` and returns it
+    normalised, or raises ``_Invalid``. Numbers and booleans are parsed from
+    text by ``check`` itself, so text is accepted in code as in the environment.
     """
-    env = os.environ if environ is None else environ
-    config_file = env.get(CONFIG_FILE_ENV_VAR)
-    in_file = set(_read_settings_file(config_file)) if config_file else set()
-    sources = {}
-    for name in SETTING_NAMES:
-        if env_var_name(name) in env:
-            sources[name] = env_var_name(name)
-        elif name in in_file:
-            sources[name] = f"file {config_file}"
-        else:
-            sources[name] = "default"
-    return sources
+
+    check: Callable[[Any], Any]
+    parse: Callable[[str], Any] = str
 
 
-def _read_settings_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    shown_path = os.fspath(path)
+def _check_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE_WORDS or word in FALSE_WORDS:
+            return word in TRUE_WORDS
+    if isinstance(value, bool):
+        return value
+    raise _Invalid(f"must be a boolean (true/false, 1/0, yes/no, on/off), got {value!r}")
+
+
+def number(accept: Callable[[float], bool], reason: str) -> SettingKind:
+    """A finite float (or text of one) that ``accept`` takes."""
+
+    def check(value: Any) -> float:
+        number = _from_text(value, float)
+        # Written so that NaN, which fails every comparison, is refused too.
+        if _is_number(number) and math.isfinite(number) and accept(number):
+            return float(number)
+        raise _Invalid(f"{reason}, got {value!r}")
+
+    return SettingKind(check)
+
+
+def integer(accept: Callable[[int], bool], reason: str) -> SettingKind:
+    """An int (or text of one) that ``accept`` takes."""
+
+    def check(value: Any) -> int:
+        number = _from_text(value, int)
+        if isinstance(number, int) and not isinstance(number, bool) and accept(number):
+            return number
+        raise _Invalid(f"{reason}, got {value!r}")
+
+    return SettingKind(check)
+
+
+def _from_text(value: Any, convert: Callable[[str], Any]) -> Any:
+    if not isinstance(value, str):
+        return value
     try:
-        with open(path, "rb") as file:
-            document = tomllib.load(file)
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {shown_path}: {err.strerror}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"config file {shown_path} is not valid TOML: {err}") from None
-    settings = _settings_table(document)
-    unknown = sorted(set(settings) - set(_SETTING_KINDS))
-    if unknown:
-        raise ConfigError(f"unknown setting {unknown[0]!r} in config file {shown_path}")
-    return dict(settings)
-
-
-def _settings_table(document: dict[str, Any]) -> dict[str, Any]:
-    table = document.get("otel_wpm")
-    if isinstance(table, dict):
-        return table
-    tool = document.get("tool")
-    if isinstance(tool, dict) and isinstance(tool.get("otel_wpm"), dict):
-        return tool["otel_wpm"]
-    return document
-
-
-def _parse_env_value(kind: str, raw: str) -> Any:
-    """Convert an env string to the setting's type.
-
-    Strings that do not convert are passed on unchanged, so validation reports
-    them with the same message as any other bad value.
-    """
-    if kind == "bool":
-        word = raw.strip().lower()
-        return True if word in TRUE_WORDS else False if word in FALSE_WORDS else raw
-    if kind in ("float", "int"):
-        try:
-            return float(raw) if kind == "float" else int(raw)
-        except ValueError:
-            return raw
-    if kind == "Optional[str]":
-        return raw.strip() or None
-    if kind == "list[str]":
-        return _parse_env_list(raw)
-    return raw
-
-
-def _parse_env_list(raw: str) -> Any:
-    if raw.lstrip().startswith("["):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
-    return [item.strip() for item in raw.split(",") if item.strip()]
-
-
-# --- validation -----------------------------------------------------------
-
-_NUMBER_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
-    "threshold_seconds": (lambda x: x > 0, "must be a positive number of seconds"),
-    "alert_window_days": (lambda x: x >= 0, "must be a non-negative number of days"),
-    "max_performance_overhead": (
-        lambda x: 0 < x <= 100,
-        "must be a positive fraction of extra CPU time (0.05 = 5 %), at most 100",
-    ),
-    "mattermost_timeout_seconds": (lambda x: x > 0, "must be a positive number of seconds"),
-    "sampling_interval_seconds": (
-        lambda x: 0.001 <= x <= 1,
-        "must be between 0.001 and 1 seconds",
-    ),
-    "sample_after_fraction": (lambda x: 0 <= x <= 1, "must be a fraction between 0 and 1"),
-    "hung_request_factor": (lambda x: x == 0 or x >= 1, "must be 0 (disabled) or at least 1"),
-    "report_max_age_days": (
-        lambda x: x >= 0,
-        "must be a non-negative number of days (0 = unlimited)",
-    ),
-    "shutdown_timeout_seconds": (lambda x: x > 0, "must be a positive number of seconds"),
-}
-
-_INT_RULES: dict[str, tuple[Callable[[int], bool], str]] = {
-    "capture_body_bytes": (lambda n: n >= 0, "must be a non-negative number of bytes"),
-    "report_max_files": (lambda n: n >= 0, "must be a non-negative integer (0 = unlimited)"),
-    "report_max_bytes": (lambda n: n >= 0, "must be a non-negative integer (0 = unlimited)"),
-    "alert_queue_size": (lambda n: n >= 1, "must be an integer of at least 1"),
-}
-
-
-def _validate(config: Config) -> None:
-    for name, kind in _SETTING_KINDS.items():
-        if kind == "bool":
-            _check_bool(name, getattr(config, name))
-        elif kind == "list[str]":
-            setattr(config, name, _checked_str_list(name, getattr(config, name)))
-    for name, (accept, reason) in _NUMBER_RULES.items():
-        setattr(config, name, _checked_number(name, getattr(config, name), accept, reason))
-    for name, (accept_int, reason) in _INT_RULES.items():
-        _check_int(name, getattr(config, name), accept_int, reason)
-    config.log_level = _checked_choice("log_level", config.log_level, LOG_LEVELS, str.upper)
-    config.engine = _checked_choice("engine", config.engine, ENGINES, str.lower)
-    _validate_strings(config)
-    _validate_optional_urls(config)
-    if config.enable_mattermost:
-        _validate_mattermost(config)
-
-
-def _validate_strings(config: Config) -> None:
-    for name in ("local_output_dir", "mattermost_server_url", "mattermost_channel_id"):
-        if not isinstance(getattr(config, name), str):
-            raise ConfigError.invalid(name, f"must be a string, got {getattr(config, name)!r}")
-    if not isinstance(config.mattermost_token, str):
-        raise ConfigError.invalid("mattermost_token", "must be a string")
-    if config.enable_local_file and not config.local_output_dir:
-        raise ConfigError.invalid(
-            "local_output_dir", "must not be empty when enable_local_file is true"
-        )
-    service_name = config.service_name
-    if service_name is not None and (not isinstance(service_name, str) or not service_name):
-        raise ConfigError.invalid(
-            "service_name", f"must be a non-empty string or None, got {service_name!r}"
-        )
-
-
-def _validate_optional_urls(config: Config) -> None:
-    if config.report_base_url is not None:
-        _check_url("report_base_url", config.report_base_url, HTTP_SCHEMES)
-        config.report_base_url = config.report_base_url.rstrip("/")
-    if config.dedup_redis_url is not None:
-        _check_url("dedup_redis_url", config.dedup_redis_url, REDIS_SCHEMES, needs_host=False)
-    if config.trace_url_template is not None:
-        _check_trace_url_template(config.trace_url_template)
-
-
-def _validate_mattermost(config: Config) -> None:
-    _check_url("mattermost_server_url", config.mattermost_server_url, HTTP_SCHEMES)
-    if not config.mattermost_token:
-        raise ConfigError.invalid(
-            "mattermost_token", "must be set when enable_mattermost is true (it is empty)"
-        )
-    if not config.mattermost_channel_id:
-        raise ConfigError.invalid(
-            "mattermost_channel_id", "must be set when enable_mattermost is true (it is empty)"
-        )
-
-
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError.invalid(
-            name, f"must be a boolean (true/false, 1/0, yes/no, on/off), got {value!r}"
-        )
+        return convert(value)
+    except ValueError:
+        return value
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _checked_number(name: str, value: Any, accept: Callable[[float], bool], reason: str) -> float:
-    # Written so that NaN, which fails every comparison, is rejected too.
-    if not (_is_number(value) and math.isfinite(value) and accept(value)):
-        raise ConfigError.invalid(name, f"{reason}, got {value!r}")
-    return float(value)
+def choice(choices: tuple[str, ...], normalise: Callable[[str], str]) -> SettingKind:
+    def check(value: Any) -> str:
+        if isinstance(value, str) and normalise(value.strip()) in choices:
+            return normalise(value.strip())
+        raise _Invalid(f"must be one of {', '.join(choices)}, got {value!r}")
+
+    return SettingKind(check)
 
 
-def _check_int(name: str, value: Any, accept: Callable[[int], bool], reason: str) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and accept(value)):
-        raise ConfigError.invalid(name, f"{reason}, got {value!r}")
+def _check_path(value: Any) -> str:
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    raise _Invalid(f"must be a path, got {value!r}")
 
 
-def _checked_choice(
-    name: str, value: Any, choices: tuple[str, ...], normalise: Callable[[str], str]
-) -> str:
-    if isinstance(value, str) and normalise(value) in choices:
-        return normalise(value)
-    raise ConfigError.invalid(name, f"must be one of {', '.join(choices)}, got {value!r}")
+def _check_optional_text(value: Any) -> Optional[str]:
+    """None, or a non-blank string; blank text means unset, as an empty env var does."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        return value.strip()
+    raise _Invalid(f"must be a string, got {value!r}")
 
 
-def _checked_str_list(name: str, value: Any) -> list[str]:
-    # A bare string is iterable too; refuse it rather than split it into characters.
-    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
-        return list(value)
-    raise ConfigError.invalid(name, f"must be a list of strings, got {value!r}")
+def url(schemes: tuple[str, ...], needs_host: bool = True) -> SettingKind:
+    """Unset, or a URL with one of ``schemes``."""
+
+    def check(value: Any) -> Optional[str]:
+        text = _check_optional_text(value)
+        if text is not None:
+            _check_url(text, schemes, needs_host)
+        return text
+
+    return SettingKind(check)
 
 
-def _check_url(name: str, value: Any, schemes: tuple[str, ...], needs_host: bool = True) -> None:
-    reason = f"must be a {'/'.join(schemes)} URL" + (" with a host" if needs_host else "")
-    if not isinstance(value, str):
-        raise ConfigError.invalid(name, f"{reason}, got {value!r}")
+def _check_url(value: str, schemes: tuple[str, ...], needs_host: bool) -> None:
     scheme, has_host = _scheme_and_host(value)
     if scheme not in schemes or (needs_host and not has_host):
-        raise ConfigError.invalid(name, f"{reason}, got {_url_masker.mask_url(value)!r}")
+        reason = f"must be a {'/'.join(schemes)} URL" + (" with a host" if needs_host else "")
+        raise _Invalid(f"{reason}, got {_url_masker.mask_url(value)!r}")
 
 
 def _scheme_and_host(url: str) -> tuple[str, bool]:
@@ -470,46 +376,240 @@ def _scheme_and_host(url: str) -> tuple[str, bool]:
         return "", False
 
 
-def _check_trace_url_template(template: Any) -> None:
-    reason = "must be a string containing {trace_id} (and optionally {span_id})"
+def _check_report_base_url(value: Any) -> Optional[str]:
+    text = _HTTP_URL.check(value)
+    return text.rstrip("/") if text else text
+
+
+def _check_trace_url_template(value: Any) -> Optional[str]:
+    template = _check_optional_text(value)
+    if template is None:
+        return None
     try:
         usable = "{trace_id}" in template and template.format(trace_id="0" * 32, span_id="0" * 16)
-    except (KeyError, IndexError, ValueError, AttributeError, TypeError):
+    except (KeyError, IndexError, ValueError):
         usable = False
     if not usable:
-        raise ConfigError.invalid("trace_url_template", f"{reason}, got {template!r}")
+        reason = "must be a string containing {trace_id} (and optionally {span_id})"
+        raise _Invalid(f"{reason}, got {value!r}")
+    return template
 
 
-# --- blacklist --------------------------------------------------------------
+def _check_text_list(value: Any) -> tuple[str, ...]:
+    # A bare string is iterable too; refuse it rather than split it into characters.
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise _Invalid(f"must be a list of strings, got {value!r}")
 
 
-def _compile_blacklist(patterns: list[str], warn: bool) -> tuple[re.Pattern[str], ...]:
-    compiled = []
-    for pattern in patterns:
-        already_reported = pattern in _invalid_patterns_reported
-        regex = _compile_pattern(pattern, warn=warn and not already_reported)
-        if regex is None:
-            _invalid_patterns_reported.add(pattern)
-        else:
-            compiled.append(regex)
-    return tuple(compiled)
+def _parse_text_list(raw: str) -> Any:
+    """``a, b`` or a JSON list; text that is neither is passed on for ``check`` to refuse."""
+    if raw.lstrip().startswith("["):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def _compile_pattern(pattern: str, warn: bool = True) -> Optional[re.Pattern[str]]:
+def _positive(x: float) -> bool:
+    return x > 0
+
+
+def _not_negative(x: float) -> bool:
+    return x >= 0
+
+
+SECONDS = number(_positive, "must be a positive number of seconds")
+_HTTP_URL = url(HTTP_SCHEMES)
+BOOLEAN = SettingKind(_check_bool)
+OPTIONAL_TEXT = SettingKind(_check_optional_text)
+TEXT_LIST = SettingKind(_check_text_list, parse=_parse_text_list)
+UNLIMITED_IF_ZERO = integer(_not_negative, "must be a non-negative integer (0 = unlimited)")
+
+SETTING_KINDS: dict[str, SettingKind] = {
+    "enabled": BOOLEAN,
+    "threshold_seconds": SECONDS,
+    "alert_window_days": number(_not_negative, "must be a non-negative number of days"),
+    "max_performance_overhead": number(
+        lambda x: 0 < x <= 100,
+        "must be a positive fraction of extra CPU time (0.05 = 5 %), at most 100",
+    ),
+    "enable_local_file": BOOLEAN,
+    "local_output_dir": SettingKind(_check_path),
+    "enable_mattermost": BOOLEAN,
+    "mattermost_server_url": OPTIONAL_TEXT,  # checked as a URL when enable_mattermost is true
+    "mattermost_token": OPTIONAL_TEXT,
+    "mattermost_channel_id": OPTIONAL_TEXT,
+    "mattermost_timeout_seconds": SECONDS,
+    "url_blacklist": TEXT_LIST,
+    "enable_url_blacklist": BOOLEAN,
+    "log_level": choice(LOG_LEVELS, str.upper),
+    "service_name": OPTIONAL_TEXT,
+    "engine": choice(ENGINES, str.lower),
+    "sampling_interval_seconds": number(
+        lambda x: 0.001 <= x <= 1, "must be between 0.001 and 1 seconds"
+    ),
+    "sample_after_fraction": number(lambda x: 0 <= x <= 1, "must be a fraction between 0 and 1"),
+    "report_base_url": SettingKind(_check_report_base_url),
+    "trace_url_template": SettingKind(_check_trace_url_template),
+    "capture_body_bytes": integer(_not_negative, "must be a non-negative number of bytes"),
+    "capture_headers": BOOLEAN,
+    "mask_keys": TEXT_LIST,
+    "hung_request_factor": number(lambda x: x == 0 or x >= 1, "must be 0 (disabled) or at least 1"),
+    "report_max_files": UNLIMITED_IF_ZERO,
+    "report_max_bytes": UNLIMITED_IF_ZERO,
+    "report_max_age_days": number(
+        _not_negative, "must be a non-negative number of days (0 = unlimited)"
+    ),
+    "dedup_redis_url": url(REDIS_SCHEMES, needs_host=False),
+    "alert_queue_size": integer(lambda n: n >= 1, "must be an integer of at least 1"),
+    "shutdown_timeout_seconds": SECONDS,
+}
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config) if f.init}
+if set(SETTING_KINDS) != set(_DEFAULTS):  # a setting added without its kind, or the reverse
+    raise TypeError(f"settings and kinds differ: {set(SETTING_KINDS) ^ set(_DEFAULTS)}")
+SETTING_NAMES: tuple[str, ...] = tuple(_DEFAULTS)
+
+# Settings shown with URL credentials and secret query values masked.
+_URL_SETTINGS = (
+    "mattermost_server_url",
+    "report_base_url",
+    "dedup_redis_url",
+    "trace_url_template",
+)
+
+
+def _checked_settings(config: Config) -> tuple[dict[str, Any], list[ConfigError]]:
+    """Every setting normalised, and an error for each one that is bad."""
+    values: dict[str, Any] = {}
+    errors: list[ConfigError] = []
+    for name, kind in SETTING_KINDS.items():
+        value = getattr(config, name)
+        try:
+            values[name] = kind.check(_DEFAULTS[name] if value is None else value)
+        except _Invalid as err:
+            errors.append(ConfigError.invalid(name, str(err)))
+    return values, errors + _unmet_needs(values)
+
+
+def _unmet_needs(values: dict[str, Any]) -> list[ConfigError]:
+    """What the enabled features need and is missing (features with a bad switch are skipped)."""
+    errors = []
+    if values.get("enable_local_file") and values.get("local_output_dir") == "":
+        errors.append(
+            ConfigError.invalid(
+                "local_output_dir", "must not be empty when enable_local_file is true"
+            )
+        )
+    if values.get("enable_mattermost"):
+        for name in ("mattermost_server_url", "mattermost_token", "mattermost_channel_id"):
+            if name in values and values[name] is None:
+                errors.append(
+                    ConfigError.invalid(name, "must be set when enable_mattermost is true")
+                )
+        server_url = values.get("mattermost_server_url")
+        if server_url is not None:
+            try:
+                _check_url(server_url, HTTP_SCHEMES, needs_host=True)
+            except _Invalid as err:
+                errors.append(ConfigError.invalid("mattermost_server_url", str(err)))
+    return errors
+
+
+# --- where settings come from ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a setting's value came from.
+
+    ``where`` is shown to people (``WPM_THRESHOLD_SECONDS``, ``file wpm.toml``,
+    ``default``); ``name`` is how an error names the setting there
+    (``WPM_THRESHOLD_SECONDS``, ``threshold_seconds in wpm.toml``).
+    """
+
+    where: str
+    name: str
+
+
+DEFAULT = "default"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Setting values as read (not yet checked), and where every setting comes from."""
+
+    values: dict[str, Any]
+    sources: dict[str, Source]
+    problems: list[ConfigError] = field(default_factory=list)  # e.g. unknown keys in a file
+
+    def build(self) -> Config:
+        """The Config, or one ConfigError listing every problem, each naming its source."""
+        errors = list(self.problems)
+        try:
+            config = Config(**self.values)
+        except ConfigError as err:
+            errors += err.renamed(lambda setting: self.sources[setting].name).errors
+        if errors:
+            raise ConfigError.combined(errors)
+        return config
+
+
+def read_env(environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """What ``WPM_*`` variables say, over the ``WPM_CONFIG_FILE`` file if set.
+
+    A setting left at its default is named by the variable that would set it.
+    """
+    env = os.environ if environ is None else environ
+    config_file = env.get(CONFIG_FILE_ENV_VAR)
+    if config_file:
+        base = read_file(config_file)
+    else:
+        base = Settings({}, {name: Source(DEFAULT, name) for name in SETTING_KINDS})
+    values = dict(base.values)
+    sources = dict(base.sources)
+    for name, kind in SETTING_KINDS.items():
+        var = env_var_name(name)
+        if var in env:
+            values[name] = kind.parse(env[var])
+            sources[name] = Source(var, var)
+        elif sources[name].where == DEFAULT:
+            sources[name] = Source(DEFAULT, var)
+    return Settings(values, sources, base.problems)
+
+
+def read_file(path: str | os.PathLike[str]) -> Settings:
+    """What a TOML file says: top-level keys, an ``[otel_wpm]`` or a ``[tool.otel_wpm]`` table."""
+    shown_path = os.fspath(path)
     try:
-        return re.compile(pattern)
-    except (re.error, TypeError) as err:
-        if warn:
-            _log.warning("ignoring invalid url_blacklist pattern %r: %s", pattern, err)
-        return None
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {shown_path}: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {shown_path} is not valid TOML: {err}") from None
+    table = _settings_table(document)
+    values = {name: value for name, value in table.items() if name in SETTING_KINDS}
+    sources = {
+        name: Source(f"file {shown_path}", f"{name} in {shown_path}")
+        if name in values
+        else Source(DEFAULT, name)
+        for name in SETTING_KINDS
+    }
+    problems = [
+        ConfigError(f"unknown setting {name!r} in config file {shown_path}")
+        for name in sorted(set(table) - set(SETTING_KINDS))
+    ]
+    return Settings(values, sources, problems)
 
 
-def _path_of(url: str) -> str:
-    try:
-        return urlsplit(url).path
-    except ValueError:
-        return url
-
-
-def _copied(value: Any) -> Any:
-    return list(value) if isinstance(value, list) else value
+def _settings_table(document: dict[str, Any]) -> dict[str, Any]:
+    table = document.get("otel_wpm")
+    if isinstance(table, dict):
+        return table
+    tool = document.get("tool")
+    if isinstance(tool, dict) and isinstance(tool.get("otel_wpm"), dict):
+        return tool["otel_wpm"]
+    return document

@@ -146,12 +146,20 @@ class PerformanceMonitor:
             self._processor.update_config(new_config)
         return new_config
 
+    # The black-list is the processor's: config.url_filter is the processor's UrlFilter, and
+    # patterns added or removed here stay so across update_config.
+
     def add_blacklist_url(self, pattern: str) -> bool:
         """Stop profiling URLs matching the regex ``pattern``; False if it is no regex."""
         return self.config.add_blacklist_url(pattern)
 
     def remove_blacklist_url(self, pattern: str) -> bool:
+        """Profile URLs matching ``pattern`` again; False if it was not in the black-list."""
         return self.config.remove_blacklist_url(pattern)
+
+    def is_url_blacklisted(self, url: str) -> bool:
+        """Whether requests to ``url`` (a full URL or a path) are left alone."""
+        return self.config.is_url_blacklisted(url)
 
     # --- stats, alerts, lifecycle ------------------------------------------------------
 

@@ -93,6 +93,7 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
 
     def __init__(self, config: Optional[Config] = None) -> None:
         self._config = config if config is not None else Config.from_env()
+        self._url_filter = self._config.url_filter
         self.stats = Stats()
         self._failures = LogOnce(logger)
         self._requests = InFlightRequests()
@@ -139,6 +140,7 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
     def update_config(self, config: Config) -> None:
         """Use ``config`` from now on; requests in flight finish under the old one."""
         old_alerts = self._alerts
+        config.use_url_filter(self._url_filter)
         self._config = config
         self._sampler.configure(**self._sampler_settings(config))
         self._apply(config)
@@ -204,7 +206,7 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         if span.kind is not SpanKind.SERVER:
             return False
         facts = http_facts(span.attributes)
-        return self._config.is_url_blacklisted(facts.url, facts.path)
+        return self._url_filter.matches(facts.url, facts.path)
 
     def _forget_stale(self, stale: Sequence[InFlightRequest]) -> None:
         for request in stale:

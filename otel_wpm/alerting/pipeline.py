@@ -25,12 +25,12 @@ def build_exporters(config: Config) -> list[AlertExporter]:
     if config.enable_local_file:
         exporters.append(LocalFileExporter(config.local_output_dir))
     if config.enable_mattermost:
+        server_url, token = config.mattermost_server_url, config.mattermost_token
+        channel_id = config.mattermost_channel_id
+        assert server_url and token and channel_id, "Config requires them with enable_mattermost"
         exporters.append(
             MattermostExporter(
-                config.mattermost_server_url,
-                config.mattermost_token,
-                config.mattermost_channel_id,
-                timeout_seconds=config.mattermost_timeout_seconds,
+                server_url, token, channel_id, timeout_seconds=config.mattermost_timeout_seconds
             )
         )
     return exporters
