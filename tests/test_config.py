@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
+import os
 import pickle
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from otel_wpm.config import SETTING_NAMES, Config, ConfigError, env_var_name
+from otel_wpm.config import SETTING_NAMES, Config, ConfigError, env_var_name, read_env
 
 TOKEN = "s3cr3t-token-value"
 
@@ -20,9 +22,9 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "enable_local_file": True,
     "local_output_dir": "performance_reports",
     "enable_mattermost": False,
-    "mattermost_server_url": "",
-    "mattermost_token": "",
-    "mattermost_channel_id": "",
+    "mattermost_server_url": None,
+    "mattermost_token": None,
+    "mattermost_channel_id": None,
     "mattermost_timeout_seconds": 10.0,
     "url_blacklist": [],
     "enable_url_blacklist": True,
@@ -77,7 +79,7 @@ def test_values_are_normalised() -> None:
     assert config.log_level == "DEBUG"
     assert config.engine == "pyinstrument"
     assert config.report_base_url == "http://reports.internal:8099"
-    assert config.url_blacklist == ["^/health"]
+    assert config.url_blacklist == ("^/health",)
 
 
 def test_valid_optional_settings() -> None:
@@ -89,17 +91,19 @@ def test_valid_optional_settings() -> None:
         service_name="shop",
     )
     assert config.enable_mattermost
-    assert Config(mattermost_server_url="", enable_mattermost=False).mattermost_server_url == ""
+    assert Config(mattermost_server_url="", enable_mattermost=False).mattermost_server_url is None
     assert Config(dedup_redis_url="unix:///run/redis.sock").dedup_redis_url
 
 
 @pytest.mark.parametrize(
     ("setting", "bad_value"),
     [
-        ("enabled", "yes"),
+        ("enabled", "maybe"),
+        ("enabled", 1),
         ("threshold_seconds", -1),
         ("threshold_seconds", 0),
-        ("threshold_seconds", "1.0"),
+        ("threshold_seconds", "soon"),
+        ("threshold_seconds", "-1"),
         ("threshold_seconds", float("nan")),
         ("threshold_seconds", True),
         ("alert_window_days", -0.5),
@@ -109,7 +113,7 @@ def test_valid_optional_settings() -> None:
         ("url_blacklist", "^/health"),
         ("url_blacklist", [1]),
         ("log_level", "VERBOSE"),
-        ("service_name", ""),
+        ("service_name", 42),
         ("engine", "cprofile"),
         ("sampling_interval_seconds", 0.0001),
         ("sampling_interval_seconds", 2),
@@ -120,6 +124,7 @@ def test_valid_optional_settings() -> None:
         ("trace_url_template", "http://jaeger/{trace_id}/{other}"),
         ("capture_body_bytes", -1),
         ("capture_body_bytes", 1.5),
+        ("capture_body_bytes", "1.5"),
         ("capture_headers", 1),
         ("mask_keys", "ssn"),
         ("hung_request_factor", 0.5),
@@ -155,7 +160,9 @@ def test_threshold_message_wording() -> None:
         ({"mattermost_server_url": "mm.example.com"}, "mattermost_server_url"),
         ({"mattermost_server_url": "https://"}, "mattermost_server_url"),
         ({"mattermost_token": ""}, "mattermost_token"),
+        ({"mattermost_token": None}, "mattermost_token"),
         ({"mattermost_channel_id": ""}, "mattermost_channel_id"),
+        ({"mattermost_server_url": None}, "mattermost_server_url"),
     ],
 )
 def test_enabled_mattermost_needs_url_token_and_channel(
@@ -174,6 +181,171 @@ def test_mattermost_url_with_path_and_port() -> None:
 def test_unknown_keyword_is_type_error() -> None:
     with pytest.raises(TypeError):
         Config(threshold=1)  # type: ignore[call-arg]
+
+
+# --- None means unset, text as in the environment ------------------------------------
+
+
+def test_mattermost_from_unset_variables_with_mattermost_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As web-performance-monitor's documentation builds it.
+    for var in ("MATTERMOST_URL", "MATTERMOST_TOKEN", "MATTERMOST_CHANNEL"):
+        monkeypatch.delenv(var, raising=False)
+    config = Config(
+        threshold_seconds=2.0,
+        enable_mattermost=False,
+        mattermost_server_url=os.getenv("MATTERMOST_URL"),
+        mattermost_token=os.getenv("MATTERMOST_TOKEN"),
+        mattermost_channel_id=os.getenv("MATTERMOST_CHANNEL"),
+    )
+    assert config.mattermost_server_url is None
+    assert config == Config(threshold_seconds=2.0)
+
+
+def test_mattermost_on_with_unset_variables_names_each_missing_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MATTERMOST_URL", raising=False)
+    monkeypatch.delenv("MATTERMOST_TOKEN", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        Config(
+            enable_mattermost=True,
+            mattermost_server_url=os.getenv("MATTERMOST_URL"),
+            mattermost_token=os.getenv("MATTERMOST_TOKEN"),
+            mattermost_channel_id="town-square",
+        )
+    assert [error.setting for error in caught.value.errors] == [
+        "mattermost_server_url",
+        "mattermost_token",
+    ]
+    assert "mattermost_server_url must be set when enable_mattermost is true" in str(caught.value)
+
+
+@pytest.mark.parametrize("setting", SETTING_NAMES)
+def test_none_means_the_default(setting: str) -> None:
+    assert Config(**{setting: None}) == Config()
+
+
+@pytest.mark.parametrize(
+    ("setting", "text"),
+    [
+        ("threshold_seconds", "1.5"),
+        ("threshold_seconds", " 2 "),
+        ("alert_window_days", "7"),
+        ("max_performance_overhead", "0.03"),
+        ("capture_body_bytes", "1024"),
+        ("alert_queue_size", "10"),
+        ("enabled", "false"),
+        ("enable_mattermost", "0"),
+        ("capture_headers", "No"),
+        ("enable_local_file", "TRUE"),
+        ("enable_url_blacklist", "on"),
+        ("log_level", "warning"),
+        ("service_name", "  "),
+    ],
+)
+def test_text_in_code_reads_as_the_environment_reads_it(
+    monkeypatch: pytest.MonkeyPatch, setting: str, text: str
+) -> None:
+    monkeypatch.setenv("APP_SETTING", text)
+    from_code = Config(**{setting: os.getenv("APP_SETTING")})
+    assert from_code == Config.from_env({env_var_name(setting): text})
+    assert type(getattr(from_code, setting)) is type(getattr(Config(), setting)) or (
+        getattr(from_code, setting) is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "text"),
+    [
+        ("threshold_seconds", "1,5"),
+        ("threshold_seconds", "nan"),
+        ("capture_body_bytes", "64k"),
+        ("enabled", "maybe"),
+        ("alert_queue_size", "0"),
+    ],
+)
+def test_bad_text_in_code_gets_the_environment_message(setting: str, text: str) -> None:
+    with pytest.raises(ConfigError) as in_code:
+        Config(**{setting: text})
+    with pytest.raises(ConfigError) as in_env:
+        Config.from_env({env_var_name(setting): text})
+    assert str(in_code.value) == str(in_env.value).replace(env_var_name(setting), setting)
+    assert repr(text) in str(in_code.value)
+
+
+@pytest.mark.parametrize("setting", [n for n in SETTING_NAMES if EXPECTED_DEFAULTS[n] is not None])
+def test_each_kind_reads_its_default_written_as_env_text(setting: str) -> None:
+    default = EXPECTED_DEFAULTS[setting]
+    if isinstance(default, bool):
+        text = str(default).lower()
+    elif isinstance(default, list):
+        text = ",".join(default)
+    else:
+        text = str(default)
+    assert Config.from_env({env_var_name(setting): text}) == Config()
+
+
+def test_every_bad_setting_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config(threshold_seconds="soon", engine="turbo", capture_body_bytes=-1)
+    assert [error.setting for error in caught.value.errors] == [
+        "threshold_seconds",
+        "engine",
+        "capture_body_bytes",
+    ]
+    for error in caught.value.errors:
+        assert str(error) in str(caught.value)
+
+
+def test_every_bad_variable_is_named_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "wpm.toml"
+    path.write_text("alert_queue_size = 0\ntreshold = 2\n")
+    environ = {
+        "WPM_CONFIG_FILE": str(path),
+        "WPM_THRESHOLD_SECONDS": "soon",
+        "WPM_ENGINE": "turbo",
+    }
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env(environ)
+    messages = [str(error) for error in caught.value.errors]
+    assert messages == [
+        f"unknown setting 'treshold' in config file {path}",
+        "WPM_THRESHOLD_SECONDS must be a positive number of seconds, got 'soon'",
+        "WPM_ENGINE must be one of sampling, pyinstrument, got 'turbo'",
+        f"alert_queue_size in {path} must be an integer of at least 1, got 0",
+    ]
+
+
+def test_read_env_says_where_each_setting_comes_from(tmp_path: Path) -> None:
+    path = tmp_path / "wpm.toml"
+    path.write_text("threshold_seconds = 3\nengine = 'pyinstrument'\n")
+    settings = read_env({"WPM_CONFIG_FILE": str(path), "WPM_ENGINE": "sampling"})
+    assert settings.sources["threshold_seconds"].where == f"file {path}"
+    assert settings.sources["threshold_seconds"].name == f"threshold_seconds in {path}"
+    assert settings.sources["engine"].where == "WPM_ENGINE"
+    assert settings.sources["log_level"].where == "default"
+    assert settings.sources["log_level"].name == "WPM_LOG_LEVEL"
+    assert settings.build() == Config(threshold_seconds=3)
+
+
+# --- frozen data ----------------------------------------------------------------------
+
+
+def test_settings_cannot_be_assigned() -> None:
+    config = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.threshold_seconds = 0.1  # type: ignore[misc]
+    assert config.threshold_seconds == 1.0
+
+
+def test_equal_configs_hash_alike_whatever_their_black_lists() -> None:
+    first, second = Config(url_blacklist=["^/a"]), Config(url_blacklist=["^/a"])
+    first.add_blacklist_url("^/b")
+    assert first == second
+    assert hash(first) == hash(second)
+    assert len({first, second}) == 1
 
 
 # --- the token never shows --------------------------------------------------
@@ -250,8 +422,8 @@ def test_from_env_reads_every_setting_type() -> None:
     assert config.threshold_seconds == 0.5
     assert config.capture_body_bytes == 1024
     assert config.engine == "pyinstrument"
-    assert config.url_blacklist == ["^/health", "^/metrics"]
-    assert config.mask_keys == ["ssn", "pin"]
+    assert config.url_blacklist == ("^/health", "^/metrics")
+    assert config.mask_keys == ("ssn", "pin")
     assert config.service_name == "shop"
     assert config.report_base_url is None
     assert config.log_level == "WARNING"
@@ -259,7 +431,7 @@ def test_from_env_reads_every_setting_type() -> None:
 
 def test_from_env_list_as_json_allows_commas() -> None:
     config = Config.from_env({"WPM_URL_BLACKLIST": '["^/a{1,3}$", "^/b"]'})
-    assert config.url_blacklist == ["^/a{1,3}$", "^/b"]
+    assert config.url_blacklist == ("^/a{1,3}$", "^/b")
 
 
 @pytest.mark.parametrize(
@@ -333,7 +505,7 @@ def test_from_env_config_file_then_env_overrides(tmp_path: Path) -> None:
     config = Config.from_env({"WPM_CONFIG_FILE": str(path), "WPM_THRESHOLD_SECONDS": "0.2"})
     assert config.threshold_seconds == 0.2
     assert config.engine == "pyinstrument"
-    assert config.mask_keys == ["ssn"]
+    assert config.mask_keys == ("ssn",)
 
 
 def test_from_env_error_from_config_file_names_file_key(tmp_path: Path) -> None:
@@ -445,7 +617,8 @@ def test_add_and_remove_blacklist_url() -> None:
     assert not config.is_url_blacklisted("http://app/metrics")
     assert config.add_blacklist_url("^/metrics")
     assert config.add_blacklist_url("^/metrics")
-    assert config.url_blacklist == ["^/metrics"]
+    assert config.url_filter.patterns == ("^/metrics",)
+    assert config.url_blacklist == ()  # the setting: what the black-list started from
     assert config.is_url_blacklisted("http://app/metrics")
     assert config.remove_blacklist_url("^/metrics")
     assert not config.remove_blacklist_url("^/metrics")
@@ -470,10 +643,10 @@ def test_add_invalid_blacklist_regex(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="otel_wpm"):
         assert not config.add_blacklist_url("[bad")
     assert "[bad" in caplog.text
-    assert config.url_blacklist == []
+    assert config.url_filter.patterns == ()
 
 
 def test_remove_invalid_pattern_from_list() -> None:
     config = Config(url_blacklist=["*nope"])
     assert config.remove_blacklist_url("*nope")
-    assert config.url_blacklist == []
+    assert config.url_filter.patterns == ()

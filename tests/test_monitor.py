@@ -307,7 +307,7 @@ def test_bad_update_config_raises_and_keeps_the_old_settings(
     assert monitor.config.threshold_seconds == 0.7
 
 
-def test_blacklist_at_runtime(
+def test_blacklist_at_runtime_through_the_monitor(
     make_monitor: Callable[..., PerformanceMonitor], tmp_path: Path
 ) -> None:
     monitor = make_monitor()
@@ -315,15 +315,49 @@ def test_blacklist_at_runtime(
     app.wsgi_app = monitor.create_middleware()(app.wsgi_app)  # type: ignore[method-assign]
     assert monitor.add_blacklist_url("^/slow")
     assert not monitor.add_blacklist_url("([")
+    assert monitor.is_url_blacklisted("http://shop.example.com/slow?seconds=1")
     with serve_threaded(app) as url:
         get(url, "/slow")
         wait_finished(monitor, 1)
         assert report_files(tmp_path) == []
         assert monitor.get_stats()["blacklisted_requests"] == 1
-        assert monitor.remove_blacklist_url("^/slow")
+
+        monitor.update_config(threshold_seconds="0.3")  # text, as os.getenv gives it
+        assert monitor.config.threshold_seconds == 0.3
+        assert monitor.is_url_blacklisted("/slow")  # kept across update_config
         get(url, "/slow")
         wait_finished(monitor, 2)
+        assert report_files(tmp_path) == []
+
+        assert monitor.remove_blacklist_url("^/slow")
+        assert not monitor.is_url_blacklisted("/slow")
+        get(url, "/slow")
+        wait_finished(monitor, 3)
     assert len(report_files(tmp_path)) == 1
+
+
+def test_blacklist_at_runtime_on_the_config_given_to_the_monitor(tmp_path: Path) -> None:
+    # web-performance-monitor's documentation manages the black-list on its Config.
+    config = Config(threshold_seconds=0.2, local_output_dir=str(tmp_path))
+    monitor = PerformanceMonitor(config)
+    try:
+        app = make_app()
+        app.wsgi_app = monitor.create_middleware()(app.wsgi_app)  # type: ignore[method-assign]
+        config.add_blacklist_url("^/slow")
+        with serve_threaded(app) as url:
+            get(url, "/slow")
+            wait_finished(monitor, 1)
+            assert report_files(tmp_path) == []
+
+            monitor.update_config(alert_window_days=1)
+            assert config.is_url_blacklisted("/slow")
+            assert config.remove_blacklist_url("^/slow")
+            assert not config.is_url_blacklisted("/slow")
+            get(url, "/slow")
+            wait_finished(monitor, 2)
+        assert len(report_files(tmp_path)) == 1
+    finally:
+        monitor.shutdown()
 
 
 def test_stats_reset_and_test_alert(
