@@ -26,6 +26,11 @@ else:
     import tomli as tomllib
 
 TOKEN = "tok-SECRET-4f9a"
+MATTERMOST_ON = {
+    "WPM_ENABLE_MATTERMOST": "true",
+    "WPM_MATTERMOST_TOKEN": TOKEN,
+    "WPM_MATTERMOST_CHANNEL_ID": "town-square",
+}
 
 # Valid values of the settings whose text is free; the others keep their default.
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1).filter(str.strip)
@@ -126,12 +131,7 @@ def test_config_output_reads_back_to_the_same_settings(tmp_path: Path) -> None:
 
 def test_config_with_mattermost_masks_the_token_and_reads_back(tmp_path: Path) -> None:
     result = otel_wpm(
-        tmp_path,
-        "config",
-        WPM_ENABLE_MATTERMOST="true",
-        WPM_MATTERMOST_SERVER_URL="https://chat.example.com",
-        WPM_MATTERMOST_TOKEN=TOKEN,
-        WPM_MATTERMOST_CHANNEL_ID="town-square",
+        tmp_path, "config", WPM_MATTERMOST_SERVER_URL="https://chat.example.com", **MATTERMOST_ON
     )
     printed = tmp_path / "printed.toml"
     printed.write_text(result.stdout)
@@ -194,18 +194,13 @@ def test_config_file_under_env_vars(tmp_path: Path) -> None:
 
 
 def test_config_never_prints_the_token(tmp_path: Path) -> None:
-    mattermost = {
-        "WPM_ENABLE_MATTERMOST": "true",
-        "WPM_MATTERMOST_TOKEN": TOKEN,
-        "WPM_MATTERMOST_CHANNEL_ID": "town-square",
-    }
     valid = otel_wpm(
-        tmp_path, "config", WPM_MATTERMOST_SERVER_URL="https://chat.example.com", **mattermost
+        tmp_path, "config", WPM_MATTERMOST_SERVER_URL="https://chat.example.com", **MATTERMOST_ON
     )
     assert valid.returncode == 0, valid.stdout + valid.stderr
     assert setting_lines(valid.stdout)["mattermost_token"] == '"***"  # WPM_MATTERMOST_TOKEN'
     invalid = otel_wpm(
-        tmp_path, "config", WPM_MATTERMOST_SERVER_URL=f"ftp://{TOKEN}@chat", **mattermost
+        tmp_path, "config", WPM_MATTERMOST_SERVER_URL=f"ftp://{TOKEN}@chat", **MATTERMOST_ON
     )
     assert invalid.returncode == 2
     assert "WPM_MATTERMOST_SERVER_URL" in invalid.stderr
@@ -262,10 +257,8 @@ def test_test_alert_fails_on_an_unreachable_mattermost(tmp_path: Path) -> None:
         tmp_path,
         "test-alert",
         WPM_ENABLE_LOCAL_FILE="false",
-        WPM_ENABLE_MATTERMOST="true",
         WPM_MATTERMOST_SERVER_URL=f"http://127.0.0.1:{free_port()}",
-        WPM_MATTERMOST_TOKEN=TOKEN,
-        WPM_MATTERMOST_CHANNEL_ID="town-square",
+        **MATTERMOST_ON,
         WPM_MATTERMOST_TIMEOUT_SECONDS="0.5",
     )
     assert result.returncode == 1
@@ -308,11 +301,9 @@ def test_config_names_missing_optional_packages(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", code],
         env=clean_env(
-            WPM_ENABLE_MATTERMOST="true",
             WPM_MATTERMOST_SERVER_URL="https://chat.example.com",
-            WPM_MATTERMOST_TOKEN=TOKEN,
-            WPM_MATTERMOST_CHANNEL_ID="town-square",
             WPM_DEDUP_REDIS_URL="redis://127.0.0.1:6379/0",
+            **MATTERMOST_ON,
         ),
         cwd=tmp_path,
         capture_output=True,
