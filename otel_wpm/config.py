@@ -291,10 +291,10 @@ def number(accept: Callable[[float], bool], reason: str) -> SettingKind:
     """A finite float (or text of one) that ``accept`` takes."""
 
     def check(value: Any) -> float:
-        number = _from_text(value, float)
+        parsed = _from_text(value, float)
         # Written so that NaN, which fails every comparison, is refused too.
-        if _is_number(number) and math.isfinite(number) and accept(number):
-            return float(number)
+        if _is_number(parsed) and math.isfinite(parsed) and accept(parsed):
+            return float(parsed)
         raise _Invalid(f"{reason}, got {value!r}")
 
     return SettingKind(check)
@@ -304,9 +304,9 @@ def integer(accept: Callable[[int], bool], reason: str) -> SettingKind:
     """An int (or text of one) that ``accept`` takes."""
 
     def check(value: Any) -> int:
-        number = _from_text(value, int)
-        if isinstance(number, int) and not isinstance(number, bool) and accept(number):
-            return number
+        parsed = _from_text(value, int)
+        if isinstance(parsed, int) and not isinstance(parsed, bool) and accept(parsed):
+            return parsed
         raise _Invalid(f"{reason}, got {value!r}")
 
     return SettingKind(check)
