@@ -1,4 +1,4 @@
-"""The report server over real HTTP on 127.0.0.1, with reports rendered by otel_wpm.report."""
+"""The report server over real HTTP on 127.0.0.1, with reports rendered by otel_wpm.reporting."""
 
 from __future__ import annotations
 
@@ -23,14 +23,10 @@ from otel_wpm.capture.request import RawRequest
 from otel_wpm.capture.semconv import HttpFacts
 from otel_wpm.masking import SecretMasker
 from otel_wpm.reporting.profile import Profile
-from otel_wpm.reporting.render import SlowRequest, render_report, report_file_name
+from otel_wpm.reporting.render import SlowRequest, render_report
+from otel_wpm.reporting.report_format import METADATA_READ_BYTES, read_metadata, report_file_name
 from otel_wpm.reporting.store import ReportStore
-from otel_wpm.server import (
-    METADATA_READ_BYTES,
-    SECURITY_HEADERS,
-    is_loopback,
-    read_metadata,
-)
+from otel_wpm.server import SECURITY_HEADERS, ReportDirectoryError, is_loopback, make_server
 
 TRACE_A = "0af7651916cd43dd8448eb211c80319c"
 TRACE_B = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -206,8 +202,18 @@ def test_index_of_a_thousand_reports(reports: Path, base_url: str) -> None:
     assert "1000 of 1000 reports" in page
 
 
-def test_index_of_a_directory_not_created_yet(tmp_path: Path) -> None:
-    with serve_reports(tmp_path / "later") as url:
+def test_a_directory_that_does_not_exist_is_refused_at_start_up(tmp_path: Path) -> None:
+    with pytest.raises(ReportDirectoryError, match=re.escape(str(tmp_path / "later"))):
+        make_server(tmp_path / "later", "127.0.0.1", 0)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ReportDirectoryError, match="is not a directory"):
+        make_server(tmp_path / "file", "127.0.0.1", 0)
+
+
+def test_index_of_a_directory_removed_while_serving(tmp_path: Path) -> None:
+    (tmp_path / "gone").mkdir()
+    with serve_reports(tmp_path / "gone") as url:
+        (tmp_path / "gone").rmdir()
         response = requests.get(url + "/", timeout=10)
     assert response.status_code == 200 and "0 of 0 reports" in response.text
 
