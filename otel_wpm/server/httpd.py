@@ -138,7 +138,7 @@ class ReportServer(ThreadingMixIn, WSGIServer):
     ) -> None:
         if ":" in host:
             self.address_family = socket.AF_INET6
-        self.timeout_seconds = timeout
+        self.timeout_seconds = timeout  # not ``timeout``: socketserver's handle_request() uses it
         self.max_connections = max_connections
         self._slots = threading.BoundedSemaphore(max_connections)
         self._busy = LogOnce(logger)
