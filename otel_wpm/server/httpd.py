@@ -164,7 +164,7 @@ class ReportServer(ThreadingMixIn, WSGIServer):
     def _refuse(self, request: socket.socket) -> None:
         self._busy.warning(
             "busy",
-            "report server: %d connections open, refusing more until some end",
+            "report server: all %d connection slots in use; refusing more until some end",
             self.max_connections,
         )
         try:
