@@ -15,8 +15,9 @@ unset settings left out), and lists on stderr every invalid setting and every
 problem: unknown ``WPM_*`` variables, invalid black-list regexes, a
 ``local_output_dir`` that cannot be created or written, missing extras.
 
-Exit status: 0 when all is well; 1 when ``config`` finds problems or a test
-alert fails; 2 when a setting is invalid (the monitor would stay off).
+Exit status: 0 when all is well; 1 when ``config`` finds problems, a test
+alert fails or ``serve`` cannot listen; 2 when a setting is invalid (the
+monitor would stay off) or ``serve --dir`` is not a directory.
 """
 
 from __future__ import annotations
@@ -76,11 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     alert.add_argument("--file", help=f"TOML settings file (default: ${CONFIG_FILE_ENV_VAR})")
     alert.set_defaults(run=_test_alert_command)
 
-    serve = commands.add_parser("serve", help="serve the reports of a directory over HTTP")
-    serve.add_argument("--dir", required=True, help="the reports' directory")
-    serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
-    serve.add_argument("--port", type=int, default=8099, help="default: %(default)s")
-    serve.set_defaults(run=_serve_command)
+    _add_serve_command(commands)
     return parser
 
 
@@ -240,16 +237,33 @@ def _test_alert_command(args: argparse.Namespace) -> int:
 # --- report server -----------------------------------------------------------------------
 
 
+def _add_serve_command(commands: Any) -> None:
+    # also ``python -m otel_wpm.server``
+    from .server import DEFAULT_HOST, DEFAULT_PORT
+
+    serve = commands.add_parser("serve", help="serve the reports of a directory over HTTP")
+    serve.add_argument("--dir", required=True, help="the reports' directory (must exist)")
+    serve.add_argument("--host", default=DEFAULT_HOST, help="default: %(default)s")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
+    serve.set_defaults(run=_serve_command)
+
+
 def _serve_command(args: argparse.Namespace) -> int:
-    from .server import serve
+    from .server import ReportDirectoryError, serve
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         serve(args.dir, args.host, args.port)
     except KeyboardInterrupt:
         pass
+    except ReportDirectoryError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
     except OSError as err:
-        print(f"error: cannot serve on {args.host}:{args.port}: {err.strerror or err}")
+        print(
+            f"error: cannot serve on {args.host}:{args.port}: {err.strerror or err}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     return EXIT_OK
 

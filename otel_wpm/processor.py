@@ -61,7 +61,8 @@ from .capture.semconv import HttpFacts, http_facts, may_carry_body
 from .config import Config
 from .masking import SecretMasker
 from .reporting.profile import Profile, session_from_samples
-from .reporting.render import SlowRequest, render_report, report_file_name
+from .reporting.render import SlowRequest, render_report
+from .reporting.report_format import report_file_name
 from .reporting.store import ReportStore
 
 logger = logging.getLogger(__name__)

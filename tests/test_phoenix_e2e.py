@@ -121,6 +121,7 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phoenix]:
 def report_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """The report server over the app's output directory: (base URL, directory)."""
     directory = tmp_path / "reports"
+    directory.mkdir()
     with serve_reports(directory) as url:
         yield url, directory
 

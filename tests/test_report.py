@@ -12,7 +12,8 @@ from otel_wpm.capture.request import RawRequest
 from otel_wpm.capture.semconv import HttpFacts
 from otel_wpm.masking import SecretMasker
 from otel_wpm.reporting.profile import Profile
-from otel_wpm.reporting.render import SlowRequest, render_report, report_file_name
+from otel_wpm.reporting.render import SlowRequest, render_report
+from otel_wpm.reporting.report_format import report_file_name
 from otel_wpm.reporting.store import ReportStore
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from otel_wpm.config import Config
-from otel_wpm.reporting.files import is_report_file, scan, temporary_name
+from otel_wpm.reporting.report_format import is_report_file, scan, temporary_name
 from otel_wpm.reporting.retention import (
     ABANDONED_AFTER_SECONDS,
     LOCK_FILE_NAME,

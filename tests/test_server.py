@@ -1,13 +1,17 @@
-"""The report server over real HTTP on 127.0.0.1, with reports rendered by otel_wpm.report."""
+"""The report server over real HTTP on 127.0.0.1, with reports rendered by otel_wpm.reporting."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,22 +19,21 @@ from typing import Any, Optional
 
 import pytest
 import requests
-from apps.helpers import wait_until
+from apps.helpers import clean_env, free_port, running_server, wait_until
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyinstrument import Profiler
-from wsgi_servers import serve_reports
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from wsgi_servers import serve_reports, serve_threaded
 
 from otel_wpm.capture.request import RawRequest
 from otel_wpm.capture.semconv import HttpFacts
 from otel_wpm.masking import SecretMasker
 from otel_wpm.reporting.profile import Profile
-from otel_wpm.reporting.render import SlowRequest, render_report, report_file_name
+from otel_wpm.reporting.render import SlowRequest, render_report
+from otel_wpm.reporting.report_format import report_file_name
 from otel_wpm.reporting.store import ReportStore
-from otel_wpm.server import (
-    METADATA_READ_BYTES,
-    SECURITY_HEADERS,
-    is_loopback,
-    read_metadata,
-)
+from otel_wpm.server import SECURITY_HEADERS, ReportDirectoryError, app, is_loopback, make_server
 
 TRACE_A = "0af7651916cd43dd8448eb211c80319c"
 TRACE_B = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -206,10 +209,115 @@ def test_index_of_a_thousand_reports(reports: Path, base_url: str) -> None:
     assert "1000 of 1000 reports" in page
 
 
-def test_index_of_a_directory_not_created_yet(tmp_path: Path) -> None:
-    with serve_reports(tmp_path / "later") as url:
+def test_a_directory_that_does_not_exist_is_refused_at_start_up(tmp_path: Path) -> None:
+    with pytest.raises(ReportDirectoryError, match=re.escape(str(tmp_path / "later"))):
+        make_server(tmp_path / "later", "127.0.0.1", 0)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ReportDirectoryError, match="is not a directory"):
+        make_server(tmp_path / "file", "127.0.0.1", 0)
+
+
+def test_index_of_a_directory_removed_while_serving(tmp_path: Path) -> None:
+    (tmp_path / "gone").mkdir()
+    with serve_reports(tmp_path / "gone") as url:
+        (tmp_path / "gone").rmdir()
         response = requests.get(url + "/", timeout=10)
     assert response.status_code == 200 and "0 of 0 reports" in response.text
+
+
+# --- bad report files ----------------------------------------------------------------
+
+METADATA_START = '<script type="application/json" id="otel-wpm-report">'
+
+
+def with_metadata(payload: str) -> bytes:
+    return f"<html><head>{METADATA_START}{payload}</script></head></html>".encode()
+
+
+def write_truncated(path: Path) -> None:
+    # a real report, cut in the middle of its metadata
+    good = path.parent / write_report(path.parent, TRACE_C, "/cut", 1.0, when(9))
+    content = good.read_bytes()
+    good.unlink()
+    path.write_bytes(content[: content.index(b'"duration_seconds"') + 5])
+
+
+def write_huge(path: Path) -> None:
+    # metadata that never ends within what the index reads, in a 64 MiB (sparse) file
+    path.write_bytes(METADATA_START.encode() + b'{"route": "' + b"x" * 20_000)
+    os.truncate(path, 64 * 2**20)
+
+
+HOSTILE_FILES = {
+    "400-digit duration": lambda path: path.write_bytes(
+        with_metadata('{"route": "/evil", "duration_seconds": ' + "9" * 400 + "}")
+    ),
+    "lone surrogate in the route": lambda path: path.write_bytes(
+        with_metadata('{"route": "/evil\\ud800", "duration_seconds": 1.0}')
+    ),
+    "non-JSON metadata": lambda path: path.write_bytes(with_metadata("{route: /evil}")),
+    "truncated": write_truncated,
+    "huge": write_huge,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_FILES))
+def test_a_bad_report_file_is_listed_by_name_counted_logged_once_and_breaks_nothing(
+    reports: Path, base_url: str, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    write_report(reports, TRACE_A, "/good", 1.25, when(1))
+    bad = report_file_name(when(2), "GET", "/evil", TRACE_B, SPAN, in_flight=False)
+    HOSTILE_FILES[kind](reports / bad)
+
+    with caplog.at_level(logging.WARNING, logger="otel_wpm"):
+        pages = [requests.get(base_url + "/", timeout=10) for _ in range(2)]
+
+    for page in pages:
+        assert page.status_code == 200
+        assert "/good" in page.text and "1.250 s" in page.text
+        assert TRACE_B in page.text and "evil" in page.text
+        assert "2 of 2 reports; 1 listed by file name only" in page.text
+    assert [r.levelno for r in caplog.records if bad in r.getMessage()] == [logging.WARNING]
+    trace = requests.get(f"{base_url}/trace/{TRACE_B}", allow_redirects=False, timeout=10)
+    assert trace.headers["Location"] == f"/reports/{bad}"
+
+
+def wsgi_get(application: Any, path: str) -> tuple[str, bytes]:
+    """``application``'s answer to GET ``path``, called in this process."""
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "", "SCRIPT_NAME": ""}
+    answer: list[str] = []
+    body = b"".join(application(environ, lambda status, headers: answer.append(status)))
+    return answer[0], body
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(st.characters(blacklist_categories=())),  # surrogates too
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10,
+)
+metadata_fields = st.sampled_from(["route", "duration_seconds", "status", "in_flight", "service"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.binary(max_size=2000).map(lambda raw: METADATA_START.encode() + raw)
+    | st.dictionaries(metadata_fields, json_values).map(
+        lambda meta: with_metadata(json.dumps(meta))
+    )
+)
+def test_the_index_renders_whatever_a_report_file_holds(content: bytes) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        name = report_file_name(when(1), "GET", "/fuzz", TRACE_A, SPAN, in_flight=False)
+        Path(directory, name).write_bytes(content)
+
+        status, page = wsgi_get(app(directory), "/")
+
+    assert status == "200 OK"
+    assert TRACE_A in page.decode("utf-8")
 
 
 # --- /trace/<trace_id> ---------------------------------------------------------------
@@ -391,6 +499,79 @@ def test_head_sends_the_headers_of_get_without_the_body(
     assert head.headers["Content-Length"] == str(len(get.content))
 
 
+# --- slow and too many connections --------------------------------------------------
+
+
+def connect(base_url: str) -> socket.socket:
+    host, port = base_url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def closed_by_the_server(connection: socket.socket) -> bool:
+    """Whether the server closes ``connection`` (sending nothing) within the socket's timeout."""
+    try:
+        return connection.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+
+
+def trickled_until_closed(connection: socket.socket, deadline_seconds: float = 30.0) -> bool:
+    """Send a request head a byte every 0.1 s, as slowloris does, until the server closes."""
+    connection.sendall(b"GET / HTTP/1.1\r\nX-Slow: ")
+    connection.settimeout(0.1)  # the pace of the trickle
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        try:
+            if connection.recv(1024) == b"":
+                return True
+        except socket.timeout:
+            pass
+        except ConnectionResetError:
+            return True
+        try:
+            connection.sendall(b"a")
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+    return False
+
+
+def answers(base_url: str) -> bool:
+    try:
+        return requests.get(base_url + "/", timeout=10).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def test_slow_and_half_sent_requests_are_closed_after_the_timeout(reports: Path) -> None:
+    with serve_reports(reports, timeout=0.5) as url:
+        silent, partial, trickle = connect(url), connect(url), connect(url)
+        partial.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+
+        assert trickled_until_closed(trickle)
+        assert closed_by_the_server(silent)
+        assert closed_by_the_server(partial)
+        assert answers(url)
+        for connection in (silent, partial, trickle):
+            connection.close()
+
+
+def test_connections_beyond_the_bound_get_503_until_some_end(reports: Path) -> None:
+    with serve_reports(reports, timeout=60, max_connections=3) as url:
+        holders = [connect(url) for _ in range(3)]
+        for holder in holders:
+            holder.sendall(b"GET / HTTP/1.1\r\n")
+
+        with connect(url) as refused:
+            response = refused.makefile("rb").read()
+        assert response.startswith(b"HTTP/1.0 503 ")
+        for header, value in SECURITY_HEADERS.items():
+            assert f"{header}: {value}\r\n".encode() in response
+
+        for holder in holders:
+            holder.close()
+        wait_until(lambda: answers(url), "a connection slot to be free again")
+
+
 # --- serve() -------------------------------------------------------------------------
 
 
@@ -426,12 +607,65 @@ def test_module_entry_point_serves_logs_its_url_and_stops_on_interrupt(
     assert warned == (host != "127.0.0.1")
 
 
-def test_report_metadata_sits_in_the_part_the_index_reads(reports: Path, session: Any) -> None:
-    name = write_report(reports, TRACE_A, "/users/<id>", 1.5, when(1), session=session)
+@pytest.mark.parametrize(
+    "command", [["otel-wpm", "serve"], [sys.executable, "-m", "otel_wpm.server"]]
+)
+def test_serving_a_directory_that_does_not_exist_fails_naming_it(
+    tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "no-such-directory"
 
-    meta = read_metadata(reports / name)
+    result = subprocess.run(
+        [*command, "--dir", str(missing), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
-    assert (reports / name).stat().st_size > METADATA_READ_BYTES
-    assert meta is not None
-    assert meta["trace_id"] == TRACE_A
-    assert meta["route"] == "/users/<id>" and meta["duration_seconds"] == 1.5
+    assert result.returncode == 2
+    assert f"error: report directory {missing} does not exist" in result.stderr
+
+
+def test_the_app_factory_runs_under_gunicorn(reports: Path, tmp_path: Path) -> None:
+    name = write_report(reports, TRACE_A, "/users/<id>", 1.25, when(1))
+    port = free_port()
+    command = [
+        "gunicorn",
+        "-b",
+        f"127.0.0.1:{port}",
+        f'otel_wpm.server:app(directory="{reports}")',
+    ]
+    with running_server(command, clean_env(), tmp_path, port, ready_path="/") as server:
+        index = requests.get(server.url + "/", timeout=10)
+        report = requests.get(f"{server.url}/trace/{TRACE_A}", timeout=10)
+        refused = requests.post(server.url + "/", timeout=10)
+
+    assert "1.250 s" in index.text and "/users/&lt;id&gt;" in index.text
+    assert report.url.endswith(f"/reports/{name}")
+    assert report.content == (reports / name).read_bytes()
+    assert refused.status_code == 405
+    for response in (index, report, refused):
+        for header, value in SECURITY_HEADERS.items():
+            assert response.headers.get(header) == value
+
+
+def test_mounted_under_a_prefix_its_links_stay_under_it(reports: Path) -> None:
+    name = write_report(reports, TRACE_A, "/x", 1.0, when(1))
+
+    def host_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"the host app"]
+
+    mounted = DispatcherMiddleware(host_app, {"/wpm": app(reports)})
+    with serve_threaded(mounted) as url:
+        index = requests.get(url + "/wpm/", timeout=10).text
+        trace = requests.get(f"{url}/wpm/trace/{TRACE_A}", allow_redirects=False, timeout=10)
+        report = requests.get(url + trace.headers["Location"], timeout=10)
+        host = requests.get(url + "/", timeout=10).text
+
+    assert f'href="/wpm/trace/{TRACE_A}"' in index
+    assert f'href="/wpm/reports/{name}"' in index
+    assert 'action="/wpm/"' in index
+    assert trace.headers["Location"] == f"/wpm/reports/{name}"
+    assert report.content == (reports / name).read_bytes()
+    assert host == "the host app"

@@ -27,9 +27,12 @@ def serve_threaded(app: Any) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve_reports(directory: str | os.PathLike[str]) -> Iterator[str]:
-    """Serve the reports in ``directory`` with otel-wpm's report server; yields the base URL."""
-    server = report_server.make_server(directory, "127.0.0.1", 0)
+def serve_reports(directory: str | os.PathLike[str], **options: Any) -> Iterator[str]:
+    """Serve the reports in ``directory`` with otel-wpm's report server; yields the base URL.
+
+    ``options`` go to :func:`otel_wpm.server.make_server` (``timeout``, ``max_connections``).
+    """
+    server = report_server.make_server(directory, "127.0.0.1", 0, **options)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:

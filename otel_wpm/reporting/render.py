@@ -11,7 +11,6 @@ import html
 import json
 import os
 import platform
-import re
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,9 +23,8 @@ from ..capture.semconv import HttpFacts
 from ..masking import SecretMasker
 from .params import RequestParams, request_params
 from .profile import Profile, hot_frames
+from .report_format import metadata_element
 
-METADATA_ELEMENT_ID = "otel-wpm-report"
-_UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9]+")
 _PROFILE_ANCHOR = '<div id="app"></div>'
 
 
@@ -51,19 +49,6 @@ class SlowRequest:
     @property
     def started_at(self) -> datetime:
         return datetime.fromtimestamp(self.start_time, tz=timezone.utc)
-
-
-def _slug(text: str, limit: int) -> str:
-    return _UNSAFE_NAME_CHARACTERS.sub("-", text).strip("-")[:limit] or "root"
-
-
-def report_file_name(
-    started_at: datetime, method: str, route: str, trace_id: str, span_id: str, in_flight: bool
-) -> str:
-    """A file name safe on every OS: no separators, no dots but the extension."""
-    stamp = started_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    suffix = "_running" if in_flight else ""
-    return f"{stamp}_{_slug(method, 10)}_{_slug(route, 60)}_{trace_id}_{span_id}{suffix}.html"
 
 
 def _e(value: Any) -> str:
@@ -173,19 +158,13 @@ _STYLE = """<style>
 </style>"""
 
 
-def _metadata_script(meta: dict[str, Any]) -> str:
-    # "<" escaped so no value can close the script element
-    payload = json.dumps(meta).replace("<", "\\u003c")
-    return f'<script type="application/json" id="{METADATA_ELEMENT_ID}">{payload}</script>'
-
-
 def render_report(slow: SlowRequest, masker: SecretMasker, now: Optional[datetime] = None) -> str:
     """The complete HTML page for ``slow``."""
     now = now or datetime.now(timezone.utc)
     meta = metadata(slow, masker)
     header = (
         _STYLE
-        + _metadata_script(meta)
+        + metadata_element(meta)
         + '<section id="otel-wpm">'
         + _summary_section(slow, meta)
         + _hot_frames_section(slow.profile)

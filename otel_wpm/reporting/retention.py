@@ -10,7 +10,7 @@ Usage::
     retention = Retention("performance_reports", limits)
     retention.after_write(len(content))          # cheap; prunes only when due
 
-A limit of 0 means unlimited. Only report files (:mod:`otel_wpm.reporting.files`)
+A limit of 0 means unlimited. Only report files (:mod:`otel_wpm.reporting.report_format`)
 are ever deleted; their age is their modification time, ties broken by name.
 A pass also deletes the temporary file of a report whose writer was killed
 mid-write, once it is an hour old.
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from .files import ReportFile, is_temporary_file, scan
+from .report_format import ReportFile, is_temporary_file, scan
 
 if TYPE_CHECKING:
     from ..config import Config

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from .files import temporary_name
+from .report_format import temporary_name
 from .retention import Retention, RetentionLimits
 
 if TYPE_CHECKING:

@@ -1,5 +1,7 @@
-"""``python -m otel_wpm.server --dir performance_reports``: the same as ``otel-wpm serve``."""
+"""``python -m otel_wpm.server --dir performance_reports``: runs ``otel-wpm serve``."""
 
-from . import main
+import sys
 
-main()
+from ..cli import main
+
+sys.exit(main(["serve", *sys.argv[1:]]))

@@ -1,0 +1,255 @@
+"""The report file format: how reports are named, and the metadata each one embeds.
+
+Usage::
+
+    from otel_wpm.reporting.report_format import (
+        metadata_element, read_metadata, report_file_name, scan,
+    )
+
+    name = report_file_name(started_at, "GET", "/users/<id>", trace_id, span_id, in_flight=False)
+    # "20240501T120000Z_GET_users-id_<trace_id>_<span_id>.html"
+    page = "<html><head>" + metadata_element({"route": "/users/<id>", ...}) + ...
+    for report in scan("performance_reports"):
+        meta = read_metadata(report.path)     # raises UnreadableMetadata
+
+The report thread writes both; the report server (:mod:`otel_wpm.server`) and
+retention read them. Retention deletes only files whose names match (and the
+temporary files a writer killed mid-write left behind) and the server serves
+only those, so alerts, de-duplication stores and anything else in the
+directory are never touched or exposed.
+
+The metadata is a JSON object in a ``<script type="application/json">``
+element, written near the top of the page. Readers look for it in the first
+:data:`METADATA_READ_BYTES` of the file; the writer shortens long text in it so
+the element never takes more than :data:`METADATA_MAX_BYTES` (the report's own
+sections keep everything). What it reads is checked field by field, so a
+damaged or hostile file cannot hand a reader an absurd number or text that is
+not valid Unicode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+# --- file names ------------------------------------------------------------------------
+
+REPORT_FILE_PATTERN = re.compile(
+    r"\A(?P<stamp>\d{8}T\d{6}Z)_(?P<method>[A-Za-z0-9-]{1,10})_(?P<route>[A-Za-z0-9-]{1,60})"
+    r"_(?P<trace_id>[0-9a-f]{32})_(?P<span_id>[0-9a-f]{16})(?P<running>_running)?\.html\Z"
+)
+
+_TEMPORARY_FILE_PATTERN = re.compile(r"\A\.(?P<report>.+)\.\d+\.tmp\Z")
+_UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9]+")
+
+
+def _slug(text: str, limit: int) -> str:
+    return _UNSAFE_NAME_CHARACTERS.sub("-", text).strip("-")[:limit] or "root"
+
+
+def report_file_name(
+    started_at: datetime, method: str, route: str, trace_id: str, span_id: str, in_flight: bool
+) -> str:
+    """A file name safe on every OS: no separators, no dots but the extension."""
+    stamp = started_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    suffix = "_running" if in_flight else ""
+    return f"{stamp}_{_slug(method, 10)}_{_slug(route, 60)}_{trace_id}_{span_id}{suffix}.html"
+
+
+def is_report_file(name: str) -> bool:
+    return REPORT_FILE_PATTERN.match(name) is not None
+
+
+def temporary_name(report_name: str, pid: int) -> str:
+    """Where a process writes a report before renaming it into place."""
+    return f".{report_name}.{pid}.tmp"
+
+
+def is_temporary_file(name: str) -> bool:
+    match = _TEMPORARY_FILE_PATTERN.match(name)
+    return match is not None and is_report_file(match["report"])
+
+
+def trace_id_of(name: str) -> Optional[str]:
+    match = REPORT_FILE_PATTERN.match(name)
+    return match["trace_id"] if match else None
+
+
+def metadata_from_name(name: str) -> dict[str, Any]:
+    """What a report's file name tells, for when its embedded metadata cannot be read."""
+    match = REPORT_FILE_PATTERN.match(name)
+    if match is None:
+        raise ValueError(f"not a report file name: {name!r}")
+    return {
+        "method": match["method"],
+        "route": match["route"],
+        "trace_id": match["trace_id"],
+        "span_id": match["span_id"],
+        "in_flight": bool(match["running"]),
+    }
+
+
+# --- listing ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportFile:
+    """One report file as seen by ``os.scandir``."""
+
+    name: str
+    path: Path
+    mtime: float
+    size: int
+
+
+def scan(
+    directory: str | os.PathLike[str], matches: Callable[[str], bool] = is_report_file
+) -> list[ReportFile]:
+    """The report files (or other ``matches``) directly in ``directory``, if it exists."""
+    reports = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if not matches(entry.name):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            stat = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:  # removed by another process meanwhile
+            continue
+        reports.append(ReportFile(entry.name, Path(entry.path), stat.st_mtime, stat.st_size))
+    return reports
+
+
+# --- embedded metadata -----------------------------------------------------------------
+
+METADATA_ELEMENT_ID = "otel-wpm-report"
+#: How much of a report readers look through for the metadata element.
+METADATA_READ_BYTES = 16 * 1024
+#: The most the element takes; the rest of the read limit is for what precedes it.
+METADATA_MAX_BYTES = 8 * 1024
+
+_METADATA_START = f'<script type="application/json" id="{METADATA_ELEMENT_ID}">'
+_METADATA_END = "</script>"
+_SHORTENED = "…"
+_MAX_SECONDS = 1e9
+
+
+class UnreadableMetadata(ValueError):
+    """A report whose metadata is missing, damaged or not what the writer writes."""
+
+
+def _json(meta: Mapping[str, Any]) -> str:
+    # ASCII only, and "<" escaped so no value can close the script element
+    return json.dumps(meta, ensure_ascii=True).replace("<", "\\u003c")
+
+
+def _shortened(value: Any, limit: int) -> Any:
+    if not isinstance(value, str) or len(value) <= limit:
+        return value
+    return value[: max(limit - 1, 0)] + _SHORTENED
+
+
+def metadata_element(meta: Mapping[str, Any]) -> str:
+    """The ``<script>`` element carrying ``meta``, at most :data:`METADATA_MAX_BYTES` long.
+
+    Text values are cut (ending in "…"), the longest first, until it fits.
+    """
+    limit = max((len(value) for value in meta.values() if isinstance(value, str)), default=0)
+    payload = _json(meta)
+    overhead = len(_METADATA_START) + len(_METADATA_END)
+    while overhead + len(payload) > METADATA_MAX_BYTES and limit > 0:
+        limit //= 2
+        payload = _json({key: _shortened(value, limit) for key, value in meta.items()})
+    return _METADATA_START + payload + _METADATA_END
+
+
+def _is_text(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")  # a lone surrogate ("\ud800") cannot be
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_seconds(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return False
+    return math.isfinite(seconds) and 0 <= seconds <= _MAX_SECONDS
+
+
+def _is_status(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 999
+
+
+def _is_flag(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+#: What a reader accepts for each field; each may also be null or absent.
+METADATA_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "service": _is_text,
+    "method": _is_text,
+    "route": _is_text,
+    "url": _is_text,
+    "status": _is_status,
+    "duration_seconds": _is_seconds,
+    "threshold_seconds": _is_seconds,
+    "start_time": _is_text,
+    "trace_id": _is_text,
+    "span_id": _is_text,
+    "trace_url": _is_text,
+    "in_flight": _is_flag,
+}
+
+
+def parse_metadata(head: bytes) -> dict[str, Any]:
+    """The metadata in the first bytes of a report: the fields it knows, each checked.
+
+    Raises :class:`UnreadableMetadata` saying what is wrong.
+    """
+    start_tag = _METADATA_START.encode()
+    start = head.find(start_tag)
+    if start < 0:
+        raise UnreadableMetadata(f"no metadata element in the first {len(head)} bytes")
+    start += len(start_tag)
+    end = head.find(_METADATA_END.encode(), start)
+    if end < 0:
+        raise UnreadableMetadata(f"metadata element not closed in the first {len(head)} bytes")
+    try:
+        raw = json.loads(head[start:end])
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        raise UnreadableMetadata(f"metadata is not JSON ({type(err).__name__})") from None
+    if not isinstance(raw, dict):
+        raise UnreadableMetadata("metadata is not a JSON object")
+    meta: dict[str, Any] = {}
+    for key, is_valid in METADATA_FIELDS.items():
+        value = raw.get(key)
+        if value is None:
+            continue
+        if not is_valid(value):
+            raise UnreadableMetadata(f"metadata field {key} has an invalid value")
+        meta[key] = value
+    return meta
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata embedded in the report at ``path`` (see :func:`parse_metadata`)."""
+    with open(path, "rb") as stream:
+        return parse_metadata(stream.read(METADATA_READ_BYTES))
