@@ -14,6 +14,8 @@ Usage::
     # "https://[MASKED]@example.com/a?token=[MASKED]&page=2"
     masker.mask_text("login failed for token abcd1234", ["abcd1234"])
     # "login failed for token [MASKED]"
+    masker.mask_text("echoed header: Authorization: Bearer abc.def", [])
+    # "echoed header: Authorization: Bearer [MASKED]"
 
 A name is secret when it *contains* one of the built-in words (``password``,
 ``token``, ``auth``, ``key``, ``cookie``, ``session`` ...) or one of the extra
@@ -64,6 +66,8 @@ BUILTIN_SECRET_WORDS = (
 _BUILTIN_SECRET_RE = re.compile("|".join(BUILTIN_SECRET_WORDS), re.IGNORECASE)
 _URL_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _HOST_HEADER_RE = re.compile(r"(?:^|[-_])host$", re.IGNORECASE)
+#: ``Bearer`` and its token (RFC 6750's token68 characters).
+_BEARER_CREDENTIALS_RE = re.compile(r"(bearer\s+)[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
 
 Pairs = Union[Mapping[str, Any], Iterable[tuple[str, Any]]]
 
@@ -130,7 +134,8 @@ class SecretMasker:
 
     @staticmethod
     def mask_text(text: str, secrets: Iterable[str]) -> str:
-        """Replace every literal occurrence of each known secret value in free text.
+        """Replace every literal occurrence of each known secret value in free text,
+        and whatever follows ``Bearer`` (an ``Authorization`` header echoed in an error).
 
         Values shorter than MIN_SECRET_TEXT_LENGTH are skipped: masking every
         ``a`` or ``12`` would shred the text without protecting anything.
@@ -139,7 +144,7 @@ class SecretMasker:
         # Longest first, so a secret containing another one is masked whole.
         for secret in sorted(usable, key=len, reverse=True):
             text = text.replace(secret, MASK)
-        return text
+        return _BEARER_CREDENTIALS_RE.sub(rf"\g<1>{MASK}", text)
 
     def _mask_value(self, key: Any, value: Any, depth: int) -> Any:
         if self.is_secret(str(key)):

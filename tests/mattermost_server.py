@@ -11,13 +11,17 @@ Usage::
     server.rate_limit_next(1, retry_after=7)
     server.reject_token()                # every request answers 401
     server.hang(); ...; server.release() # requests wait until released
+    server.trickle(0.2)                  # answers come one byte every 0.2 s (until stopped)
+    server.delay_answers(0.8)            # each answer starts 0.8 s late (until stopped)
 
 It serves ``users/me``, ``files`` (multipart upload) and ``posts``, answers
-errors in Mattermost's format, and records every request.
+errors in Mattermost's format (a post longer than 16,383 characters is a 400,
+as on a real server), and records every request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import threading
@@ -25,9 +29,13 @@ import time
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesParser
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 from urllib.parse import parse_qs, urlsplit
+
+#: A real server refuses longer messages (PostMessageMaxRunesV2).
+MAX_MESSAGE_CHARS = 16_383
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,9 @@ class FakeMattermostServer:
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._released.set()
+        self._stopping = threading.Event()
+        self._seconds_per_byte = 0.0
+        self._answer_delay = 0.0
         self._failures: list[tuple[int, dict[str, str]]] = []
         self._token_rejected = False
         self._httpd: Optional[ThreadingHTTPServer] = None
@@ -90,6 +101,7 @@ class FakeMattermostServer:
 
     def stop(self) -> None:
         self._released.set()
+        self._stopping.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -124,6 +136,15 @@ class FakeMattermostServer:
 
     def hang(self) -> None:
         self._released.clear()
+
+    def trickle(self, seconds_per_byte: float) -> None:
+        """Send each answer one byte at a time; the rest goes at once when the server stops."""
+        with self._lock:
+            self._seconds_per_byte = seconds_per_byte
+
+    def delay_answers(self, seconds: float) -> None:
+        with self._lock:
+            self._answer_delay = seconds
 
     def release(self) -> None:
         self._released.set()
@@ -217,6 +238,13 @@ class FakeMattermostServer:
         if not channel_id:
             raise ApiError(400, "Invalid or missing channel_id.", "api.context.invalid_param")
         self._check_channel(channel_id)
+        message = post.get("message", "")
+        if len(message) > MAX_MESSAGE_CHARS:
+            raise ApiError(
+                400,
+                f"Invalid message: it is longer than {MAX_MESSAGE_CHARS} characters.",
+                "model.post.is_valid.msg.app_error",
+            )
         file_ids = post.get("file_ids") or []
         with self._lock:
             known = {f.id for f in self.files}
@@ -226,7 +254,7 @@ class FakeMattermostServer:
             "id": _new_id(),
             "channel_id": channel_id,
             "user_id": self.user_id,
-            "message": post.get("message", ""),
+            "message": message,
             "file_ids": list(file_ids),
             "create_at": int(time.time() * 1000),
         }
@@ -245,6 +273,19 @@ class FakeMattermostServer:
     def _record(self, method: str, target: str, status: int) -> None:
         with self._lock:
             self.requests.append(RecordedRequest(method, urlsplit(target).path, status))
+
+    def _send(self, stream: BinaryIO, data: bytes) -> None:
+        with self._lock:
+            interval, delay = self._seconds_per_byte, self._answer_delay
+        self._stopping.wait(delay)
+        sent = 0
+        while interval and sent < len(data) and not self._stopping.is_set():
+            stream.write(data[sent : sent + 1])
+            stream.flush()
+            sent += 1
+            self._stopping.wait(interval)
+        stream.write(data[sent:])
+        stream.flush()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -267,17 +308,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         status, answer, extra_headers = self.fake._handle(method, self.path, self.headers, body)
         self.fake._record(method, self.path, status)
-        payload = json.dumps(answer).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in extra_headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up waiting (timeout tests)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
+            self.fake._send(self.wfile, _http_response(status, answer, extra_headers))
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -304,6 +336,17 @@ def _parse_multipart(
         elif name:
             fields[str(name)] = data.decode("utf-8", "replace")
     return fields, uploads
+
+
+def _http_response(status: int, answer: Any, headers: dict[str, str]) -> bytes:
+    payload = json.dumps(answer).encode()
+    lines = [
+        f"HTTP/1.0 {status} {HTTPStatus(status).phrase}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
 
 
 def _error_body(error: ApiError) -> dict[str, Any]:

@@ -5,15 +5,26 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sqlite3
 import stat
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
 from apps.helpers import free_port
 
-from otel_wpm.alerting.dedup import DedupStore, MemoryDedupStore, RedisDedupStore, SQLiteDedupStore
+from otel_wpm.alerting.dedup import (
+    PRUNE_INTERVAL_SECONDS,
+    DedupStore,
+    MemoryDedupStore,
+    RedisDedupStore,
+    SQLiteDedupStore,
+    count_ttl_seconds,
+)
 
 WINDOW = 60.0
 KEY = "GET /users/<id>"
@@ -100,6 +111,91 @@ def test_sqlite_failure_fails_open_and_logs_once(
     assert len(warnings) == 1 and "sending every alert" in warnings[0].getMessage()
 
 
+def stored_keys(store: DedupStore) -> set[str]:
+    if isinstance(store, MemoryDedupStore):
+        return set(store._entries)
+    assert isinstance(store, SQLiteDedupStore)
+    with sqlite3.connect(store.path) as connection:
+        return {key for (key,) in connection.execute("SELECT key FROM dedup")}
+
+
+def test_entries_expire_after_their_window(store_factory: StoreFactory) -> None:
+    clock = FakeClock()
+    store = store_factory(clock)
+    store.claim("GET /old", WINDOW)
+    store.claim("GET /counting", WINDOW)
+    store.claim("GET /counting", WINDOW)  # held back: its count must survive the window
+
+    clock.now += WINDOW + PRUNE_INTERVAL_SECONDS
+    store.claim("GET /new", WINDOW)
+    after_the_window = stored_keys(store)
+    clock.now += count_ttl_seconds(WINDOW)
+    store.claim("GET /newer", WINDOW)
+
+    assert after_the_window == {"GET /counting", "GET /new"}
+    assert stored_keys(store) == {"GET /newer"}
+
+
+def test_expired_entries_are_looked_for_at_most_once_a_minute(
+    store_factory: StoreFactory,
+) -> None:
+    clock = FakeClock()
+    store = store_factory(clock)
+    store.claim("GET /a", 1.0)
+    clock.now += 2.0
+    store.claim("GET /b", 1.0)  # /a has expired, but the last look was 2 s ago
+
+    assert stored_keys(store) == {"GET /a", "GET /b"}
+
+
+_HOLD_THE_LOCK = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+connection.execute("ROLLBACK")
+"""
+
+
+def test_sqlite_locked_by_another_process_fails_open_without_stalling(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="otel_wpm.alerting.dedup")
+    path = tmp_path / "dedup.sqlite3"
+    store = SQLiteDedupStore(path)
+    assert store.claim(KEY, WINDOW) == (True, 0)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_THE_LOCK, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        results: list[tuple[bool, int]] = []
+        claims = threading.Thread(
+            target=lambda: results.extend(store.claim(KEY, WINDOW) for _ in range(4))
+        )
+        claims.start()
+        # Four claims against a held lock end long before the holder lets go (not 4 x 5 s).
+        claims.join(10)
+        assert not claims.is_alive(), "claims waited for the lock"
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(30)
+    claims.join()
+
+    assert results == [(True, 0)] * 4
+    assert store.claim(KEY, WINDOW) == (False, 0)  # the store works again once unlocked
+    messages = [r.getMessage() for r in caplog.records if r.name == "otel_wpm.alerting.dedup"]
+    assert len(messages) == 2
+    assert "locked" in messages[0] and "sending every alert" in messages[0]
+    assert "works again" in messages[1]
+
+
 # -- several processes ---------------------------------------------------------------------
 
 
@@ -138,7 +234,7 @@ def test_sqlite_exactly_one_of_four_processes_sends(tmp_path: Path) -> None:
 
     assert sorted(answers) == [False, False, False, True]
     clock = FakeClock()
-    clock.now = 4_000_000_000.0  # far after the window
+    clock.now = time.time() + WINDOW  # the processes claimed on the real clock
     assert SQLiteDedupStore(tmp_path / "dedup.sqlite3", clock=clock).claim(KEY, WINDOW) == (True, 3)
 
 
@@ -176,6 +272,15 @@ def test_redis_window_is_the_key_expiry(redis_store: RedisDedupStore) -> None:
     ttl_ms = redis_store._client.pttl(f"{RedisDedupStore.PREFIX}{{{KEY}}}:claim")
 
     assert 0 < ttl_ms <= 90_000
+
+
+def test_redis_count_of_held_back_alerts_expires_too(redis_store: RedisDedupStore) -> None:
+    redis_store.claim(KEY, 90)
+    redis_store.claim(KEY, 90)
+
+    ttl = redis_store._client.ttl(f"{RedisDedupStore.PREFIX}{{{KEY}}}:suppressed")
+
+    assert 0 < ttl <= count_ttl_seconds(90)
 
 
 def test_redis_window_zero_always_sends(redis_store: RedisDedupStore) -> None:

@@ -6,19 +6,26 @@ import json
 import logging
 import os
 import stat
+import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pytest
-from mattermost_server import FakeMattermostServer
+from apps.helpers import free_port, tmpfs
+from mattermost_server import MAX_MESSAGE_CHARS, FakeMattermostServer
 
-from otel_wpm.alerting.alert import Alert
+from otel_wpm._runtime.stats import Stats
+from otel_wpm.alerting.alert import Alert, HotFrame
+from otel_wpm.alerting.dedup import MemoryDedupStore
+from otel_wpm.alerting.dispatch import AlertDispatcher
 from otel_wpm.exporters import ExportError, LocalFileExporter, MattermostExporter, format_markdown
 from otel_wpm.exporters.mattermost import driver_options
 
 MakeAlert = Callable[..., Alert]
+#: Far longer than any call here may take once its deadline works, far shorter than without.
+LIVENESS_SECONDS = 15.0
 
 
 class RecordingSleep:
@@ -37,6 +44,30 @@ def exporter_for(
         server.url, server.token, server.channel_id, timeout_seconds=5.0, sleep=sleep, **options
     )
     return exporter, sleep
+
+
+def raised_within(seconds: float, call: Callable[[], object]) -> Optional[BaseException]:
+    """What ``call`` raised (None if nothing), run on a thread that must end within ``seconds``."""
+    outcome: list[Optional[BaseException]] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as error:
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the call was still running after {seconds} s"
+    return outcome[0]
+
+
+def read_alert_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of an alerts file as JSON (fails on a broken line)."""
+    return [json.loads(line) for line in path.read_bytes().decode("utf-8").splitlines()]
 
 
 # -- local file ---------------------------------------------------------------------------
@@ -93,6 +124,110 @@ def test_local_file_lines_stay_whole_with_concurrent_writers(
     assert all(json.loads(line)["route"] == long_route for line in lines)
 
 
+def test_local_file_full_disk_leaves_only_whole_lines(
+    tmp_path: Path, make_alert: MakeAlert
+) -> None:
+    with tmpfs(tmp_path / "small", "1m") as output:
+        exporter = LocalFileExporter(output)
+        exporter.export(make_alert(route="/before"))
+        filler = output / "filler"
+        with pytest.raises(OSError), filler.open("wb") as stream:
+            while True:
+                stream.write(b"\0" * 4096)
+                stream.flush()
+
+        # Longer than what is left in the file's last page: the write comes up short.
+        with pytest.raises(ExportError) as raised:
+            exporter.export(make_alert(route="/" + "x" * 20_000))
+        filler.unlink()
+        exporter.export(make_alert(route="/after"))
+
+        routes = [alert["route"] for alert in read_alert_lines(output / "alerts.jsonl")]
+    assert raised.value.kind == "disk"
+    assert routes == ["/before", "/after"]
+
+
+_EXPORT_UNDER_A_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+from datetime import datetime, timezone
+from otel_wpm.alerting.alert import Alert
+from otel_wpm.exporters import ExportError, LocalFileExporter
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails instead
+exporter = LocalFileExporter(sys.argv[1])
+
+def alert(route):
+    return Alert(
+        service="s", method="GET", route=route, url=route, status=200, duration_seconds=2.0,
+        threshold_seconds=1.0, host="h", trace_id="1" * 32, span_id="2" * 16,
+        start_time=datetime.now(timezone.utc), trace_url=None, report_url=None,
+        report_path=None, report_filename="r.html",
+    )
+
+exporter.export(alert("/before"))
+resource.setrlimit(resource.RLIMIT_FSIZE, (exporter.path.stat().st_size + 100,) * 2)
+try:
+    exporter.export(alert("/" + "x" * 1000))
+except ExportError as error:
+    print(error.kind)
+"""
+
+
+def test_local_file_size_limit_leaves_only_whole_lines(
+    tmp_path: Path, make_alert: MakeAlert
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _EXPORT_UNDER_A_FILE_SIZE_LIMIT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["disk"]
+    exporter = LocalFileExporter(tmp_path)
+    exporter.export(make_alert(route="/after"))
+    routes = [alert["route"] for alert in read_alert_lines(exporter.path)]
+    assert routes == ["/before", "/after"]
+
+
+def test_local_file_rotates_past_max_bytes(tmp_path: Path, make_alert: MakeAlert) -> None:
+    exporter = LocalFileExporter(tmp_path, max_bytes=4000)
+
+    for index in range(20):
+        exporter.export(make_alert(route=f"/r{index}"))
+
+    current = read_alert_lines(tmp_path / "alerts.jsonl")
+    rotated = read_alert_lines(tmp_path / "alerts.jsonl.1")
+    assert (tmp_path / "alerts.jsonl").stat().st_size <= 4000
+    assert (tmp_path / "alerts.jsonl.1").stat().st_size <= 4000
+    routes = [alert["route"] for alert in rotated + current]
+    assert routes == [f"/r{index}" for index in range(20 - len(routes), 20)]
+    assert len(rotated) >= 2 and current
+    assert stat.S_IMODE((tmp_path / "alerts.jsonl.1").stat().st_mode) == 0o600
+
+
+def test_local_file_rotation_by_concurrent_writers_keeps_lines_whole(
+    tmp_path: Path, make_alert: MakeAlert
+) -> None:
+    def write_many(exporter: LocalFileExporter) -> None:
+        for index in range(50):
+            exporter.export(make_alert(route=f"/{threading.get_ident()}/{index}"))
+
+    threads = [
+        threading.Thread(target=write_many, args=(LocalFileExporter(tmp_path, max_bytes=20_000),))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    for name in ("alerts.jsonl", "alerts.jsonl.1"):
+        assert (tmp_path / name).stat().st_size <= 20_000
+        assert read_alert_lines(tmp_path / name)
+
+
 def test_local_file_disk_error_is_export_error(tmp_path: Path, make_alert: MakeAlert) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
@@ -139,6 +274,30 @@ def test_markdown_keeps_request_text_inert(make_alert: MakeAlert) -> None:
     assert "`GET /@all`" in text
 
 
+def test_markdown_fits_the_post_limit_however_long_the_fields(make_alert: MakeAlert) -> None:
+    huge = "/@channel" + "a" * 30_000
+    text = format_markdown(
+        make_alert(
+            service=huge,
+            route=huge,
+            url=f"https://shop.example.com/search?q={huge}",
+            host=huge,
+            trace_url="https://traces.example.com/" + "t" * 20_000,
+            hot_frames=tuple(HotFrame(huge, huge, 1.0, 0.2) for _ in range(5)),
+        )
+    )
+
+    assert len(text) <= MAX_MESSAGE_CHARS
+    assert text.startswith("#### :warning: Slow request\n**Service:** `/@channel")
+    assert text.endswith("the attached report has them in full._")
+    # Only whole lines were dropped: every code span that opens also closes.
+    assert all(line.count("`") % 2 == 0 for line in text.splitlines())
+
+
+def test_markdown_of_short_fields_is_not_shortened(make_alert: MakeAlert) -> None:
+    assert "shortened" not in format_markdown(make_alert(url="https://x/" + "a" * 500))
+
+
 # -- Mattermost: URL handling -----------------------------------------------------------------
 
 
@@ -152,22 +311,10 @@ def test_markdown_keeps_request_text_inert(make_alert: MakeAlert) -> None:
     ],
 )
 def test_driver_options_split_the_url(url: str, expected: tuple[str, str, int, str]) -> None:
-    options = driver_options(url, "tok", 3.0)
+    options = driver_options(url, "tok")
 
     assert (options["scheme"], options["url"], options["port"], options["basepath"]) == expected
-    assert (options["request_timeout"], options["verify"]) == (3.0, True)
-
-
-@pytest.mark.parametrize(
-    "url", ["mm.example.com", "ftp://mm.example.com", "https://", "https://h:99999"]
-)
-def test_unparsable_url_is_rejected_without_the_token(url: str) -> None:
-    with pytest.raises(ValueError) as raised:
-        MattermostExporter(url, "super-secret-token", "chan")
-
-    assert "mattermost_server_url" in str(raised.value)
-    assert url in str(raised.value)
-    assert "super-secret-token" not in str(raised.value)
+    assert (options["token"], options["verify"]) == ("tok", True)
 
 
 def test_repr_hides_the_token(mattermost_server: FakeMattermostServer) -> None:
@@ -378,3 +525,117 @@ def test_report_refused_as_too_large_still_posts_the_alert(
     last = mattermost_server.posts[-1]
     assert "/big" in last["message"] and last["file_ids"] == []
     assert "[report](" in last["message"]
+
+
+def test_long_query_still_posts_and_the_report_keeps_it(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
+) -> None:
+    query = "q=" + "x" * 20_000
+    report = f"<html>{query}</html>".encode()
+    exporter, _ = exporter_for(mattermost_server)
+
+    exporter.export(make_alert(url=f"https://shop.example.com/search?{query}", report_html=report))
+
+    [post] = mattermost_server.posts
+    assert len(post["message"]) <= MAX_MESSAGE_CHARS
+    assert "https://shop.example.com/search?q=xxx" in post["message"]
+    assert mattermost_server.files[0].data == report
+
+
+# -- Mattermost: the deadline and test alerts ----------------------------------------------
+
+
+def test_timeout_is_a_deadline_for_a_server_that_trickles(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
+) -> None:
+    # Each byte comes well within the timeout, the whole answer far after it.
+    mattermost_server.trickle(0.2)
+    exporter = MattermostExporter(
+        mattermost_server.url,
+        mattermost_server.token,
+        mattermost_server.channel_id,
+        timeout_seconds=1.0,
+        max_retries=0,
+    )
+
+    error = raised_within(LIVENESS_SECONDS, lambda: exporter.export(make_alert()))
+
+    assert isinstance(error, ExportError), error
+    assert error.kind == "timeout" and not error.permanent
+    assert "within 1 s (mattermost_timeout_seconds) to log in" in error.message
+    assert mattermost_server.posts == []
+
+
+def test_deadline_spans_log_in_upload_and_post_together(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
+) -> None:
+    # Each answer alone comes well within the timeout; log in, upload and post together don't.
+    mattermost_server.delay_answers(0.8)
+    exporter = MattermostExporter(
+        mattermost_server.url,
+        mattermost_server.token,
+        mattermost_server.channel_id,
+        timeout_seconds=1.5,
+        max_retries=0,
+    )
+
+    error = raised_within(LIVENESS_SECONDS, lambda: exporter.export(make_alert()))
+
+    assert isinstance(error, ExportError) and error.kind == "timeout", error
+    assert mattermost_server.posts == []
+
+
+@pytest.mark.parametrize("fault", ["503", "connection refused", "hang"])
+def test_test_alert_tries_once_and_says_why(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert, fault: str
+) -> None:
+    url = mattermost_server.url
+    if fault == "503":
+        mattermost_server.fail_next(10, status=503)
+    elif fault == "connection refused":
+        url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    else:
+        mattermost_server.hang()
+    sleep = RecordingSleep()
+    exporter = MattermostExporter(
+        url, mattermost_server.token, mattermost_server.channel_id, timeout_seconds=1.0, sleep=sleep
+    )
+
+    try:
+        error = raised_within(LIVENESS_SECONDS, lambda: exporter.export(make_alert(is_test=True)))
+    finally:
+        mattermost_server.release()
+
+    assert isinstance(error, ExportError), error
+    assert sleep.delays == []
+    expected = {
+        "503": "Mattermost failed to log in (503)",
+        "connection refused": "cannot connect to Mattermost to log in: Connection refused",
+        "hang": "Mattermost did not answer within 1 s (mattermost_timeout_seconds) to log in",
+    }[fault]
+    assert error.message == expected
+    if fault == "503":
+        assert [r.status for r in mattermost_server.requests] == [503]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_is_not_held_by_a_log_in_under_way_at_fork(
+    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
+) -> None:
+    exporter, _ = exporter_for(mattermost_server)
+    dispatcher = AlertDispatcher([exporter], MemoryDedupStore(), window_seconds=0, stats=Stats())
+    exporter._login_lock.acquire()  # as the delivery thread holds it while it logs in
+    pid = os.fork()
+    if pid == 0:  # the child: forksafe has renewed the dispatcher, which renews its exporters
+        code = 1
+        try:
+            result = dispatcher.send_test_alert(make_alert(is_test=True))
+            code = 0 if result["success"] else 2
+        finally:
+            os._exit(code)
+    exporter._login_lock.release()
+
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(mattermost_server.posts) == 1

@@ -32,7 +32,7 @@ from apps.hardening_app import (
     recording_logs,
     reports_of,
 )
-from apps.helpers import free_port, wait_until
+from apps.helpers import free_port, tmpfs, wait_until
 from mattermost_server import FakeMattermostServer
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
@@ -128,23 +128,6 @@ def test_unusable_output_directory_is_logged_once_and_recovers(tmp_path: Path) -
         parent.unlink()
 
     _assert_failure_then_recovery(output, break_it, repair, "Not a directory")
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str, read_only: bool = False) -> Iterator[Path]:
-    path.mkdir()
-    options = f"size={size},mode=0700" + (",ro" if read_only else "")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 def _remount(path: Path, options: str) -> None:

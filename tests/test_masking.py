@@ -202,6 +202,13 @@ def test_mask_text_prefers_longest_secret() -> None:
     assert SecretMasker.mask_text("xx abcdefgh xx", ["abcd", "abcdefgh"]) == f"xx {MASK} xx"
 
 
+def test_mask_text_hides_bearer_credentials_it_was_not_told_about() -> None:
+    text = "proxy said: bad header Authorization: bearer eyJhbGciOi.x.y (and BEARER  abc)"
+    assert SecretMasker.mask_text(text, []) == (
+        f"proxy said: bad header Authorization: bearer {MASK} (and BEARER  {MASK})"
+    )
+
+
 json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=10)
 json_values = st.recursive(
     json_scalars,

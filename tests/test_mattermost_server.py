@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import requests
-from mattermost_server import FakeMattermostServer
+from mattermost_server import MAX_MESSAGE_CHARS, FakeMattermostServer
 
 
 def auth(server: FakeMattermostServer) -> dict[str, str]:
@@ -95,3 +95,29 @@ def test_path_prefix() -> None:
         assert server.url.endswith("/mattermost")
         ok = requests.get(f"{server.url}/api/v4/users/me", headers=auth(server), timeout=5)
         assert ok.status_code == 200
+
+
+def test_posts_longer_than_the_limit_are_refused(mattermost_server: FakeMattermostServer) -> None:
+    url = f"{mattermost_server.url}/api/v4/posts"
+    channel = mattermost_server.channel_id
+
+    def post(message: str) -> int:
+        body = {"channel_id": channel, "message": message}
+        return requests.post(url, headers=auth(mattermost_server), json=body, timeout=5).status_code
+
+    assert post("é" * MAX_MESSAGE_CHARS) == 201  # the limit counts characters, not bytes
+    assert post("x" * (MAX_MESSAGE_CHARS + 1)) == 400
+
+
+def test_trickled_and_delayed_answers_arrive_whole(
+    mattermost_server: FakeMattermostServer,
+) -> None:
+    mattermost_server.trickle(0.001)
+    mattermost_server.delay_answers(0.01)
+
+    response = requests.get(
+        f"{mattermost_server.url}/api/v4/users/me", headers=auth(mattermost_server), timeout=5
+    )
+
+    assert response.status_code == 200
+    assert response.json()["id"] == mattermost_server.user_id

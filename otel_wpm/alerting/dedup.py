@@ -9,7 +9,13 @@ Usage::
 
 ``claim`` answers whether to send now and how many alerts were held back for that
 key since the last one sent. A window of 0 turns de-duplication off. A store that
-fails (Redis down, disk error) lets every alert through and logs that once.
+fails (Redis down, a locked or broken SQLite file) lets every alert through and
+logs that once; it never makes an alert wait more than a moment (a SQLite lock
+is waited for ``SQLiteDedupStore.BUSY_TIMEOUT_SECONDS``).
+
+Entries expire: a key's entry goes once its window has passed, or, while it
+counts held-back alerts, after :func:`count_ttl_seconds` (SQLite and memory
+stores prune at most once a minute, during a claim; Redis expires its keys).
 """
 
 from __future__ import annotations
@@ -22,13 +28,23 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 from .._runtime.logs import LogOnce
+from ..masking import SecretMasker
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+
+#: How often the SQLite and memory stores look for expired entries.
+PRUNE_INTERVAL_SECONDS = 60.0
+#: A count of held-back alerts outlives its window, so it survives a quiet period, but not forever.
+COUNT_MIN_TTL_SECONDS = 7 * 24 * 3600
+
+
+def count_ttl_seconds(window_seconds: float) -> float:
+    """How long after the last alert sent a count of held-back alerts is kept."""
+    return max(COUNT_MIN_TTL_SECONDS, 2 * window_seconds)
 
 
 class DedupStore(ABC):
@@ -67,7 +83,7 @@ class DedupStore(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
-    def reset_after_fork(self) -> None:  # noqa: B027 - optional hook
+    def after_fork_in_child(self) -> None:  # noqa: B027 - optional hook
         """In a forked child: drop locks and connections inherited from the parent."""
 
 
@@ -79,19 +95,31 @@ class MemoryDedupStore(DedupStore):
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, int]] = {}
+        self._next_prune = 0.0
 
-    def reset_after_fork(self) -> None:
+    def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
 
     def _claim(self, key: str, window_seconds: float) -> tuple[bool, int]:
         now = self._clock()
         with self._lock:
+            if now >= self._next_prune:
+                self._prune(now, window_seconds)
+                self._next_prune = now + PRUNE_INTERVAL_SECONDS
             last_sent, suppressed = self._entries.get(key, (None, 0))
             if last_sent is not None and _within(now - last_sent, window_seconds):
                 self._entries[key] = (last_sent, suppressed + 1)
                 return False, 0
             self._entries[key] = (now, 0)
             return True, suppressed
+
+    def _prune(self, now: float, window_seconds: float) -> None:
+        count_ttl = count_ttl_seconds(window_seconds)
+        self._entries = {
+            key: (last_sent, suppressed)
+            for key, (last_sent, suppressed) in self._entries.items()
+            if now - last_sent < (count_ttl if suppressed else window_seconds)
+        }
 
 
 class SQLiteDedupStore(DedupStore):
@@ -101,7 +129,9 @@ class SQLiteDedupStore(DedupStore):
     see each other's claims. The connection is reopened after a fork.
     """
 
-    BUSY_TIMEOUT_MS = 5000
+    #: A claim takes well under a millisecond; a lock held longer is someone else's
+    #: (a backup, a sqlite3 shell): fail open rather than hold up every alert.
+    BUSY_TIMEOUT_SECONDS = 0.25
 
     def __init__(self, path: str | os.PathLike[str], clock: Clock = time.time) -> None:
         super().__init__()
@@ -110,11 +140,12 @@ class SQLiteDedupStore(DedupStore):
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
         self._pid = 0
+        self._next_prune = 0.0
 
     def describe(self) -> str:
         return f"SQLite de-duplication store {self.path}"
 
-    def reset_after_fork(self) -> None:
+    def after_fork_in_child(self) -> None:
         # The inherited connection belongs to the parent: neither use nor close it here.
         self._lock = threading.Lock()
         self._connection = None
@@ -135,6 +166,9 @@ class SQLiteDedupStore(DedupStore):
         self, connection: sqlite3.Connection, key: str, window_seconds: float
     ) -> tuple[bool, int]:
         now = self._clock()
+        if now >= self._next_prune:
+            _prune_sqlite(connection, now, window_seconds)
+            self._next_prune = now + PRUNE_INTERVAL_SECONDS
         row = connection.execute(
             "SELECT last_sent, suppressed FROM dedup WHERE key = ?", (key,)
         ).fetchone()
@@ -157,12 +191,12 @@ class SQLiteDedupStore(DedupStore):
         os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         connection = sqlite3.connect(
             str(self.path),
-            timeout=self.BUSY_TIMEOUT_MS / 1000,
+            timeout=self.BUSY_TIMEOUT_SECONDS,
             isolation_level=None,  # transactions are explicit
             check_same_thread=False,
         )
         try:
-            connection.execute(f"PRAGMA busy_timeout = {self.BUSY_TIMEOUT_MS}")
+            connection.execute(f"PRAGMA busy_timeout = {int(self.BUSY_TIMEOUT_SECONDS * 1000)}")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS dedup ("
@@ -191,8 +225,6 @@ class RedisDedupStore(DedupStore):
     """
 
     PREFIX = "otel_wpm:dedup:"
-    #: Counters outlive the window so a count survives a quiet period, but not forever.
-    COUNTER_MIN_TTL_SECONDS = 7 * 24 * 3600
     SOCKET_TIMEOUT_SECONDS = 2.0
 
     def __init__(self, url: str) -> None:
@@ -213,13 +245,13 @@ class RedisDedupStore(DedupStore):
         self._claim_script = self._client.register_script(_REDIS_CLAIM)
 
     def describe(self) -> str:
-        return f"Redis de-duplication store {_without_password(self.url)}"
+        return f"Redis de-duplication store {SecretMasker().mask_url(self.url)}"
 
     def _claim(self, key: str, window_seconds: float) -> tuple[bool, int]:
         # The braces are a hash tag: both keys land on the same Redis Cluster slot.
         keys = [f"{self.PREFIX}{{{key}}}:claim", f"{self.PREFIX}{{{key}}}:suppressed"]
         window_ms = max(1, int(window_seconds * 1000))
-        counter_ttl = max(self.COUNTER_MIN_TTL_SECONDS, int(2 * window_seconds))
+        counter_ttl = int(count_ttl_seconds(window_seconds))
         sent, suppressed = self._claim_script(keys=keys, args=[window_ms, counter_ttl])
         return bool(sent), int(suppressed)
 
@@ -244,10 +276,8 @@ def _within(elapsed: float, window_seconds: float) -> bool:
     return 0 <= elapsed < window_seconds
 
 
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
+def _prune_sqlite(connection: sqlite3.Connection, now: float, window_seconds: float) -> None:
+    connection.execute(
+        "DELETE FROM dedup WHERE last_sent <= ? - CASE WHEN suppressed = 0 THEN ? ELSE ? END",
+        (now, window_seconds, count_ttl_seconds(window_seconds)),
+    )

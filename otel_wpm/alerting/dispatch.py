@@ -172,7 +172,7 @@ class AlertDispatcher:
         parts: list[AlertExporter | DedupStore] = [*self.exporters, self.dedup]
         for part in parts:
             try:
-                part.reset_after_fork()
+                part.after_fork_in_child()
             except Exception:  # a child must start even if one part can't reset
                 logger.warning("Could not reset %r after fork", part, exc_info=True)
 

@@ -14,7 +14,8 @@ Usage::
 
 from .base import AlertExporter, ExportError
 from .local_file import LocalFileExporter
-from .mattermost import MattermostExporter, format_markdown
+from .mattermost import MattermostExporter
+from .mattermost_message import format_markdown
 
 __all__ = [
     "AlertExporter",

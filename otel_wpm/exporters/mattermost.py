@@ -8,66 +8,65 @@ Usage::
     )
     exporter.export(alert)   # raises ExportError when Mattermost can't be reached
 
-Talks to the server through ``mattermostdriver`` (the ``mattermost`` extra). The
-token never appears in logs, exception messages or ``repr``.
+Talks to the server through ``mattermostdriver`` (the ``mattermost`` extra).
+``timeout_seconds`` is a deadline for one delivery attempt as a whole (log in,
+upload the report, create the post), however slowly the server answers. A
+failed attempt is retried with backoff; a test alert is tried once. The token
+never appears in logs, exception messages or ``repr``. The message itself is
+made by :mod:`.mattermost_message`.
 """
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import random
-import re
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable, Optional, TypeVar
 from urllib.parse import urlsplit
 
 import requests
 
-from ..alerting.alert import Alert, HotFrame
-from .base import AlertExporter, ExportError
+from ..alerting.alert import Alert
+from ..masking import SecretMasker
+from .base import AlertExporter, ExportError, RetryPolicy, http_failure
+from .deadline import Deadline
+from .mattermost_message import format_markdown
 
 logger = logging.getLogger(__name__)
 
 API_BASEPATH = "/api/v4"
-MAX_HOT_FRAMES = 5
 _DEFAULT_PORTS = {"https": 443, "http": 80}
-_BEARER = re.compile(r"(?i)(bearer\s+)\S+")
 _T = TypeVar("_T")
 
 
-def driver_options(server_url: str, token: str, timeout_seconds: float) -> dict[str, Any]:
+def driver_options(server_url: str, token: str) -> dict[str, Any]:
     """Split a Mattermost URL as people write it into ``mattermostdriver.Driver`` options.
 
-    >>> driver_options("https://example.com/mattermost", "t", 5)["basepath"]
+    The URL is checked by :mod:`otel_wpm.config` (``mattermost_server_url``).
+
+    >>> driver_options("https://example.com/mattermost", "t")["basepath"]
     '/mattermost/api/v4'
     """
     parts = urlsplit(server_url.strip())
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-        parts = parts._replace(netloc="")
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-        raise ValueError(
-            f"mattermost_server_url must be an http(s) URL like https://chat.example.com, "
-            f"got {server_url!r}"
-        )
-    host = parts.hostname
-    prefix = parts.path.rstrip("/")
+    host = parts.hostname or ""
     return {
         "scheme": parts.scheme,
         "url": f"[{host}]" if ":" in host else host,
-        "port": port or _DEFAULT_PORTS[parts.scheme],
-        "basepath": prefix + API_BASEPATH,
+        "port": parts.port or _DEFAULT_PORTS.get(parts.scheme, 443),
+        "basepath": parts.path.rstrip("/") + API_BASEPATH,
         "token": token,
-        "request_timeout": timeout_seconds,
-        "timeout": timeout_seconds,
         "verify": True,
     }
+
+
+@dataclass
+class _Delivery:
+    """One alert on its way; a retry resumes after what already succeeded."""
+
+    alert: Alert
+    message: str
+    file_ids: Optional[list[str]] = None  # None until the report is uploaded (or skipped)
 
 
 class MattermostExporter(AlertExporter):
@@ -86,9 +85,10 @@ class MattermostExporter(AlertExporter):
         max_backoff_seconds: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        options = driver_options(server_url, token, timeout_seconds)
         try:
             from mattermostdriver import Driver
+
+            from .mattermost_client import DeadlineClient
         except ImportError:
             raise RuntimeError(
                 "mattermost_server_url is set but mattermostdriver is not installed: "
@@ -96,12 +96,13 @@ class MattermostExporter(AlertExporter):
             ) from None
         self.server_url = server_url
         self.channel_id = channel_id
+        self.timeout_seconds = timeout_seconds
         self.max_retries = max_retries
         self.backoff_base_seconds = backoff_base_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self._sleep = sleep
         self._token = token
-        self._driver = Driver(options)
+        self._driver = Driver(driver_options(server_url, token), client_cls=DeadlineClient)
         self._login_lock = threading.Lock()
         self._logged_in = False
         self._warned_about_attachments = False
@@ -109,15 +110,26 @@ class MattermostExporter(AlertExporter):
     def __repr__(self) -> str:
         return f"MattermostExporter({self.server_url!r}, channel_id={self.channel_id!r})"
 
-    def reset_after_fork(self) -> None:
+    def after_fork_in_child(self) -> None:
         # The parent's delivery thread may have held the lock at fork time.
         self._login_lock = threading.Lock()
 
     def export(self, alert: Alert) -> None:
-        message = format_markdown(alert)
-        self._ensure_logged_in()
-        file_ids = self._upload_report(alert) if alert.report_html else []
-        self._call("create the post", lambda: self._create_post(message, file_ids))
+        retries = RetryPolicy(
+            max_retries=0 if alert.is_test else self.max_retries,
+            backoff_base_seconds=self.backoff_base_seconds,
+            max_backoff_seconds=self.max_backoff_seconds,
+        )
+        delivery = _Delivery(alert, format_markdown(alert))
+        retries.run(lambda: self._attempt(delivery), self._sleep)
+
+    def _attempt(self, delivery: _Delivery) -> None:
+        with Deadline(self.timeout_seconds):
+            self._ensure_logged_in()
+            if delivery.file_ids is None:
+                delivery.file_ids = self._upload_report(delivery.alert)
+            file_ids = delivery.file_ids
+            self._call("create the post", lambda: self._create_post(delivery.message, file_ids))
 
     def _ensure_logged_in(self) -> None:
         with self._login_lock:
@@ -131,6 +143,8 @@ class MattermostExporter(AlertExporter):
             raise _UnexpectedAnswer("the server did not answer /users/me with a user")
 
     def _upload_report(self, alert: Alert) -> list[str]:
+        if not alert.report_html:
+            return []
         try:
             return [self._call("upload the report", lambda: self._upload(alert))]
         except ExportError as error:
@@ -159,194 +173,89 @@ class MattermostExporter(AlertExporter):
             raise _UnexpectedAnswer("the post creation answer has no post id")
 
     def _call(self, action: str, call: Callable[[], _T]) -> _T:
-        """Run one API call, retrying transient failures; raise ExportError at the end."""
-        attempt = 0
-        while True:
-            try:
-                return call()
-            except Exception as error:  # noqa: BLE001 - every failure is classified below
-                failure = self._classify(action, error)
-            if not failure.retryable or attempt >= self.max_retries:
-                raise failure.error
-            delay = self._delay(attempt, failure.retry_after)
-            logger.debug("Mattermost: %s; retrying in %.2f s", failure.error, delay)
-            self._sleep(delay)
-            attempt += 1
+        """Run one API call; any failure becomes a classified, token-free ExportError."""
+        try:
+            return call()
+        except Exception as error:  # noqa: BLE001 - every failure is classified below
+            failure = self._classify(action, error)
+        raise ExportError(
+            self._masked(failure.message),
+            permanent=failure.permanent,
+            kind=failure.kind,
+            retry_after=failure.retry_after,
+        ) from None
 
-    def _delay(self, attempt: int, retry_after: Optional[float]) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_backoff_seconds)
-        delay = self.backoff_base_seconds * (2**attempt)
-        delay += random.uniform(0, delay / 10)  # noqa: S311 - jitter, not security
-        return min(delay, self.max_backoff_seconds)
+    def _classify(self, action: str, error: Exception) -> ExportError:
+        if isinstance(error, _UnexpectedAnswer):
+            return _permanent("bad_answer", f"unexpected Mattermost answer: {error}")
+        if isinstance(error, requests.HTTPError) and error.response is not None:
+            refused = self._refusal(action, error.response)
+            if refused is not None:
+                return refused
+        if isinstance(error, requests.JSONDecodeError):  # e.g. a proxy's error page
+            return _permanent(
+                "bad_answer",
+                f"Mattermost answered with something not JSON to {action}: "
+                "check mattermost_server_url",
+            )
+        if isinstance(error, requests.Timeout):
+            return ExportError(
+                f"Mattermost did not answer within {self.timeout_seconds:g} s "
+                f"(mattermost_timeout_seconds) to {action}",
+                kind="timeout",
+            )
+        return http_failure(error, "Mattermost", action)
 
-    def _classify(self, action: str, error: Exception) -> _Failure:
-        from mattermostdriver import exceptions as driver_errors
-
-        detail = self._redact(str(error))
-        if isinstance(error, driver_errors.NoAccessTokenProvided):
+    def _refusal(self, action: str, response: requests.Response) -> Optional[ExportError]:
+        """What Mattermost's own error statuses mean; None for the generic ones (429, 5xx...)."""
+        status = response.status_code
+        detail = _server_message(response)
+        if status == 401:
             return _permanent("auth", "Mattermost rejected the token (401): check mattermost_token")
-        if isinstance(error, (driver_errors.NotEnoughPermissions, driver_errors.ResourceNotFound)):
-            if action == "log in":
-                return _permanent(
-                    "not_found",
-                    f"no Mattermost API at {self._driver.client.url} (403/404): "
-                    "check mattermost_server_url",
-                )
+        if status in (403, 404) and action == "log in":
+            return _permanent(
+                "not_found",
+                f"no Mattermost API at {self._driver.client.url} ({status}): "
+                "check mattermost_server_url",
+            )
+        if status in (403, 404):
             return _permanent(
                 "channel",
                 f"channel {self.channel_id} not found or no permission to post "
-                f"(403/404) while trying to {action}: {detail}",
+                f"({status}) while trying to {action}: {detail}",
             )
-        if isinstance(error, driver_errors.InvalidOrMissingParameters):
+        if status == 400:
             return _permanent(
                 "invalid", f"Mattermost rejected the request to {action} (400): {detail}"
             )
-        if isinstance(error, driver_errors.ContentTooLarge):
+        if status == 405:
+            return _permanent("invalid", f"Mattermost refused the method (405) to {action}")
+        if status == 413:
             return _permanent("too_large", "Mattermost refused the report as too large (413)")
-        if isinstance(error, driver_errors.FeatureDisabled):
+        if status == 501:
             return _permanent(
                 "feature_disabled",
                 f"the Mattermost server has this feature disabled (501): {detail}",
             )
-        if isinstance(error, driver_errors.MethodNotAllowed):
-            return _permanent("invalid", f"Mattermost refused the method (405) to {action}")
-        if isinstance(error, requests.HTTPError) and error.response is not None:
-            return self._classify_status(action, error.response)
-        if isinstance(error, requests.Timeout):
-            return _transient("timeout", f"Mattermost did not answer in time to {action}")
-        if isinstance(error, requests.ConnectionError):
-            return _transient("connection", f"cannot connect to Mattermost to {action}: {detail}")
-        if isinstance(error, _UnexpectedAnswer):
-            return _permanent("bad_answer", f"unexpected Mattermost answer: {error}")
-        if isinstance(error, ValueError):  # a body that is not JSON, e.g. a proxy's error page
-            return _permanent(
-                "bad_answer",
-                f"Mattermost answered with something not JSON to "
-                f"{action}: check mattermost_server_url",
-            )
-        return _permanent(
-            "error", f"failed to {action} on Mattermost: {type(error).__name__}: {detail}"
-        )
+        return None
 
-    def _classify_status(self, action: str, response: requests.Response) -> _Failure:
-        status = response.status_code
-        if status == 429:
-            return _transient(
-                "rate_limited",
-                f"Mattermost rate-limited the request to {action} (429)",
-                retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
-            )
-        if status >= 500:
-            return _transient("server_error", f"Mattermost failed to {action} ({status})")
-        return _permanent("http_error", f"Mattermost refused to {action} ({status})")
-
-    def _redact(self, text: str) -> str:
-        if self._token:
-            text = text.replace(self._token, "[redacted]")
-        return _BEARER.sub(r"\1[redacted]", text)
+    def _masked(self, text: str) -> str:
+        return SecretMasker.mask_text(text, [self._token])
 
 
 class _UnexpectedAnswer(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class _Failure:
-    error: ExportError
-    retryable: bool
-    retry_after: Optional[float] = None
+def _permanent(kind: str, message: str) -> ExportError:
+    return ExportError(message, permanent=True, kind=kind)
 
 
-def _permanent(kind: str, message: str) -> _Failure:
-    return _Failure(ExportError(message, permanent=True, kind=kind), retryable=False)
-
-
-def _transient(kind: str, message: str, retry_after: Optional[float] = None) -> _Failure:
-    return _Failure(ExportError(message, kind=kind), retryable=True, retry_after=retry_after)
-
-
-def _retry_after_seconds(value: Optional[str]) -> Optional[float]:
-    """Seconds to wait from a ``Retry-After`` header: a number or an HTTP date."""
-    if not value:
-        return None
+def _server_message(response: requests.Response) -> str:
+    """The ``message`` of a Mattermost error body, else the start of the body."""
     try:
-        return max(0.0, float(value))
+        body = response.json()
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def format_markdown(alert: Alert) -> str:
-    """The Mattermost message for an alert.
-
-    Request-derived text (URL, route, host...) goes in code spans, so a path
-    like ``/@channel`` can neither notify anyone nor inject markdown.
-    """
-    lines = [
-        f"#### {_title(alert)}",
-        f"**Service:** {_code(alert.service)}",
-        f"**Request:** {_code(f'{alert.method} {alert.route}')}",
-        f"**URL:** {_code(alert.url)}",
-        f"**Duration:** {_duration(alert)}",
-        f"**Status:** {_status(alert)}",
-        f"**Host:** {_code(alert.host)}",
-        f"**Trace ID:** {_code(alert.trace_id)}",
-    ]
-    links = [
-        f"[{label}]({_link(url)})"
-        for label, url in (("trace", alert.trace_url), ("report", alert.report_url))
-        if url
-    ]
-    if links:
-        lines.append("**Links:** " + " · ".join(links))
-    if alert.suppressed_since_last > 0:
-        count = alert.suppressed_since_last
-        noun = "alert" if count == 1 else "alerts"
-        lines.append(f"_{count} similar {noun} suppressed since the last one_")
-    if alert.hot_frames:
-        lines.append("**Where the time went:**")
-        lines.extend(_hot_frame_line(frame) for frame in alert.hot_frames[:MAX_HOT_FRAMES])
-    return "\n".join(lines)
-
-
-def _title(alert: Alert) -> str:
-    if alert.is_test:
-        return ":white_check_mark: otel-wpm test alert"
-    if alert.in_flight:
-        return ":rotating_light: Request still running"
-    return ":warning: Slow request"
-
-
-def _duration(alert: Alert) -> str:
-    running = " and counting" if alert.in_flight else ""
-    return f"{alert.duration_seconds:.2f} s{running} (threshold {alert.threshold_seconds:.2f} s)"
-
-
-def _status(alert: Alert) -> str:
-    if alert.status is not None:
-        return str(alert.status)
-    return "still running" if alert.in_flight else "unknown"
-
-
-def _hot_frame_line(frame: HotFrame) -> str:
-    return (
-        f"- {_code(frame.function)} — {_code(frame.location)} — "
-        f"{frame.seconds:.2f} s — {frame.share * 100:.0f} %"
-    )
-
-
-def _code(text: str) -> str:
-    """An inline code span that the text cannot close or break."""
-    flat = " ".join(text.split()).replace("`", "'")
-    return f"`{flat}`" if flat else "—"
-
-
-def _link(url: str) -> str:
-    return url.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+        return response.text[:200]
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message) if message else response.text[:200]
