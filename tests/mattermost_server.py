@@ -11,6 +11,7 @@ Usage::
     server.rate_limit_next(1, retry_after=7)
     server.reject_token()                # every request answers 401
     server.hang(); ...; server.release() # requests wait until released
+    FakeMattermostServer(tls=server_context) # https:// with that context's certificate
     server.trickle(0.2)                  # answers come one byte every 0.2 s (until stopped)
     server.delay_answers(0.8)            # each answer starts 0.8 s late (until stopped)
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -71,11 +73,13 @@ class FakeMattermostServer:
         token: str = "test-token-0123456789",
         channel_id: str = "channel0123456789abcdefghij",
         path_prefix: str = "",
+        tls: Optional[ssl.SSLContext] = None,
     ) -> None:
         self.token = token
         self.channel_id = channel_id
         self.user_id = "user0123456789abcdefghijkl"
         self.path_prefix = path_prefix.rstrip("/")
+        self.tls = tls
         self.posts: list[dict[str, Any]] = []
         self.files: list[StoredFile] = []
         self.requests: list[RecordedRequest] = []
@@ -95,6 +99,8 @@ class FakeMattermostServer:
     def start(self) -> FakeMattermostServer:
         handler = type("Handler", (_Handler,), {"fake": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        if self.tls is not None:
+            self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return self
@@ -118,7 +124,8 @@ class FakeMattermostServer:
     def url(self) -> str:
         assert self._httpd is not None, "server not started"
         port = self._httpd.server_address[1]
-        return f"http://127.0.0.1:{port}{self.path_prefix}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{port}{self.path_prefix}"
 
     # -- failure injection -----------------------------------------------------
 

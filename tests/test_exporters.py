@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
 import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
+import trustme
 from apps.helpers import free_port, tmpfs
 from mattermost_server import MAX_MESSAGE_CHARS, FakeMattermostServer
 
@@ -44,6 +47,23 @@ def exporter_for(
         server.url, server.token, server.channel_id, timeout_seconds=5.0, sleep=sleep, **options
     )
     return exporter, sleep
+
+
+@pytest.fixture(params=["http", "https"])
+def plain_or_tls_server(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FakeMattermostServer]:
+    """The fake Mattermost over plain HTTP, or over TLS with a certificate requests trusts."""
+    context = None
+    if request.param == "https":
+        authority = trustme.CA()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        authority.issue_cert("127.0.0.1").configure_cert(context)
+        bundle = tmp_path / "ca.pem"
+        authority.cert_pem.write_to_path(str(bundle))
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    with FakeMattermostServer(tls=context) as server:
+        yield server
 
 
 def raised_within(seconds: float, call: Callable[[], object]) -> Optional[BaseException]:
@@ -545,17 +565,22 @@ def test_long_query_still_posts_and_the_report_keeps_it(
 # -- Mattermost: the deadline and test alerts ----------------------------------------------
 
 
+def test_posts_over_tls(plain_or_tls_server: FakeMattermostServer, make_alert: MakeAlert) -> None:
+    exporter, _ = exporter_for(plain_or_tls_server)
+
+    exporter.export(make_alert())
+
+    assert len(plain_or_tls_server.posts) == 1
+
+
 def test_timeout_is_a_deadline_for_a_server_that_trickles(
-    mattermost_server: FakeMattermostServer, make_alert: MakeAlert
+    plain_or_tls_server: FakeMattermostServer, make_alert: MakeAlert
 ) -> None:
+    server = plain_or_tls_server
     # Each byte comes well within the timeout, the whole answer far after it.
-    mattermost_server.trickle(0.2)
+    server.trickle(0.2)
     exporter = MattermostExporter(
-        mattermost_server.url,
-        mattermost_server.token,
-        mattermost_server.channel_id,
-        timeout_seconds=1.0,
-        max_retries=0,
+        server.url, server.token, server.channel_id, timeout_seconds=1.0, max_retries=0
     )
 
     error = raised_within(LIVENESS_SECONDS, lambda: exporter.export(make_alert()))
@@ -563,7 +588,7 @@ def test_timeout_is_a_deadline_for_a_server_that_trickles(
     assert isinstance(error, ExportError), error
     assert error.kind == "timeout" and not error.permanent
     assert "within 1 s (mattermost_timeout_seconds) to log in" in error.message
-    assert mattermost_server.posts == []
+    assert server.posts == []
 
 
 def test_deadline_spans_log_in_upload_and_post_together(

@@ -10,7 +10,8 @@ Usage::
 A socket timeout bounds each read or write, not a whole request: a server that
 sends one byte a second never trips it. So every connection opened under a
 :class:`Deadline` is shut down when the deadline passes, which ends a blocked
-read or write at once, and each request is given the time left as its timeout.
+read or write at once (TLS handshake included), and each request is given the
+time left as its timeout.
 """
 
 from __future__ import annotations
@@ -75,20 +76,27 @@ class Deadline:
             _current.reset(self._token)
         if self._timer is not None:
             self._timer.cancel()
+        with self._lock:
+            watched, self._sockets = self._sockets, []
+        for sock in watched:
+            sock.close()
 
     def watch(self, sock: socket.socket) -> None:
-        """Shut ``sock`` down when the deadline passes (at once if it has)."""
+        """Shut the connection of ``sock`` down when the deadline passes (at once if it has)."""
+        # A duplicate: wrapping a socket in TLS detaches the original object,
+        # while shutting down any descriptor of a connection ends it for all.
+        duplicate = sock.dup()
         with self._lock:
-            if not self._expired:
-                self._sockets.append(sock)
-                return
-        _shut_down(sock)
+            self._sockets.append(duplicate)
+            expired = self._expired
+        if expired:
+            _shut_down(duplicate)
 
     def _expire(self) -> None:
         with self._lock:
             self._expired = True
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
+            watched = list(self._sockets)
+        for sock in watched:
             _shut_down(sock)
 
 
@@ -118,7 +126,7 @@ def deadline_request(method: str, url: str, **kwargs: Any) -> requests.Response:
 
 
 def _shut_down(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed
+    with contextlib.suppress(OSError):  # closed meanwhile, or never connected
         sock.shutdown(socket.SHUT_RDWR)
 
 
