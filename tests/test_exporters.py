@@ -43,8 +43,9 @@ def exporter_for(
     server: FakeMattermostServer, **options: Any
 ) -> tuple[MattermostExporter, RecordingSleep]:
     sleep = RecordingSleep()
+    options.setdefault("timeout_seconds", 5.0)
     exporter = MattermostExporter(
-        server.url, server.token, server.channel_id, timeout_seconds=5.0, sleep=sleep, **options
+        server.url, server.token, server.channel_id, sleep=sleep, **options
     )
     return exporter, sleep
 
@@ -494,13 +495,7 @@ def test_hanging_server_times_out(
     mattermost_server: FakeMattermostServer, make_alert: MakeAlert, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    exporter = MattermostExporter(
-        mattermost_server.url,
-        mattermost_server.token,
-        mattermost_server.channel_id,
-        timeout_seconds=0.5,
-        max_retries=0,
-    )
+    exporter, _ = exporter_for(mattermost_server, timeout_seconds=0.5, max_retries=0)
     mattermost_server.hang()
     try:
         with pytest.raises(ExportError) as raised:
@@ -579,9 +574,7 @@ def test_timeout_is_a_deadline_for_a_server_that_trickles(
     server = plain_or_tls_server
     # Each byte comes well within the timeout, the whole answer far after it.
     server.trickle(0.2)
-    exporter = MattermostExporter(
-        server.url, server.token, server.channel_id, timeout_seconds=1.0, max_retries=0
-    )
+    exporter, _ = exporter_for(server, timeout_seconds=1.0, max_retries=0)
 
     error = raised_within(LIVENESS_SECONDS, lambda: exporter.export(make_alert()))
 
@@ -596,13 +589,7 @@ def test_deadline_spans_log_in_upload_and_post_together(
 ) -> None:
     # Each answer alone comes well within the timeout; log in, upload and post together don't.
     mattermost_server.delay_answers(0.8)
-    exporter = MattermostExporter(
-        mattermost_server.url,
-        mattermost_server.token,
-        mattermost_server.channel_id,
-        timeout_seconds=1.5,
-        max_retries=0,
-    )
+    exporter, _ = exporter_for(mattermost_server, timeout_seconds=1.5, max_retries=0)
 
     error = raised_within(LIVENESS_SECONDS, lambda: exporter.export(make_alert()))
 
