@@ -14,7 +14,6 @@ when otel-wpm is turned off.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,10 +25,10 @@ __all__ = ["Config", "ConfigError", "PerformanceMonitor", "ProfilingSpanProcesso
 __version__ = "0.1.0"
 
 _HOMES = {
-    "Config": ".config",
-    "ConfigError": ".config",
-    "PerformanceMonitor": ".monitor",
-    "ProfilingSpanProcessor": ".processor",
+    "Config": "config",
+    "ConfigError": "config",
+    "PerformanceMonitor": "monitor",
+    "ProfilingSpanProcessor": "processor",
 }
 
 
@@ -37,7 +36,9 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home, __name__), name)
+    # What ``from .<home> import <name>`` runs; importlib.import_module would hide the
+    # module from ``python -X importtime``.
+    value = getattr(__import__(home, globals(), None, [name], 1), name)
     globals()[name] = value
     return value
 

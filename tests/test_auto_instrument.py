@@ -237,6 +237,24 @@ def test_opentelemetry_switches_are_read_as_opentelemetry_reads_them(
     assert turned_off_by_opentelemetry(environ) == switch
 
 
+def test_turned_off_the_hook_loads_neither_processor_nor_facade(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from otel_wpm.install import post_instrument\n"
+        "post_instrument()\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('otel_wpm'))))\n"
+    )
+    env = _wpm_env(tmp_path, OTEL_SDK_DISABLED="true")
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.split()
+    assert "otel_wpm.install" in loaded
+    assert "otel_wpm.processor" not in loaded
+    assert "otel_wpm.monitor" not in loaded
+
+
 def test_sdk_disabled_without_a_distro_leaves_the_global_provider_alone(
     fresh_globals: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

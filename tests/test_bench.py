@@ -85,3 +85,26 @@ def test_throughput_harness_rejects_bursts_wrk_cannot_run() -> None:
     )
     assert result.returncode == 2
     assert "--bursts must be 1..100 and cut --duration into whole seconds" in result.stderr
+
+
+def test_import_time_measures_each_way_in_and_names_what_dominates(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO_DIR / "bench" / "import_time.py"), "--runs", "1", "--top", "3"],
+        env=clean_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = result.stdout.split("\n\n")[0].splitlines()
+    assert [line.split("  ")[0] for line in table[2:]] == [
+        "import otel_wpm",
+        "from otel_wpm import Config",
+        "from otel_wpm import ProfilingSpanProcessor",
+        "from otel_wpm import PerformanceMonitor",
+        "opentelemetry-instrument hook",
+        "the hook, OTEL_SDK_DISABLED=true",
+    ]
+    monitor_section = result.stdout.split("from otel_wpm import PerformanceMonitor (SDK loaded)")[1]
+    assert "opentelemetry.instrumentation.wsgi" in monitor_section.split("\n\n")[0]
