@@ -79,7 +79,7 @@ def watching_message(config: Config) -> str:
     if config.enable_local_file:
         alerts.append("alerts.jsonl")
     if config.enable_mattermost:
-        alerts.append(f"Mattermost at {urlsplit(config.mattermost_server_url).hostname}")
+        alerts.append(f"Mattermost at {urlsplit(config.mattermost_server_url or '').hostname}")
     return (
         f"otel-wpm is watching requests slower than {config.threshold_seconds:g} s "
         f"(engine {config.engine}); reports: {reports}; alerts: {', '.join(alerts) or 'none'}"
