@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +34,32 @@ from apps.helpers import (
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
+from otel_wpm import Config, PerformanceMonitor
 from otel_wpm.capture import attributes
-from otel_wpm.install import installed_processor, post_instrument
+from otel_wpm.install import (
+    install,
+    installed_processor,
+    post_instrument,
+    turned_off_by_opentelemetry,
+)
 
 APP_FILE = APPS_DIR / "flask_app.py"
+# A record of an otel_wpm logger on stderr: "INFO:otel_wpm.install:..." from the hook's
+# handler, or the bare message of Python's last-resort handler.
+_OUR_LOG_LINE = re.compile(r"^(?:[A-Z]+:otel_wpm[.:].*|otel-wpm .*)$", re.MULTILINE)
+
+
+def our_log_lines(stderr: str) -> list[str]:
+    return _OUR_LOG_LINE.findall(stderr)
+
+
+@pytest.fixture(autouse=True)
+def otel_wpm_handlers_restored() -> Iterator[None]:
+    """post_instrument() gives the otel_wpm logger a handler; later tests must not inherit it."""
+    package_logger = logging.getLogger("otel_wpm")
+    handlers = list(package_logger.handlers)
+    yield
+    package_logger.handlers[:] = handlers
 
 
 def _wpm_env(workdir: Path, **settings: str) -> dict[str, str]:
@@ -94,6 +121,14 @@ def test_slow_request_report_has_the_exported_trace_id(flask_run: Run) -> None:
     assert meta["service"] == "auto-shop"
 
 
+def test_one_info_line_says_it_is_watching_and_where_results_go(flask_run: Run) -> None:
+    reports_dir = flask_run.reports[0].parent
+    assert our_log_lines(flask_run.stderr) == [
+        "INFO:otel_wpm.install:otel-wpm is watching requests slower than 0.2 s "
+        f"(engine sampling); reports: {reports_dir}; alerts: alerts.jsonl"
+    ]
+
+
 def test_profile_shows_the_slow_function(flask_run: Run) -> None:
     assert "slow_work" in flask_run.reports[0].read_text(encoding="utf-8")
 
@@ -143,19 +178,155 @@ def test_without_a_distro_otel_wpm_creates_the_provider(tmp_path: Path) -> None:
     meta = report_metadata(run.reports[0])
     assert (meta["route"], meta["service"]) == ("/slow", "auto-shop")
     assert run.spans == []  # nothing exports them
+    assert any("spans are profiled but not exported" in line for line in our_log_lines(run.stderr))
 
 
-def test_disabled_by_env(tmp_path: Path) -> None:
-    env = _wpm_env(tmp_path, WPM_ENABLED="false")
+@pytest.mark.parametrize(
+    "switch",
+    [
+        {"WPM_ENABLED": "false"},
+        {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "sqlite3, otel_wpm"},
+        {"OTEL_SDK_DISABLED": "true"},
+        {"OTEL_SDK_DISABLED": "true", "OTEL_PYTHON_DISTRO": "none"},
+    ],
+    ids=["WPM_ENABLED", "disabled-instrumentations", "sdk-disabled", "sdk-disabled-no-distro"],
+)
+def test_turned_off_by_choice_it_does_nothing_and_says_nothing(
+    tmp_path: Path, switch: dict[str, str]
+) -> None:
+    env = _wpm_env(tmp_path, **switch)
+    if env.get("OTEL_PYTHON_DISTRO") == "none":
+        env["OTEL_PYTHON_CONFIGURATOR"] = "none"
     port = free_port()
     with running_server(_flask_run(port), env, tmp_path, port) as server:
         assert requests.get(server.url + "/slow", timeout=10).ok
-        # The exported span proves the request was over before we look for reports.
-        span = wait_until(
-            lambda: server_span_for(console_spans(server.stdout()), "/slow"), "the span"
-        )
-    assert attributes.SLOW not in span["attributes"]
+        if "OTEL_SDK_DISABLED" not in switch:
+            # The exported span proves the request was over before we look for reports.
+            span = wait_until(
+                lambda: server_span_for(console_spans(server.stdout()), "/slow"), "the span"
+            )
+            assert attributes.SLOW not in span["attributes"]
+        stderr = server.stderr()
     assert report_files(tmp_path / "reports") == []
+    assert our_log_lines(stderr) == []
+
+
+@pytest.mark.parametrize(
+    "environ, switch",
+    [
+        ({"OTEL_SDK_DISABLED": "true"}, "OTEL_SDK_DISABLED"),
+        ({"OTEL_SDK_DISABLED": " TRUE "}, "OTEL_SDK_DISABLED"),
+        ({"OTEL_SDK_DISABLED": "false"}, None),
+        ({"OTEL_SDK_DISABLED": "1"}, None),  # the SDK accepts only "true"
+        (
+            {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "otel_wpm"},
+            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
+        ),
+        (
+            {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "flask , otel_wpm"},
+            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
+        ),
+        ({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "*"}, "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"),
+        ({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "flask,requests"}, None),
+        ({}, None),
+    ],
+)
+def test_opentelemetry_switches_are_read_as_opentelemetry_reads_them(
+    environ: dict[str, str], switch: str | None
+) -> None:
+    assert turned_off_by_opentelemetry(environ) == switch
+
+
+def test_turned_off_the_hook_loads_neither_processor_nor_facade(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from otel_wpm.install import post_instrument\n"
+        "post_instrument()\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('otel_wpm'))))\n"
+    )
+    env = _wpm_env(tmp_path, OTEL_SDK_DISABLED="true")
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.split()
+    assert "otel_wpm.install" in loaded
+    assert "otel_wpm.processor" not in loaded
+    assert "otel_wpm.monitor" not in loaded
+
+
+def test_sdk_disabled_without_a_distro_leaves_the_global_provider_alone(
+    fresh_globals: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    monkeypatch.setenv("WPM_LOCAL_OUTPUT_DIR", str(tmp_path))
+    post_instrument()
+    assert not isinstance(trace.get_tracer_provider(), TracerProvider)
+    # so the application can still set its own
+    provider = TracerProvider()
+    trace.set_tracer_provider(provider)
+    assert trace.get_tracer_provider() is provider
+
+
+def test_install_logs_what_it_watches_once(
+    fresh_globals: None, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    config = Config(
+        threshold_seconds=1.5,
+        engine="pyinstrument",
+        local_output_dir=str(tmp_path / "reports"),
+        enable_mattermost=True,
+        mattermost_server_url="https://chat.example.com:8065",
+        mattermost_token="tok-0123456789",
+        mattermost_channel_id="town-square",
+    )
+    provider = TracerProvider()
+    with caplog.at_level("INFO", logger="otel_wpm"):
+        install(provider, config)
+        install(provider, config)
+        monitor = PerformanceMonitor(config)  # no global provider: its own, so its own line
+    provider.shutdown()
+    monitor.shutdown()
+    lines = [r.getMessage() for r in caplog.records if r.name == "otel_wpm.install"]
+    expected = (
+        "otel-wpm is watching requests slower than 1.5 s (engine pyinstrument); "
+        f"reports: {tmp_path / 'reports'}; alerts: alerts.jsonl, Mattermost at chat.example.com"
+    )
+    assert lines == [expected, expected]
+    assert "tok-0123456789" not in caplog.text
+
+
+def test_install_says_nothing_when_disabled(caplog: pytest.LogCaptureFixture) -> None:
+    provider = TracerProvider()
+    with caplog.at_level("DEBUG", logger="otel_wpm"):
+        install(provider, Config(enabled=False))
+    provider.shutdown()
+    assert caplog.records == []
+
+
+def test_hook_logs_reach_stderr_until_the_app_configures_logging(tmp_path: Path) -> None:
+    script = (
+        "import logging\n"
+        "from otel_wpm.install import post_instrument\n"
+        "post_instrument()\n"
+        "logging.getLogger('otel_wpm.probe').warning('before the app set up logging')\n"
+        "logging.basicConfig(format='app:%(name)s:%(message)s')\n"
+        "logging.getLogger('otel_wpm.probe').warning('after the app set up logging')\n"
+    )
+    env = _wpm_env(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert [line for line in lines if "is watching" in line] == [
+        "INFO:otel_wpm.install:otel-wpm is watching requests slower than 0.2 s "
+        f"(engine sampling); reports: {tmp_path / 'reports'}; alerts: alerts.jsonl"
+    ]
+    assert [line for line in lines if "probe" in line] == [
+        "WARNING:otel_wpm.probe:before the app set up logging",
+        "app:otel_wpm.probe:after the app set up logging",
+    ]
 
 
 def test_bad_setting_is_logged_and_the_app_still_serves(tmp_path: Path) -> None:

@@ -14,23 +14,28 @@ import pytest
 from apps.helpers import REPO_DIR, clean_env
 
 
-def test_inprocess_harness_reports_each_configuration_against_otel(tmp_path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_DIR / "bench" / "inprocess.py"),
-            "--configs",
-            "wpm,wpm_precise,bare",
-            "--rounds",
-            "1",
-            "--calls",
-            "20",
-        ],
+def run_bench(script: str, *args: str, cwd=None, timeout: float = 120):
+    """``python bench/<script> <args>`` with a clean environment, output captured."""
+    return subprocess.run(
+        [sys.executable, str(REPO_DIR / "bench" / script), *args],
         env=clean_env(),
-        cwd=tmp_path,
+        cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
+    )
+
+
+def test_inprocess_harness_reports_each_configuration_against_otel(tmp_path) -> None:
+    result = run_bench(
+        "inprocess.py",
+        "--configs",
+        "wpm,wpm_precise,bare",
+        "--rounds",
+        "1",
+        "--calls",
+        "20",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     measured = [line.split()[0] for line in result.stdout.splitlines()[1:]]
@@ -39,14 +44,7 @@ def test_inprocess_harness_reports_each_configuration_against_otel(tmp_path) -> 
 
 
 def test_inprocess_harness_rejects_an_unknown_configuration(tmp_path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO_DIR / "bench" / "inprocess.py"), "--configs", "nope"],
-        env=clean_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_bench("inprocess.py", "--configs", "nope", cwd=tmp_path)
     assert result.returncode == 2
     assert "unknown config 'nope'" in result.stderr
 
@@ -54,13 +52,12 @@ def test_inprocess_harness_rejects_an_unknown_configuration(tmp_path) -> None:
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (.ci/run installs it)")
 def test_throughput_harness_measures_bursts_of_each_configuration_against_otel(tmp_path) -> None:
     out = tmp_path / "run.json"
-    command = [
-        *(sys.executable, str(REPO_DIR / "bench" / "run.py")),
+    result = run_bench(
+        "run.py",
         *("--configs", "otel,wpm", "--endpoints", "/fast", "--reps", "1"),
         *("--duration", "2", "--bursts", "2", "--warmup", "1", "--json", str(out)),
-    ]
-    result = subprocess.run(
-        command, env=clean_env(), cwd=tmp_path, capture_output=True, text=True, timeout=180
+        cwd=tmp_path,
+        timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(out.read_text())
@@ -76,12 +73,22 @@ def test_throughput_harness_measures_bursts_of_each_configuration_against_otel(t
 
 
 def test_throughput_harness_rejects_bursts_wrk_cannot_run() -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO_DIR / "bench" / "run.py"), "--duration", "10", "--bursts", "3"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_bench("run.py", "--duration", "10", "--bursts", "3")
     assert result.returncode == 2
     assert "--bursts must be 1..100 and cut --duration into whole seconds" in result.stderr
+
+
+def test_import_time_measures_each_way_in_and_names_what_dominates(tmp_path) -> None:
+    result = run_bench("import_time.py", "--runs", "1", "--top", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = result.stdout.split("\n\n")[0].splitlines()
+    assert [line.split("  ")[0] for line in table[2:]] == [
+        "import otel_wpm",
+        "from otel_wpm import Config",
+        "from otel_wpm import ProfilingSpanProcessor",
+        "from otel_wpm import PerformanceMonitor",
+        "opentelemetry-instrument hook",
+        "the hook, OTEL_SDK_DISABLED=true",
+    ]
+    monitor_section = result.stdout.split("from otel_wpm import PerformanceMonitor (SDK loaded)")[1]
+    assert "opentelemetry.instrumentation.wsgi" in monitor_section.split("\n\n")[0]
