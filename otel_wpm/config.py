@@ -171,6 +171,7 @@ class Config:
     report_max_age_days: float = 30.0
     dedup_redis_url: Optional[str] = None
     alert_queue_size: int = 1000
+    report_queue_size: int = 1000
     shutdown_timeout_seconds: float = 10.0
 
     # Not a setting: the live black-list, shared with the processor running with this Config.
@@ -464,6 +465,7 @@ SETTING_KINDS: dict[str, SettingKind] = {
     ),
     "dedup_redis_url": url(REDIS_SCHEMES, needs_host=False),
     "alert_queue_size": integer(lambda n: n >= 1, "must be an integer of at least 1"),
+    "report_queue_size": integer(lambda n: n >= 1, "must be an integer of at least 1"),
     "shutdown_timeout_seconds": SECONDS,
 }
 

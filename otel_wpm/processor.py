@@ -102,7 +102,7 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
         self._started_cpu = time.process_time()
         self._sampler = StackSampler(self, self._requests, **self._sampler_settings(self._config))
         self._reports: BackgroundWorker[SlowRequest] = BackgroundWorker(
-            "otel-wpm-reports", self._report, self._config.alert_queue_size, self._report_dropped
+            "otel-wpm-reports", self._report, self._config.report_queue_size, self._report_dropped
         )
         self._apply(self._config)
 

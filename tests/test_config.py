@@ -44,6 +44,7 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "report_max_age_days": 30,
     "dedup_redis_url": None,
     "alert_queue_size": 1000,
+    "report_queue_size": 1000,
     "shutdown_timeout_seconds": 10.0,
 }
 
@@ -133,6 +134,7 @@ def test_valid_optional_settings() -> None:
         ("report_max_age_days", -1),
         ("dedup_redis_url", "http://cache:6379"),
         ("alert_queue_size", 0),
+        ("report_queue_size", 0),
         ("shutdown_timeout_seconds", -3),
         ("local_output_dir", ""),
     ],
@@ -492,7 +494,9 @@ def test_from_env_missing_requirement_names_the_variable_to_set() -> None:
 
 def test_from_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WPM_ALERT_QUEUE_SIZE", "7")
-    assert Config.from_env().alert_queue_size == 7
+    monkeypatch.setenv("WPM_REPORT_QUEUE_SIZE", "9")
+    config = Config.from_env()
+    assert (config.alert_queue_size, config.report_queue_size) == (7, 9)
 
 
 def test_env_var_name() -> None:
