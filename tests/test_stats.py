@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 import threading
+
+import pytest
 
 from otel_wpm._runtime.stats import COUNTERS, Stats
 
@@ -74,3 +77,27 @@ def test_counters_reach_the_global_meter_provider_and_stay_monotonic() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.split() == ["4", "1.5"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_counts_from_zero() -> None:
+    stats = Stats()
+    stats.incr("slow_requests", 3)
+    stats.incr("reports_written", 3)
+    stats.count_request(threading.get_ident())
+    stats.set_overhead(0.5, method="parent")
+    pid = os.fork()
+    if pid == 0:
+        child_ok = False
+        try:
+            counts = stats.snapshot()
+            child_ok = all(counts[name] == 0 for name in COUNTERS) and counts[
+                "overhead_stats"
+            ] == {"average_overhead": 0.0, "method": "none"}
+            stats.incr("slow_requests")
+            child_ok = child_ok and stats.snapshot()["slow_requests"] == 1
+        finally:
+            os._exit(0 if child_ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child saw its parent's counters"
+    assert stats.snapshot()["slow_requests"] == 3  # the parent keeps its own

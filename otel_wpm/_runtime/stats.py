@@ -33,16 +33,13 @@ class Stats:
     on the global MeterProvider, read when metrics are collected, so counting
     costs a request no more than an integer increment. ``reset()`` clears what
     ``snapshot()`` shows (it counts from a new baseline), not the monotonic totals
-    the metrics report.
+    the metrics report. A process made by ``fork()`` counts from zero: a gunicorn
+    worker shows its own requests, not the master's.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self.after_fork_in_child()
         forksafe.register(self)
-        self._totals = dict.fromkeys(COUNTERS, 0)
-        self._requests_by_thread: dict[int, int] = {}
-        self._baseline = dict.fromkeys(COUNTERS, 0)
-        self._overhead: dict[str, Any] = {"average_overhead": 0.0, "method": "none"}
         meter = metrics.get_meter("otel_wpm")
         for name in COUNTERS:
             meter.create_observable_counter(f"otel_wpm.{name}", callbacks=[self._observer(name)])
@@ -57,7 +54,12 @@ class Stats:
         return observe
 
     def after_fork_in_child(self) -> None:
+        """A new process counts from zero (also the lock: a parent's thread may have held it)."""
         self._lock = threading.Lock()
+        self._totals = dict.fromkeys(COUNTERS, 0)
+        self._requests_by_thread: dict[int, int] = {}
+        self._baseline = dict.fromkeys(COUNTERS, 0)
+        self._overhead: dict[str, Any] = {"average_overhead": 0.0, "method": "none"}
 
     def incr(self, name: str, amount: int = 1) -> None:
         with self._lock:
