@@ -16,57 +16,51 @@ a few attribute reads.
 The path of a watched span:
 
 1. ``on_start`` (request thread): record it in :class:`InFlightRequests` under
-   its thread. Only a request that can carry a body (not GET, HEAD, ...) gets a
+   its thread, with the :class:`Settings` in force, which it keeps to its end.
+   Only a request that can carry a body (not GET, HEAD, ...) gets a
    :class:`RecordingInput` in front of ``wsgi.input``; with the precise engine,
    a budgeted share get a pyinstrument profiler.
-2. Sampler thread: once the span is older than ``sample_after_fraction`` x
-   threshold, check the black-list, find the WSGI environ on the request's
-   stack, and sample the stack. Once older than the threshold, mark the *live*
-   span with ``wpm.slow`` and ``wpm.report.url`` so the trace links to the
-   report; once older than ``hung_request_factor`` x threshold, report it
+2. Sampler thread (:class:`StackSampler`): once the span is older than
+   ``sample_after_fraction`` x threshold, ``_admit`` checks the black-list and
+   finds the WSGI environ on the request's stack, then its stack is sampled.
+   Once older than the threshold, ``_mark_slow`` gives the *live* span
+   ``wpm.slow`` and ``wpm.report.url`` so the trace links to the report; once
+   older than ``hung_request_factor`` x threshold, ``_report_hung`` reports it
    while it still runs.
-3. ``on_end`` (request thread): a fast span costs a counter and a dict delete;
-   a slow one is copied into a :class:`SlowRequest` and queued.
-4. Report thread: render the HTML, write the file, hand an :class:`Alert` to
-   the alert dispatcher, which de-duplicates and delivers on its own thread.
+3. ``on_end`` (request thread): a fast span costs a counter and two dict deletes;
+   a slow one goes to the :class:`Reporter`, which copies it and queues it.
+4. Report thread (:class:`Reporter`): render the HTML, write the file, hand an
+   ``Alert`` to the alert dispatcher, which de-duplicates and delivers it on its
+   own thread.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from types import FrameType
 from typing import Any, Optional
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
+from opentelemetry.trace import SpanKind
 
 from ._runtime.logs import LogOnce
 from ._runtime.stats import Stats
-from ._runtime.worker import BackgroundWorker
-from .alerting.pipeline import AlertPipeline
 from .capture import attributes
-from .capture.inflight import InFlightRequest, InFlightRequests, Stack
-from .capture.precise import OverheadBudget, measure_slowdown, start_profiler, stop_profiler
-from .capture.request import find_wsgi_environ, snapshot, start_recording
-from .capture.sampler import SamplerListener, StackSampler, stack_of
-from .capture.semconv import HttpFacts, http_facts, may_carry_body
+from .capture.inflight import InFlightRequest, InFlightRequests
+from .capture.precise import OverheadBudget, start_profiler, stop_profiler
+from .capture.request import find_wsgi_environ, start_recording
+from .capture.sampler import StackSampler, stack_of
+from .capture.semconv import http_facts, may_carry_body
 from .config import Config
-from .masking import SecretMasker
-from .reporting.profile import Profile, session_from_samples
-from .reporting.render import SlowRequest, render_report
-from .reporting.report_format import report_file_name
-from .reporting.store import ReportStore
+from .reporting.reporter import Reporter
+from .settings import Settings
 
 logger = logging.getLogger(__name__)
-_NOT_A_METHOD = re.compile(r"[^A-Za-z_-]")
 
 
 def _is_decorated_function(span: ReadableSpan) -> bool:
@@ -76,132 +70,116 @@ def _is_decorated_function(span: ReadableSpan) -> bool:
     return bool((span.attributes or {}).get(attributes.PROFILE))
 
 
-def _facts_of(span: ReadableSpan) -> HttpFacts:
-    if span.kind is SpanKind.SERVER:
-        return http_facts(span.attributes)
-    return HttpFacts(
-        method="CALL", path=span.name, query="", url=span.name, route=span.name, status=None
-    )
-
-
-def _description(method: str) -> str:
-    # pyinstrument puts this in a <script> element unescaped; a method is client input
-    return f"{_NOT_A_METHOD.sub('', method)[:16] or 'HTTP'} request"
-
-
-class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
+class ProfilingSpanProcessor(SpanProcessor):
     """An OpenTelemetry span processor that explains slow requests with a profile."""
 
     def __init__(self, config: Optional[Config] = None) -> None:
-        self._config = config if config is not None else Config.from_env()
-        self._url_filter = self._config.url_filter
+        config = config if config is not None else Config.from_env()
+        self._url_filter = config.url_filter
         self.stats = Stats()
         self._failures = LogOnce(logger)
         self._requests = InFlightRequests()
         self._functions: dict[int, bool] = {}  # decorated functions' span ids: nested?
-        self._started_cpu = time.process_time()
-        self._sampler = StackSampler(self, self._requests, **self._sampler_settings(self._config))
-        self._reports: BackgroundWorker[SlowRequest] = BackgroundWorker(
-            "otel-wpm-reports", self._report, self._config.report_queue_size, self._report_dropped
+        self._settings = Settings.from_config(config)
+        self._sampler = StackSampler(
+            self._requests,
+            admit=self._admit,
+            on_threshold_crossed=self._mark_slow,
+            on_hung=self._report_hung,
+            settings=self._settings,
         )
-        self._apply(self._config)
+        self._reporter = Reporter(config, self.stats)
+        _set_log_level(config)
 
     # --- configuration -------------------------------------------------------------------
 
     @property
     def config(self) -> Config:
-        return self._config
+        return self._settings.config
 
-    @staticmethod
-    def _sampler_settings(config: Config) -> dict[str, Any]:
-        threshold = config.threshold_seconds
-        factor = config.hung_request_factor
-        return {
-            "interval_seconds": config.sampling_interval_seconds,
-            "sample_after_seconds": threshold * config.sample_after_fraction,
-            "threshold_seconds": threshold,
-            "hung_after_seconds": threshold * factor if factor else None,
-        }
+    @property
+    def settings(self) -> Settings:
+        """The settings requests starting now run under."""
+        return self._settings
 
-    def _apply(self, config: Config) -> None:
-        self._threshold_ns = int(config.threshold_seconds * 1e9)
-        self._enabled = config.enabled
-        logging.getLogger("otel_wpm").setLevel(config.log_level)
-        self._captures_request = config.capture_headers or config.capture_body_bytes > 0
-        self._captures_body = config.capture_body_bytes > 0
-        self._masker = SecretMasker.from_env(config.mask_keys)
-        self._store = ReportStore.from_config(config) if config.enable_local_file else None
-        self._budget = (
-            OverheadBudget(config.max_performance_overhead, measure_slowdown())
-            if config.engine == "pyinstrument"
-            else None
-        )
-        self._alerts = AlertPipeline(config, self.stats)
+    @property
+    def reporter(self) -> Reporter:
+        return self._reporter
 
     def update_config(self, config: Config) -> None:
-        """Use ``config`` from now on; requests in flight finish under the old one."""
-        old_alerts = self._alerts
-        config.use_url_filter(self._url_filter)
-        self._config = config
-        self._sampler.configure(**self._sampler_settings(config))
-        self._apply(config)
-        old_alerts.shutdown(config.shutdown_timeout_seconds)
+        """Use ``config`` for requests that start from now on.
 
-    # --- SpanProcessor -------------------------------------------------------------------
+        Requests in flight finish under the settings they started with. Only what
+        ``config`` changes is rebuilt: the precise engine is not calibrated again
+        unless the engine changes, nor the alert dispatcher unless an alert setting
+        changes (the old one then delivers its queue in the background).
+        """
+        config.use_url_filter(self._url_filter)
+        settings = Settings.from_config(config, previous=self._settings)
+        self._reporter.update_config(self._settings.config, config)
+        self._sampler.configure(settings)
+        self._settings = settings
+        _set_log_level(config)
+
+    # --- span start (request thread) ----------------------------------------------------
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         try:
             # A request: a server span that is a local root. Tested inline, here and in
             # on_end, as both run for every span the app makes.
             if span.kind is SpanKind.SERVER and (span.parent is None or span.parent.is_remote):
-                if self._enabled:
-                    self._watch(span, threading.get_ident())
+                settings = self._settings
+                if settings.enabled:
+                    self._watch(span, threading.get_ident(), settings)
             elif _is_decorated_function(span):
-                self._watch_function(span)
+                settings = self._settings
+                if settings.enabled:
+                    self._watch_function(span, settings)
         except Exception:
             self._failures.warning("on_start", "otel-wpm failed to watch a span", exc_info=True)
 
-    def _watch(self, span: Span, thread_id: int) -> None:
+    def _watch(self, span: Span, thread_id: int, settings: Settings) -> None:
         # Kept short on purpose: this runs on every request. The black-list is checked,
         # and the WSGI environ found, by the sampler thread once a request has run long
         # enough to matter; only a body must be caught here, before the app reads it.
-        stale = self._requests.start(span, thread_id)
+        stale = self._requests.start(span, thread_id, settings)
         if stale:
             self._forget_stale(stale)
         self._sampler.ensure_started()
-        record_body = self._captures_body and may_carry_body(span)
-        if record_body or self._budget is not None:
-            self._watch_closely(span, thread_id, record_body)
+        record_body = settings.captures_body and may_carry_body(span)
+        if record_body or settings.budget is not None:
+            self._watch_closely(InFlightRequest(span, thread_id, settings), record_body)
 
-    def _watch_closely(self, span: Span, thread_id: int, record_body: bool) -> None:
+    def _watch_closely(self, request: InFlightRequest, record_body: bool) -> None:
         """Put a recorder in front of the request body; run the precise engine's profiler."""
-        request = InFlightRequest(span, thread_id)
+        budget = request.settings.budget
         if record_body:
             self._start_capture(request, sys._getframe(1))
-        if self._budget is not None and self._should_profile_precisely(span):
-            request.profiler = start_profiler(self._config.sampling_interval_seconds / 10)
+        if budget is not None and self._should_profile_precisely(request.span, budget):
+            interval = request.settings.config.sampling_interval_seconds
+            request.profiler = start_profiler(interval / 10)
             request.sampling_paused = request.profiler is not None
         if request.environ is not None or request.profiler is not None:
             self._requests.keep(request)
 
-    def _watch_function(self, span: Span) -> None:
+    def _watch_function(self, span: Span, settings: Settings) -> None:
         """A span of a function decorated by ``PerformanceMonitor.create_decorator()``."""
         thread_id = threading.get_ident()
         nested = self._requests.is_watching_thread(thread_id)
         if nested:
-            self._requests.keep(InFlightRequest(span, thread_id, nested=True))
+            self._requests.keep(InFlightRequest(span, thread_id, settings, nested=True))
         else:
-            self._watch(span, thread_id)  # not inside a request: it is the request
+            self._watch(span, thread_id, settings)  # not inside a request: it is the request
         self._functions[span.context.span_id] = nested
 
     def _start_capture(self, request: InFlightRequest, frame: Optional[FrameType]) -> None:
         self._find_environ(request, frame)
         if request.environ is not None:
-            request.recorder = start_recording(request.environ, self._config.capture_body_bytes)
+            body_bytes = request.settings.config.capture_body_bytes
+            request.recorder = start_recording(request.environ, body_bytes)
 
-    def _should_profile_precisely(self, span: Span) -> bool:
-        assert self._budget is not None
-        return self._budget.should_profile() and not self._is_blacklisted(span)
+    def _should_profile_precisely(self, span: Span, budget: OverheadBudget) -> bool:
+        return budget.should_profile() and not self._is_blacklisted(span)
 
     def _is_blacklisted(self, span: ReadableSpan) -> bool:
         if span.kind is not SpanKind.SERVER:
@@ -220,6 +198,55 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
             stale[0].thread_id,
         )
 
+    # --- sampler thread -----------------------------------------------------------------
+
+    def _admit(self, request: InFlightRequest, frame: Optional[FrameType]) -> bool:
+        if self._is_blacklisted(request.span):
+            self.stats.incr("blacklisted_requests")
+            return False
+        self._find_environ(request, frame)
+        return True
+
+    def _find_environ(self, request: InFlightRequest, frame: Optional[FrameType]) -> None:
+        if (
+            frame is not None
+            and request.environ is None
+            and request.settings.captures_request
+            and not request.nested
+        ):
+            request.environ = find_wsgi_environ(frame)
+
+    def _mark_slow(self, request: InFlightRequest) -> None:
+        span = request.span
+        if span.end_time is not None:
+            return
+        file_name = self._reporter.report_file(span, request)
+        request.report_file = file_name
+        link = self._reporter.report_link(span, request, file_name)
+        span.set_attribute(attributes.SLOW, True)
+        span.set_attribute(attributes.THRESHOLD_SECONDS, request.settings.config.threshold_seconds)
+        span.set_attribute(attributes.REPORT_FILE, file_name)
+        if link:
+            span.set_attribute(attributes.REPORT_URL, link)
+
+    def _report_hung(self, request: InFlightRequest) -> None:
+        span = request.span
+        if span.end_time is not None:
+            return
+        age = (time.time_ns() - request.start_ns) / 1e9
+        samples = list(request.samples)
+        if not samples:
+            # The precise engine's profiler owns this thread and the sampler leaves it
+            # alone; its profile can only be read when the request ends. Show where the
+            # request is stuck now instead of an empty report.
+            frame = sys._current_frames().get(request.thread_id)
+            if frame is not None:
+                samples = [(stack_of(frame), age)]
+            del frame
+        self._reporter.report_running(span, request, age, samples)
+
+    # --- span end (request thread) -------------------------------------------------------
+
     def on_end(self, span: ReadableSpan) -> None:
         try:
             if span.kind is SpanKind.SERVER and (span.parent is None or span.parent.is_remote):
@@ -231,37 +258,50 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
 
     def _end_request(self, span: ReadableSpan) -> None:
         # Kept short on purpose: a fast request without state (no body recorder, no
-        # profiler, not yet sampled) ends here. Whatever the config is now: a request
-        # watched under an earlier one still ends, and its profiler still stops.
+        # profiler, not yet sampled) ends here. It is judged by the settings it started
+        # under, whatever the config is now, and its profiler always stops.
         thread_id = threading.get_ident()
         duration_ns = (span.end_time or time.time_ns()) - (span.start_time or 0)
-        if duration_ns < self._threshold_ns and not self._requests.has_state(thread_id):
-            if self._requests.leave(span, thread_id):
-                self.stats.count_request(thread_id)
+        settings = self._requests.leave(span, thread_id)
+        if settings is None:  # not watched, or it started on another thread
+            if duration_ns >= self._settings.threshold_ns:
+                self._end_elsewhere(span, thread_id, duration_ns)
             return
-        watched, request = self._requests.end(span, thread_id)
-        if watched:
+        self.stats.count_request(thread_id)
+        if duration_ns < settings.threshold_ns and not self._requests.has_state(thread_id):
+            return
+        request = self._requests.take_state(span, thread_id)
+        self._finish(span, request, settings, duration_ns)
+
+    def _end_elsewhere(self, span: ReadableSpan, thread_id: int, duration_ns: int) -> None:
+        settings, request = self._requests.end(span, thread_id)
+        if settings is not None:
             self.stats.count_request(thread_id)
-            self._finish(span, request, duration_ns)
+            self._finish(span, request, settings, duration_ns)
 
     def _end_function(self, span: ReadableSpan) -> None:
         thread_id = threading.get_ident()
         self.stats.count_request(thread_id)
         if self._functions.pop(span.context.span_id, False):
             request = self._requests.end_nested(span, thread_id)
+            settings = request.settings if request is not None else None
         else:
-            request = self._requests.end(span, thread_id)[1]
+            settings, request = self._requests.end(span, thread_id)
         duration_ns = (span.end_time or time.time_ns()) - (span.start_time or 0)
-        self._finish(span, request, duration_ns)
+        self._finish(span, request, settings or self._settings, duration_ns)
 
     def _finish(
-        self, span: ReadableSpan, request: Optional[InFlightRequest], duration_ns: int
+        self,
+        span: ReadableSpan,
+        request: Optional[InFlightRequest],
+        settings: Settings,
+        duration_ns: int,
     ) -> None:
         session = None
         if request is not None and request.profiler is not None:
             session = stop_profiler(request.profiler)
             self.stats.incr("profiles_precise")
-        if duration_ns < self._threshold_ns:
+        if duration_ns < settings.threshold_ns:
             return
         if request is not None and request.ignored:
             return  # counted when the sampler ignored it
@@ -269,189 +309,22 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
             self.stats.incr("blacklisted_requests")
             return
         if request is None:
-            request = InFlightRequest(span, threading.get_ident())
+            request = InFlightRequest(span, threading.get_ident(), settings)
         self._find_environ(request, sys._getframe())  # ended before the sampler looked
         duration = duration_ns / 1e9
         self.stats.incr("slow_requests")
         self.stats.record_slow_duration(duration)
-        self._reports.submit(self._slow_request(span, request, duration, session))
+        self._reporter.report(span, request, duration, session)
 
-    # --- SamplerListener (sampler thread) ------------------------------------------------
-
-    def admit(self, request: InFlightRequest, frame: Optional[FrameType]) -> bool:
-        if self._is_blacklisted(request.span):
-            self.stats.incr("blacklisted_requests")
-            return False
-        self._find_environ(request, frame)
-        return True
-
-    def _find_environ(self, request: InFlightRequest, frame: Optional[FrameType]) -> None:
-        if (
-            frame is not None
-            and request.environ is None
-            and self._captures_request
-            and not request.nested
-        ):
-            request.environ = find_wsgi_environ(frame)
-
-    def on_threshold_crossed(self, request: InFlightRequest) -> None:
-        span = request.span
-        if span.end_time is not None:
-            return
-        file_name = self._report_file_name(span, request, in_flight=False)
-        request.report_file = file_name
-        link = self._report_link(span, file_name)
-        span.set_attribute(attributes.SLOW, True)
-        span.set_attribute(attributes.THRESHOLD_SECONDS, self._config.threshold_seconds)
-        span.set_attribute(attributes.REPORT_FILE, file_name)
-        if link:
-            span.set_attribute(attributes.REPORT_URL, link)
-
-    def on_hung(self, request: InFlightRequest) -> None:
-        span = request.span
-        if span.end_time is not None:
-            return
-        age = (time.time_ns() - request.start_ns) / 1e9
-        samples = None
-        if not request.samples:
-            # The precise engine's profiler owns this thread and the sampler leaves it
-            # alone; its profile can only be read when the request ends. Show where the
-            # request is stuck now instead of an empty report.
-            frame = sys._current_frames().get(request.thread_id)
-            if frame is not None:
-                samples = [(stack_of(frame), age)]
-            del frame
-        self._reports.submit(
-            self._slow_request(span, request, age, None, in_flight=True, samples=samples)
-        )
-
-    # --- building reports ----------------------------------------------------------------
-
-    def _report_file_name(
-        self, span: ReadableSpan, request: InFlightRequest, in_flight: bool
-    ) -> str:
-        facts = _facts_of(span)
-        return report_file_name(
-            datetime.fromtimestamp(request.start_ns / 1e9, tz=timezone.utc),
-            facts.method,
-            facts.route_or_path,
-            format_trace_id(span.context.trace_id),
-            format_span_id(span.context.span_id),
-            in_flight,
-        )
-
-    def _report_link(self, span: ReadableSpan, file_name: str) -> Optional[str]:
-        base = self._config.report_base_url
-        if base:
-            return f"{base}/trace/{format_trace_id(span.context.trace_id)}"
-        if self._store is not None:
-            return str(self._store.path_of(file_name))
-        return None
-
-    def _trace_url(self, span: ReadableSpan) -> Optional[str]:
-        template = self._config.trace_url_template
-        if not template:
-            return None
-        return template.format(
-            trace_id=format_trace_id(span.context.trace_id),
-            span_id=format_span_id(span.context.span_id),
-        )
-
-    def _service_name(self, span: ReadableSpan) -> str:
-        if self._config.service_name:
-            return self._config.service_name
-        return str(span.resource.attributes.get("service.name", "unknown_service"))
-
-    def _slow_request(
-        self,
-        span: ReadableSpan,
-        request: InFlightRequest,
-        duration: float,
-        session: Any,
-        in_flight: bool = False,
-        samples: Optional[list[tuple[Stack, float]]] = None,
-    ) -> SlowRequest:
-        facts = _facts_of(span)
-        samples = list(request.samples) if samples is None else samples
-        interval = self._config.sampling_interval_seconds
-        if session is not None:
-            profile = Profile(session, "pyinstrument", session.duration, duration)
-        else:
-            session = session_from_samples(
-                samples, request.start_ns / 1e9, duration, interval, _description(facts.method)
-            )
-            profile = Profile(session, "sampling", request.sampled_seconds(), duration)
-        file_name = (
-            self._report_file_name(span, request, in_flight=True)
-            if in_flight
-            else request.report_file or self._report_file_name(span, request, in_flight=False)
-        )
-        return SlowRequest(
-            service=self._service_name(span),
-            facts=facts,
-            trace_id=format_trace_id(span.context.trace_id),
-            span_id=format_span_id(span.context.span_id),
-            start_time=request.start_ns / 1e9,
-            duration_seconds=duration,
-            threshold_seconds=self._config.threshold_seconds,
-            raw_request=snapshot(request.environ, request.recorder, self._config.capture_headers),
-            profile=profile,
-            report_file=file_name,
-            report_link=self._report_link(span, file_name),
-            trace_url=self._trace_url(span),
-            in_flight=in_flight,
-        )
-
-    # --- report thread -------------------------------------------------------------------
-
-    def _report(self, slow: SlowRequest) -> None:
-        try:
-            # "replace": request data can hold lone surrogates (a JSON body with "\ud800",
-            # multipart names decoded with surrogateescape), which UTF-8 cannot encode.
-            content = render_report(slow, self._masker).encode("utf-8", "replace")
-        except Exception:
-            self.stats.incr("internal_errors")
-            self._failures.warning(
-                "report-render", "otel-wpm failed to render a report", exc_info=True
-            )
-            return
-        path = None
-        if self._store is not None:
-            path = self._write(slow.report_file, content)
-        self._alerts.submit(slow, path, content, self._masker)
-
-    def _write(self, file_name: str, content: bytes) -> Optional[os.PathLike[str]]:
-        assert self._store is not None
-        try:
-            path = self._store.write(file_name, content)
-        except OSError as exc:
-            self.stats.incr("reports_failed")
-            self._failures.warning(
-                "report-write",
-                "otel-wpm cannot write reports to %s: %s",
-                self._store.directory,
-                exc.strerror or exc,
-            )
-            return None
-        self._failures.recovered(
-            "report-write", "otel-wpm writes reports to %s again", self._store.directory
-        )
-        self.stats.incr("reports_written")
-        return path
-
-    def _report_dropped(self, slow: SlowRequest) -> None:
-        self.stats.incr("reports_failed")
-        self._failures.warning("report-queue", "otel-wpm report queue is full; dropping the oldest")
-
-    # --- lifecycle -----------------------------------------------------------------------
+    # --- stats, alerts, lifecycle ---------------------------------------------------------
 
     def get_stats(self) -> dict[str, Any]:
-        if self._budget is not None:
-            self.stats.set_overhead(self._budget.estimated_overhead(), **self._budget.details())
+        budget = self._settings.budget
+        if budget is not None:
+            self.stats.set_overhead(budget.estimated_overhead(), **budget.details())
         else:
-            process_cpu = max(time.process_time() - self._started_cpu, 1e-9)
             self.stats.set_overhead(
-                self._sampler.cpu_seconds / process_cpu,
+                self._sampler.cpu_share(),
                 method="CPU time of the sampler thread / CPU time of the process",
             )
         return self.stats.snapshot()
@@ -461,17 +334,16 @@ class ProfilingSpanProcessor(SpanProcessor, SamplerListener):
 
     def test_alert_system(self) -> dict[str, Any]:
         """Send a test alert through every enabled exporter, now; says which worked."""
-        service = self._config.service_name or "otel-wpm"
-        return self._alerts.send_test_alert(service, self._config.trace_url_template)
+        return self._reporter.send_test_alert(self._settings.config)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        deadline = time.monotonic() + timeout_millis / 1000
-        reports_done = self._reports.flush(timeout_millis / 1000)
-        return reports_done and self._alerts.flush(max(0.0, deadline - time.monotonic()))
+        return self._reporter.flush(timeout_millis / 1000)
 
     def shutdown(self) -> None:
-        timeout = self._config.shutdown_timeout_seconds
-        deadline = time.monotonic() + timeout
         self._sampler.stop()
-        self._reports.shutdown(timeout)
-        self._alerts.shutdown(max(0.0, deadline - time.monotonic()))
+        self._reporter.shutdown(self._settings.config.shutdown_timeout_seconds)
+
+
+def _set_log_level(config: Config) -> None:
+    # The one place the level of the otel_wpm logger (and so of its children) is set.
+    logging.getLogger("otel_wpm").setLevel(config.log_level)

@@ -40,7 +40,7 @@ from werkzeug.serving import BaseWSGIServer
 from wsgi_servers import serve_threaded
 
 from otel_wpm import Config
-from otel_wpm.alerting.pipeline import DEDUP_FILE_NAME
+from otel_wpm.alerting.dispatch import DEDUP_FILE_NAME
 from otel_wpm.exporters import MattermostExporter
 
 THRESHOLD = 0.1
@@ -182,7 +182,7 @@ def _fast_retries(stack: Stack) -> MattermostExporter:
     """The processor's Mattermost exporter, with short backoffs so retries fit a test."""
     assert stack.processor is not None
     [exporter] = [
-        e for e in stack.processor._alerts.dispatcher.exporters if isinstance(e, MattermostExporter)
+        e for e in stack.processor.reporter.alerts.exporters if isinstance(e, MattermostExporter)
     ]
     exporter.backoff_base_seconds = 0.01
     exporter.max_backoff_seconds = 0.05

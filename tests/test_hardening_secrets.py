@@ -42,7 +42,7 @@ from mattermost_server import FakeMattermostServer
 from wsgi_servers import serve_threaded
 
 from otel_wpm import Config
-from otel_wpm.alerting.pipeline import DEDUP_FILE_NAME
+from otel_wpm.alerting.dispatch import DEDUP_FILE_NAME
 from otel_wpm.masking import MASK
 
 SECRETS = {

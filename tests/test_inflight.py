@@ -7,10 +7,13 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.trace import SpanKind
 
 from otel_wpm.capture.inflight import InFlightRequest, InFlightRequests
+from otel_wpm.config import Config
+from otel_wpm.settings import Settings
 
 THREAD = 101
 OTHER_THREAD = 202
 SECOND = 1_000_000_000
+SETTINGS = Settings.from_config(Config(threshold_seconds=1.0, enable_local_file=False))
 
 
 class EndedSpans(SpanProcessor):
@@ -49,11 +52,11 @@ def test_a_span_ended_on_its_thread_is_matched_by_its_read_only_copy(
 ) -> None:
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, THREAD)
-    state = requests.state_of(THREAD, span)
+    requests.start(span, THREAD, SETTINGS)
+    state = requests.state_of(THREAD, span, SETTINGS)
     finished = end(span, ended, 2 * SECOND)
     assert finished is not span
-    assert requests.end(finished, THREAD) == (True, state)
+    assert requests.end(finished, THREAD) == (SETTINGS, state)
     assert requests.running() == []
     assert not requests.is_watching_thread(THREAD)
 
@@ -61,27 +64,27 @@ def test_a_span_ended_on_its_thread_is_matched_by_its_read_only_copy(
 def test_a_new_span_on_a_thread_returns_the_one_that_never_ended(tracer) -> None:
     requests = InFlightRequests()
     never_ended = start(tracer)
-    requests.start(never_ended, THREAD)
-    kept = InFlightRequest(never_ended, THREAD)
+    requests.start(never_ended, THREAD, SETTINGS)
+    kept = InFlightRequest(never_ended, THREAD, SETTINGS)
     requests.keep(kept)
     fresh = start(tracer)
-    assert list(requests.start(fresh, THREAD)) == [kept]
-    assert requests.running() == [(THREAD, fresh)]
+    assert list(requests.start(fresh, THREAD, SETTINGS)) == [kept]
+    assert requests.running() == [(THREAD, fresh, SETTINGS)]
 
 
 def test_a_span_that_ended_is_not_stale(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     first = start(tracer)
-    requests.start(first, THREAD)
+    requests.start(first, THREAD, SETTINGS)
     requests.leave(end(first, ended, 1000), THREAD)
-    assert list(requests.start(start(tracer), THREAD)) == []
+    assert list(requests.start(start(tracer), THREAD, SETTINGS)) == []
 
 
 def test_a_thread_whose_span_ended_elsewhere_is_not_watching(tracer, ended: EndedSpans) -> None:
     """A decorated function started there afterwards is not nested in that old request."""
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, THREAD)
+    requests.start(span, THREAD, SETTINGS)
     end(span, ended, 1000)  # ended, but on_end ran on another thread
     assert not requests.is_watching_thread(THREAD)
 
@@ -89,10 +92,10 @@ def test_a_thread_whose_span_ended_elsewhere_is_not_watching(tracer, ended: Ende
 def test_a_span_ended_on_another_thread_is_found(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, THREAD)
-    state = requests.state_of(THREAD, span)
+    requests.start(span, THREAD, SETTINGS)
+    state = requests.state_of(THREAD, span, SETTINGS)
     finished = end(span, ended, 2 * SECOND)
-    assert requests.end(finished, OTHER_THREAD) == (True, state)
+    assert requests.end(finished, OTHER_THREAD) == (SETTINGS, state)
 
 
 def test_states_of_fast_ended_spans_are_pruned_and_slow_ones_kept(
@@ -100,41 +103,41 @@ def test_states_of_fast_ended_spans_are_pruned_and_slow_ones_kept(
 ) -> None:
     requests = InFlightRequests()
     fast, slow = start(tracer), start(tracer)
-    requests.start(fast, THREAD)
-    requests.start(slow, OTHER_THREAD)
-    requests.state_of(THREAD, fast)
-    slow_state = requests.state_of(OTHER_THREAD, slow)
+    requests.start(fast, THREAD, SETTINGS)
+    requests.start(slow, OTHER_THREAD, SETTINGS)
+    requests.state_of(THREAD, fast, SETTINGS)
+    slow_state = requests.state_of(OTHER_THREAD, slow, SETTINGS)
     end(fast, ended, SECOND // 2)
     finished_slow = end(slow, ended, 2 * SECOND)
-    requests.prune(threshold_ns=SECOND)  # the sampler, between span end and on_end
-    assert requests.end(finished_slow, OTHER_THREAD) == (True, slow_state)
-    assert requests.state_of(THREAD, fast) is None
+    requests.prune()  # the sampler, between span end and on_end
+    assert requests.end(finished_slow, OTHER_THREAD) == (SETTINGS, slow_state)
+    assert requests.state_of(THREAD, fast, SETTINGS) is None
 
 
 def test_no_state_is_made_for_a_span_that_ended(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, THREAD)
+    requests.start(span, THREAD, SETTINGS)
     end(span, ended, 1000)
-    assert requests.state_of(THREAD, span) is None
+    assert requests.state_of(THREAD, span, SETTINGS) is None
     assert requests.running() == []
 
 
 def test_unknown_spans_are_left_alone(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     watched = start(tracer)
-    requests.start(watched, THREAD)
+    requests.start(watched, THREAD, SETTINGS)
     other = end(start(tracer), ended, 1000)
-    assert not requests.leave(other, THREAD)
-    assert requests.end(other, THREAD) == (False, None)
-    assert requests.running() == [(THREAD, watched)]
+    assert requests.leave(other, THREAD) is None
+    assert requests.end(other, THREAD) == (None, None)
+    assert requests.running() == [(THREAD, watched, SETTINGS)]
 
 
 def test_nested_requests_end_by_span(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     outer, inner_span = start(tracer), start(tracer)
-    requests.start(outer, THREAD)
-    inner = InFlightRequest(inner_span, THREAD, nested=True)
+    requests.start(outer, THREAD, SETTINGS)
+    inner = InFlightRequest(inner_span, THREAD, SETTINGS, nested=True)
     requests.keep(inner)
     assert requests.nested() == [inner]
     assert requests.end_nested(end(inner_span, ended, 1000), THREAD) is inner
@@ -144,7 +147,7 @@ def test_nested_requests_end_by_span(tracer, ended: EndedSpans) -> None:
 
 def test_the_registry_is_empty_in_a_forked_child(tracer) -> None:
     requests = InFlightRequests()
-    requests.start(start(tracer), THREAD)
+    requests.start(start(tracer), THREAD, SETTINGS)
     requests.after_fork_in_child()
     assert requests.running() == []
 
@@ -152,9 +155,24 @@ def test_the_registry_is_empty_in_a_forked_child(tracer) -> None:
 def test_a_thread_has_state_to_collect_until_its_span_ends(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, THREAD)
+    requests.start(span, THREAD, SETTINGS)
     assert not requests.has_state(THREAD)
-    state = requests.state_of(THREAD, span)
+    state = requests.state_of(THREAD, span, SETTINGS)
     assert requests.has_state(THREAD)
-    assert requests.end(end(span, ended, 1000), THREAD) == (True, state)
+    assert requests.end(end(span, ended, 1000), THREAD) == (SETTINGS, state)
     assert not requests.has_state(THREAD)
+
+
+def test_each_span_is_judged_by_the_settings_it_started_under(tracer, ended: EndedSpans) -> None:
+    strict = Settings.from_config(Config(threshold_seconds=0.2, enable_local_file=False))
+    requests = InFlightRequests()
+    lenient_span, strict_span = start(tracer), start(tracer)
+    requests.start(lenient_span, THREAD, SETTINGS)
+    requests.start(strict_span, OTHER_THREAD, strict)
+    requests.state_of(THREAD, lenient_span, SETTINGS)
+    strict_state = requests.state_of(OTHER_THREAD, strict_span, strict)
+    end(lenient_span, ended, SECOND // 2)
+    finished = end(strict_span, ended, SECOND // 2)
+    requests.prune()  # fast under 1 s, slow under 0.2 s
+    assert not requests.has_state(THREAD)
+    assert requests.end(finished, OTHER_THREAD) == (strict, strict_state)

@@ -8,12 +8,14 @@ from html.parser import HTMLParser
 from hypothesis import given
 from hypothesis import strategies as st
 
+from otel_wpm.alerting.alert import HotFrame
 from otel_wpm.capture.request import RawRequest
 from otel_wpm.capture.semconv import HttpFacts
 from otel_wpm.masking import SecretMasker
 from otel_wpm.reporting.profile import Profile
-from otel_wpm.reporting.render import SlowRequest, render_report
+from otel_wpm.reporting.render import render_report
 from otel_wpm.reporting.report_format import report_file_name
+from otel_wpm.reporting.slow_request import SlowRequest
 from otel_wpm.reporting.store import ReportStore
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -71,12 +73,20 @@ def test_request_data_is_escaped_and_masked() -> None:
     html = render_report(
         slow_request(f"/p{evil}", f"q={evil}&token=tok-123456", [("X-Evil", evil)]),
         SecretMasker(),
+        (HotFrame(evil, "app.py:1", 1.0, 0.5),),
     )
     parser = TextCollector()
     parser.feed(html)
     assert "img" not in parser.tags
     assert any(evil in chunk for chunk in parser.text)
     assert "tok-123456" not in html
+
+
+def test_the_page_shows_the_hot_frames_it_is_given() -> None:
+    hot = (HotFrame("load_orders", "shop/orders.py:10", 0.8, 0.8),)
+    html = render_report(slow_request("/orders", "", []), SecretMasker(), hot)
+    section = html[html.index("Where the time went") : html.index("<h2>Request</h2>")]
+    assert "load_orders" in section and "0.800 s (80%) at shop/orders.py:10" in section
 
 
 def test_time_in_library_code_counts_for_the_calling_application_function() -> None:

@@ -13,13 +13,27 @@ from typing import Any, Optional
 import pytest
 
 from otel_wpm.capture.inflight import InFlightRequest, InFlightRequests
-from otel_wpm.capture.sampler import SamplerListener, StackSampler, stack_of
+from otel_wpm.capture.sampler import StackSampler, stack_of
+from otel_wpm.config import Config
+from otel_wpm.settings import Settings
 
 MS = 1_000_000
 _span_ids = itertools.count(1)
+# sample after 50 ms, slow at 100 ms, hung at 500 ms, a tick every 10 ms
+SETTINGS = Settings.from_config(
+    Config(
+        threshold_seconds=0.1,
+        sample_after_fraction=0.5,
+        hung_request_factor=5,
+        sampling_interval_seconds=0.01,
+        enable_local_file=False,
+    )
+)
 
 
-class Recorder(SamplerListener):
+class Recorder:
+    """What the sampler asks and tells, through the callables it is given."""
+
     def __init__(self) -> None:
         self.crossed: list[InFlightRequest] = []
         self.hung: list[InFlightRequest] = []
@@ -34,10 +48,10 @@ class Recorder(SamplerListener):
         self.admitted.append((request, names))
         return self.admit_answer
 
-    def on_threshold_crossed(self, request: InFlightRequest) -> None:
+    def crossed_threshold(self, request: InFlightRequest) -> None:
         self.crossed.append(request)
 
-    def on_hung(self, request: InFlightRequest) -> None:
+    def hangs(self, request: InFlightRequest) -> None:
         self.hung.append(request)
 
 
@@ -89,13 +103,13 @@ class Rig:
             context=SimpleNamespace(span_id=next(_span_ids)),
         )
 
-    def start(self) -> Any:
+    def start(self, settings: Settings = SETTINGS) -> Any:
         span = self.new_span()
-        assert list(self.requests.start(span, self.thread_id)) == []
+        assert list(self.requests.start(span, self.thread_id, settings)) == []
         return span
 
     def state(self, span: Any) -> InFlightRequest:
-        found = self.requests.state_of(self.thread_id, span)
+        found = self.requests.state_of(self.thread_id, span, SETTINGS)
         assert found is not None
         return found
 
@@ -110,12 +124,11 @@ class Rig:
 def rig(parked_thread: threading.Thread) -> Iterator[Rig]:
     clock, listener, requests = Clock(), Recorder(), InFlightRequests()
     sampler = StackSampler(
-        listener,
         requests,
-        interval_seconds=0.01,
-        sample_after_seconds=0.05,
-        threshold_seconds=0.1,
-        hung_after_seconds=0.5,
+        admit=listener.admit,
+        on_threshold_crossed=listener.crossed_threshold,
+        on_hung=listener.hangs,
+        settings=SETTINGS,
         clock_ns=clock,
     )
     yield Rig(parked_thread, clock, listener, requests, sampler)
@@ -141,7 +154,7 @@ def test_requests_past_the_delay_are_sampled_with_their_own_stack(rig: Rig) -> N
     assert request.sampled_seconds() == pytest.approx(0.04)
 
 
-def test_the_listener_is_asked_once_with_the_frame_the_thread_runs(rig: Rig) -> None:
+def test_admit_is_asked_once_with_the_frame_the_thread_runs(rig: Rig) -> None:
     span = rig.start()
     rig.advance(30, times=4)
     assert [request.span for request, _ in rig.listener.admitted] == [span]
@@ -177,7 +190,7 @@ def test_an_ended_span_is_not_sampled(rig: Rig) -> None:
 
 def test_nested_requests_share_the_thread_and_both_get_samples(rig: Rig) -> None:
     outer = rig.start()
-    inner = InFlightRequest(rig.new_span(), rig.thread_id, nested=True)
+    inner = InFlightRequest(rig.new_span(), rig.thread_id, SETTINGS, nested=True)
     rig.requests.keep(inner)
     rig.advance(60)
     assert len(rig.state(outer).samples) == len(inner.samples) == 1
@@ -202,3 +215,12 @@ def test_an_idle_sampler_sleeps_until_the_oldest_request_is_due(rig: Rig) -> Non
     rig.clock.now += 30 * MS
     assert rig.sampler.tick() == pytest.approx(0.01)  # sampling: one interval
     assert len(rig.state(span).samples) == 1
+
+
+def test_a_request_keeps_the_thresholds_it_started_under(rig: Rig) -> None:
+    span = rig.start(settings=SETTINGS)
+    rig.advance(10, times=5)
+    lenient = Settings.from_config(SETTINGS.config.replace(threshold_seconds=10))
+    rig.sampler.configure(lenient)  # as update_config does, while the request runs
+    rig.advance(10, times=7)
+    assert [request.span for request in rig.listener.crossed] == [span]

@@ -29,9 +29,10 @@ from wsgi_servers import serve_reports, serve_threaded
 from otel_wpm.capture.request import RawRequest
 from otel_wpm.capture.semconv import HttpFacts
 from otel_wpm.masking import SecretMasker
-from otel_wpm.reporting.profile import Profile
-from otel_wpm.reporting.render import SlowRequest, render_report
+from otel_wpm.reporting.profile import Profile, hot_frames
+from otel_wpm.reporting.render import render_report
 from otel_wpm.reporting.report_format import report_file_name
+from otel_wpm.reporting.slow_request import SlowRequest
 from otel_wpm.reporting.store import ReportStore
 from otel_wpm.server import SECURITY_HEADERS, ReportDirectoryError, app, is_loopback, make_server
 
@@ -83,7 +84,9 @@ def write_report(
         trace_url=f"http://jaeger.local/trace/{trace_id}",
         in_flight=in_flight,
     )
-    ReportStore(directory).write(name, render_report(slow, SecretMasker()).encode())
+    ReportStore(directory).write(
+        name, render_report(slow, SecretMasker(), hot_frames(session)).encode()
+    )
     return name
 
 

@@ -91,9 +91,10 @@ def test_a_forked_child_counts_from_zero() -> None:
         child_ok = False
         try:
             counts = stats.snapshot()
-            child_ok = all(counts[name] == 0 for name in COUNTERS) and counts[
-                "overhead_stats"
-            ] == {"average_overhead": 0.0, "method": "none"}
+            child_ok = all(counts[name] == 0 for name in COUNTERS) and counts["overhead_stats"] == {
+                "average_overhead": 0.0,
+                "method": "none",
+            }
             stats.incr("slow_requests")
             child_ok = child_ok and stats.snapshot()["slow_requests"] == 1
         finally:

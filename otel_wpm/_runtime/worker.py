@@ -22,7 +22,10 @@ logger = logging.getLogger(__name__)
 
 
 class BackgroundWorker(Generic[Job]):
-    """Runs ``handle(job)`` for each submitted job on one daemon thread."""
+    """Runs ``handle(job)`` for each submitted job on one daemon thread.
+
+    ``queue_size`` may be changed at any time; it bounds the next submissions.
+    """
 
     def __init__(
         self,
@@ -33,7 +36,7 @@ class BackgroundWorker(Generic[Job]):
     ) -> None:
         self._name = name
         self._handle = handle
-        self._queue_size = queue_size
+        self.queue_size = queue_size
         self._on_drop = on_drop
         self.after_fork_in_child()
         forksafe.register(self)
@@ -52,7 +55,7 @@ class BackgroundWorker(Generic[Job]):
             if self._stopping:
                 dropped.append(job)
             else:
-                while len(self._jobs) >= self._queue_size:
+                while len(self._jobs) >= self.queue_size:
                     dropped.append(self._jobs.popleft())
                 self._jobs.append(job)
                 self._ensure_thread()

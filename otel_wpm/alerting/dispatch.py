@@ -2,7 +2,8 @@
 
 Usage::
 
-    dispatcher = AlertDispatcher(
+    dispatcher = AlertDispatcher.from_config(config, stats)  # exporters and store it names
+    dispatcher = AlertDispatcher(                            # or parts of your choosing
         [LocalFileExporter(output_dir), MattermostExporter(...)],
         dedup=SQLiteDedupStore(output_dir / "dedup.sqlite3"),
         window_seconds=24 * 3600,
@@ -11,6 +12,7 @@ Usage::
     dispatcher.submit(alert)          # from the request path: never blocks, never raises
     dispatcher.flush(timeout=5.0)     # wait until everything queued was handled
     dispatcher.shutdown(timeout=5.0)  # at exit
+    dispatcher.retire()               # replaced at run time: deliver the queue, then close
 
 One :class:`BackgroundWorker` thread per process delivers the queue. It starts
 on the first ``submit``; after ``fork`` the child starts afresh (its own thread,
@@ -20,19 +22,41 @@ empty queue), so every gunicorn worker delivers its own alerts.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
 
 from .._runtime import forksafe
 from .._runtime.logs import LogOnce
 from .._runtime.stats import Stats
 from .._runtime.worker import BackgroundWorker
+from ..exporters import LocalFileExporter, MattermostExporter
 from ..exporters.base import AlertExporter, ExportError
 from .alert import Alert
-from .dedup import DedupStore
+from .dedup import DedupStore, MemoryDedupStore, RedisDedupStore, SQLiteDedupStore
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 logger = logging.getLogger(__name__)
+
+#: The SQLite de-duplication store's file in ``local_output_dir``.
+DEDUP_FILE_NAME = ".otel-wpm-dedup.sqlite3"
+#: The settings :meth:`AlertDispatcher.from_config` reads: when one changes, it is rebuilt.
+ALERT_SETTINGS = (
+    "enable_local_file",
+    "local_output_dir",
+    "enable_mattermost",
+    "mattermost_server_url",
+    "mattermost_token",
+    "mattermost_channel_id",
+    "mattermost_timeout_seconds",
+    "dedup_redis_url",
+    "alert_window_days",
+    "alert_queue_size",
+)
 
 
 class AlertDispatcher:
@@ -57,6 +81,17 @@ class AlertDispatcher:
         )
         forksafe.register(self)
 
+    @classmethod
+    def from_config(cls, config: Config, stats: Stats) -> AlertDispatcher:
+        """The exporters ``config`` enables, and its de-duplication store and window."""
+        return cls(
+            _exporters(config),
+            _dedup_store(config),
+            window_seconds=config.alert_window_days * 86400,
+            stats=stats,
+            queue_size=config.alert_queue_size,
+        )
+
     def submit(self, alert: Alert) -> None:
         """Queue an alert; when the queue is full the oldest queued alert is dropped."""
         try:
@@ -79,6 +114,21 @@ class AlertDispatcher:
         if not self._worker.shutdown(timeout):
             logger.warning("Alerts still queued at shutdown after %.1f s; dropping them", timeout)
         self._close_all()
+
+    def retire(self) -> threading.Thread:
+        """Stop and close once everything queued was handled, on a thread of its own.
+
+        For a dispatcher replaced at run time: its caller does not wait, and nothing
+        queued is dropped however long delivery takes (each exporter bounds its calls).
+        """
+        thread = threading.Thread(
+            target=self.shutdown,
+            args=(threading.TIMEOUT_MAX,),
+            name="otel-wpm-alerts-retiring",
+            daemon=True,
+        )
+        thread.start()
+        return thread
 
     def _close_all(self) -> None:
         closeables: list[AlertExporter | DedupStore] = [*self.exporters, self.dedup]
@@ -182,3 +232,28 @@ def _describe(error: Exception) -> str:
         hint = " - will not work until the configuration is fixed" if error.permanent else ""
         return f"{error.message}{hint}"
     return f"{type(error).__name__}: {error}"
+
+
+def _exporters(config: Config) -> list[AlertExporter]:
+    exporters: list[AlertExporter] = []
+    if config.enable_local_file:
+        exporters.append(LocalFileExporter(config.local_output_dir))
+    if config.enable_mattermost:
+        server_url, token = config.mattermost_server_url, config.mattermost_token
+        channel_id = config.mattermost_channel_id
+        assert server_url and token and channel_id, "Config requires them with enable_mattermost"
+        exporters.append(
+            MattermostExporter(
+                server_url, token, channel_id, timeout_seconds=config.mattermost_timeout_seconds
+            )
+        )
+    return exporters
+
+
+def _dedup_store(config: Config) -> DedupStore:
+    """Redis when configured (several hosts), else SQLite beside the reports (one host)."""
+    if config.dedup_redis_url:
+        return RedisDedupStore(config.dedup_redis_url)
+    if config.enable_local_file:
+        return SQLiteDedupStore(Path(config.local_output_dir) / DEDUP_FILE_NAME)
+    return MemoryDedupStore()

@@ -1,8 +1,10 @@
 """The requests being served right now, shared by the processor and the sampler.
 
 Every request passes through here at its start and at its end, so that path is
-a dict write and a dict delete keyed by the serving thread, with no lock and no
-allocation; only the thread serving a request writes its key.
+two dict writes and two dict deletes keyed by the serving thread (the span, and
+the :class:`~otel_wpm.settings.Settings` it started under), with no lock and no
+allocation; only the thread serving a request writes its keys. A request keeps
+those settings to its end, whatever ``update_config`` does meanwhile.
 
 The state a request needs only when it runs long (samples, threshold flags,
 captured input) lives in an :class:`InFlightRequest`, made on demand: by the
@@ -19,9 +21,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .._runtime import forksafe
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 Stack = tuple[str, ...]
 
@@ -45,9 +50,10 @@ class InFlightRequest:
     reported_hung: bool = False
     sampling_paused: bool = False  # another profiler (precise engine) watches this thread
 
-    def __init__(self, span: Any, thread_id: int, nested: bool = False) -> None:
+    def __init__(self, span: Any, thread_id: int, settings: Settings, nested: bool = False) -> None:
         self.span = span
         self.thread_id = thread_id
+        self.settings = settings  # the settings in force when the span started
         self.start_ns: int = span.start_time
         self.nested = nested
         self.samples: list[tuple[Stack, float]] = []
@@ -75,25 +81,32 @@ class InFlightRequests:
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
-        # Only the thread serving a request writes its key in _spans, and a dict get
-        # or set is atomic, so the request path takes no lock.
+        # Only the thread serving a request writes its key in _spans and _settings,
+        # and a dict get or set is atomic, so the request path takes no lock.
         self._spans: dict[int, Any] = {}
+        self._settings: dict[int, Settings] = {}
         self._states: dict[int, InFlightRequest] = {}
         self._nested: dict[int, list[InFlightRequest]] = {}
 
     # --- request thread ----------------------------------------------------------------
 
-    def start(self, span: Any, thread_id: int) -> Sequence[InFlightRequest]:
-        """Watch ``span``; returns what a span on this thread that never ended left behind."""
+    def start(self, span: Any, thread_id: int, settings: Settings) -> Sequence[InFlightRequest]:
+        """Watch ``span`` under ``settings``; returns what a span on this thread that never
+        ended left behind."""
         previous = self._spans.get(thread_id)
+        stale: Sequence[InFlightRequest] = ()
+        if previous is not None and previous.end_time is None:
+            stale = self._stale(previous, thread_id)
+        self._settings[thread_id] = settings
         self._spans[thread_id] = span
-        if previous is None or previous.end_time is not None:
-            return ()
+        return stale
+
+    def _stale(self, previous: Any, thread_id: int) -> Sequence[InFlightRequest]:
         with self._lock:
             state = self._states.pop(thread_id, None)
             nested = self._nested.pop(thread_id, [])
         if state is None or state.span is not previous:
-            state = InFlightRequest(previous, thread_id)
+            state = InFlightRequest(previous, thread_id, self._settings[thread_id])
         return [state, *nested]
 
     def keep(self, request: InFlightRequest) -> None:
@@ -104,40 +117,51 @@ class InFlightRequests:
             else:
                 self._states[request.thread_id] = request
 
-    def leave(self, span: Any, thread_id: int) -> bool:
-        """Stop watching ``span`` if it runs on ``thread_id``; its state stays for ``end``."""
+    def leave(self, span: Any, thread_id: int) -> Optional[Settings]:
+        """Stop watching ``span`` if it runs on ``thread_id``: the settings it started under.
+
+        None when it is not watched on this thread. Its state stays for :meth:`take_state`.
+        """
         running = self._spans.get(thread_id)
         if running is None or not _same_span(running, span):
-            return False
+            return None
         del self._spans[thread_id]
-        return True
+        return self._settings.pop(thread_id)
 
     def has_state(self, thread_id: int) -> bool:
-        """Whether the span ending on ``thread_id`` has state to collect with :meth:`end`.
+        """Whether the span ending on ``thread_id`` has state to collect with :meth:`take_state`.
 
         Read without the lock: once a span has ended the sampler makes no state for
         it, and only this thread keeps state for its own spans.
         """
         return thread_id in self._states
 
-    def end(self, span: Any, thread_id: int) -> tuple[bool, Optional[InFlightRequest]]:
-        """Stop watching ``span``: whether it was watched, and its state if it has one.
+    def take_state(self, span: Any, thread_id: int) -> Optional[InFlightRequest]:
+        """The state of ``span``, which ran on ``thread_id`` and has ended, if it has one."""
+        with self._lock:
+            state = self._states.get(thread_id)
+            if state is None or not _same_span(state.span, span):
+                return None
+            del self._states[thread_id]
+            return state
+
+    def end(
+        self, span: Any, thread_id: int
+    ) -> tuple[Optional[Settings], Optional[InFlightRequest]]:
+        """Stop watching ``span``: the settings it started under (None if it was not
+        watched), and its state if it has one.
 
         ``span`` is looked for on ``thread_id`` first, then on every thread: a span
         may end on another thread than the one it started on (never under WSGI).
         """
-        watched = self.leave(span, thread_id)
-        if not watched:
+        settings = self.leave(span, thread_id)
+        if settings is None:
             for other, running in list(self._spans.items()):
                 if running.end_time is not None and _same_span(running, span):
-                    thread_id, watched = other, True
+                    thread_id, settings = other, self._settings.get(other)
                     break
-        with self._lock:
-            state = self._states.get(thread_id)
-            if state is None or not _same_span(state.span, span):
-                return watched, None
-            del self._states[thread_id]
-            return True, state
+        state = self.take_state(span, thread_id)
+        return (state.settings, state) if state is not None else (settings, None)
 
     def end_nested(self, span: Any, thread_id: int) -> Optional[InFlightRequest]:
         """Stop watching a nested span and take its state."""
@@ -159,27 +183,32 @@ class InFlightRequests:
 
     # --- sampler thread ----------------------------------------------------------------
 
-    def running(self) -> list[tuple[int, Any]]:
-        """(thread id, span) of every watched span still running."""
-        return [(t, span) for t, span in list(self._spans.items()) if span.end_time is None]
+    def running(self) -> list[tuple[int, Any, Settings]]:
+        """(thread id, span, the settings it started under) of every watched span running."""
+        running = []
+        for thread_id, span in list(self._spans.items()):
+            settings = self._settings.get(thread_id)
+            if span.end_time is None and settings is not None:
+                running.append((thread_id, span, settings))
+        return running
 
-    def state_of(self, thread_id: int, span: Any) -> Optional[InFlightRequest]:
+    def state_of(self, thread_id: int, span: Any, settings: Settings) -> Optional[InFlightRequest]:
         """The state of a running span, made if it has none; None once it has ended."""
         with self._lock:
             if span.end_time is not None:
                 return None
             state = self._states.get(thread_id)
             if state is None or state.span is not span:
-                state = self._states[thread_id] = InFlightRequest(span, thread_id)
+                state = self._states[thread_id] = InFlightRequest(span, thread_id, settings)
             return state
 
-    def prune(self, threshold_ns: int) -> None:
+    def prune(self) -> None:
         """Drop the states of spans that ended fast: their ``on_end`` does not collect them."""
         with self._lock:
             for thread_id, state in list(self._states.items()):
                 span = state.span
                 ended_fast = span.end_time is not None and (
-                    span.end_time - span.start_time < threshold_ns
+                    span.end_time - span.start_time < state.settings.threshold_ns
                 )
                 if ended_fast and state.profiler is None:
                     del self._states[thread_id]

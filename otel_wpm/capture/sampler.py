@@ -1,12 +1,25 @@
 """One background thread that samples the stacks of threads serving slow-ish requests.
 
-This is the default profiling engine. Nothing runs on the request path but a
-dictionary insert at start and a removal at end. Every ``interval`` seconds the
-sampler thread looks at the requests in flight; those older than ``sample_after``
-seconds get their thread's current stack recorded (``sys._current_frames()``).
-Requests that finish sooner cost nothing more. The same tick also tells the
-owner when a request crosses the slow threshold or the hung threshold, while the
-request is still running.
+Usage::
+
+    sampler = StackSampler(
+        requests,                   # the InFlightRequests registry
+        admit=owner.admit,          # asked once, when a request becomes due: sample it?
+        on_threshold_crossed=owner.mark_slow,
+        on_hung=owner.report_hung,
+        settings=settings,          # the Settings in force: the tick
+    )
+    sampler.ensure_started()       # from the request path: cheap once running
+    sampler.configure(new_settings)
+
+This is the default profiling engine. Nothing runs on the request path but the
+registry's dict writes at start and deletes at end. Every ``interval`` seconds
+the sampler thread looks at the requests in flight; those older than their
+``sample_after`` get their thread's current stack recorded
+(``sys._current_frames()``). Requests that finish sooner cost nothing more. The
+same tick calls ``on_threshold_crossed`` when a request passes its slow threshold
+and ``on_hung`` when it passes its hung threshold, while it still runs. Each
+request is judged by the thresholds of the settings it started under.
 """
 
 from __future__ import annotations
@@ -16,10 +29,16 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .._runtime import forksafe
 from .inflight import InFlightRequest, InFlightRequests, Stack
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+Admit = Callable[[InFlightRequest, Optional[FrameType]], bool]
+Notify = Callable[[InFlightRequest], None]
 
 logger = logging.getLogger(__name__)
 
@@ -50,60 +69,47 @@ def stack_of(frame: Optional[FrameType]) -> Stack:
     return tuple(identifiers)
 
 
-class SamplerListener:
-    """What the sampler asks and tells its owner, from the sampler thread."""
-
-    def admit(self, request: InFlightRequest, frame: Optional[FrameType]) -> bool:
-        """Asked once, when a request first becomes due, with the frame its thread runs now.
-
-        False ignores the request from then on.
-        """
-        return True
-
-    def on_threshold_crossed(self, request: InFlightRequest) -> None: ...
-
-    def on_hung(self, request: InFlightRequest) -> None: ...
-
-
 class StackSampler:
-    """Samples the threads of in-flight requests; one thread per process, started lazily."""
+    """Samples the threads of in-flight requests; one thread per process, started lazily.
+
+    The callbacks run on the sampler thread. ``admit`` is asked once, when a
+    request first becomes due, with the frame its thread runs now; False ignores
+    the request from then on.
+    """
 
     def __init__(
         self,
-        listener: SamplerListener,
         requests: InFlightRequests,
-        interval_seconds: float,
-        sample_after_seconds: float,
-        threshold_seconds: float,
-        hung_after_seconds: Optional[float],
+        admit: Admit,
+        on_threshold_crossed: Notify,
+        on_hung: Notify,
+        settings: Settings,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
-        self._listener = listener
         self._requests = requests
+        self._admit = admit
+        self._on_threshold_crossed = on_threshold_crossed
+        self._on_hung = on_hung
         self._clock_ns = clock_ns
-        self.configure(
-            interval_seconds, sample_after_seconds, threshold_seconds, hung_after_seconds
-        )
+        self.configure(settings)
         self.after_fork_in_child()
-        self.cpu_seconds = 0.0
         forksafe.register(self)
 
-    def configure(
-        self,
-        interval_seconds: float,
-        sample_after_seconds: float,
-        threshold_seconds: float,
-        hung_after_seconds: Optional[float],
-    ) -> None:
-        self._interval = interval_seconds
-        self._sample_after_ns = int(sample_after_seconds * 1e9)
-        self._threshold_ns = int(threshold_seconds * 1e9)
-        self._hung_after_ns = int(hung_after_seconds * 1e9) if hung_after_seconds else None
+    def configure(self, settings: Settings) -> None:
+        """The settings in force: the tick, and how soon a request starting now becomes due."""
+        self._interval = settings.config.sampling_interval_seconds
+        self._sample_after_ns = settings.sample_after_ns
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
+        self._cpu_seconds = 0.0
+        self._process_cpu_at_start = time.process_time()
+
+    def cpu_share(self) -> float:
+        """CPU time of the sampler thread / CPU time of this process since it started."""
+        return self._cpu_seconds / max(time.process_time() - self._process_cpu_at_start, 1e-9)
 
     def ensure_started(self) -> None:
         if self._thread is None:
@@ -133,7 +139,7 @@ class StackSampler:
             except Exception:
                 wait = self._interval
                 logger.exception("otel-wpm sampler tick failed")
-            self.cpu_seconds = time.thread_time() - started_cpu
+            self._cpu_seconds = time.thread_time() - started_cpu
 
     def tick(self) -> float:
         """Sample what is due and report threshold crossings (also callable from tests).
@@ -168,29 +174,34 @@ class StackSampler:
         """The requests old enough to sample, and how long until each younger one is."""
         due: list[InFlightRequest] = []
         until_due: list[int] = []
-        self._requests.prune(self._threshold_ns)
-        for thread_id, span in self._requests.running():
-            wait = span.start_time + self._sample_after_ns - now
+        self._requests.prune()
+        for thread_id, span, settings in self._requests.running():
+            wait = span.start_time + settings.sample_after_ns - now
             if wait > 0:
                 until_due.append(wait)
                 continue
-            request = self._requests.state_of(thread_id, span)
+            request = self._requests.state_of(thread_id, span, settings)
             if request is not None:
                 due.append(request)
-        due += [r for r in self._requests.nested() if now - r.start_ns >= self._sample_after_ns]
+        due += [
+            request
+            for request in self._requests.nested()
+            if now - request.start_ns >= request.settings.sample_after_ns
+        ]
         return due, until_due
 
     def _keep(self, request: InFlightRequest, frame: Optional[FrameType]) -> bool:
         if not request.checked:
             request.checked = True
-            request.ignored = not self._listener.admit(request, frame)
+            request.ignored = not self._admit(request, frame)
         return not request.ignored
 
     def _notify(self, request: InFlightRequest, age_ns: int) -> None:
-        if not request.crossed_threshold and age_ns >= self._threshold_ns:
+        settings = request.settings
+        if not request.crossed_threshold and age_ns >= settings.threshold_ns:
             request.crossed_threshold = True
-            self._listener.on_threshold_crossed(request)
-        hung = self._hung_after_ns
+            self._on_threshold_crossed(request)
+        hung = settings.hung_after_ns
         if hung is not None and not request.reported_hung and age_ns >= hung:
             request.reported_hung = True
-            self._listener.on_hung(request)
+            self._on_hung(request)

@@ -1,5 +1,10 @@
 """The HTML report of one slow request: who, what, how slow, and pyinstrument's profile.
 
+Usage::
+
+    hot = hot_frames(slow.profile.session)        # also what the alert shows
+    page = render_report(slow, masker, hot)       # a str holding the whole page
+
 Everything taken from the request is masked (:mod:`otel_wpm.masking`) and
 HTML-escaped here. The profile is rendered by pyinstrument's own HTML renderer;
 our header is placed above it in the same page.
@@ -12,43 +17,20 @@ import json
 import os
 import platform
 import socket
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, Optional
 
 from pyinstrument.renderers import HTMLRenderer
 
-from ..capture.request import RawRequest
-from ..capture.semconv import HttpFacts
+from ..alerting.alert import HotFrame
 from ..masking import SecretMasker
 from .params import RequestParams, request_params
-from .profile import Profile, hot_frames
+from .profile import Profile
 from .report_format import metadata_element
+from .slow_request import SlowRequest
 
 _PROFILE_ANCHOR = '<div id="app"></div>'
-
-
-@dataclass(frozen=True)
-class SlowRequest:
-    """What the request thread hands over when a watched span is slow (nothing masked yet)."""
-
-    service: str
-    facts: HttpFacts
-    trace_id: str
-    span_id: str
-    start_time: float  # seconds since the epoch
-    duration_seconds: float
-    threshold_seconds: float
-    raw_request: RawRequest
-    profile: Profile
-    report_file: str
-    report_link: Optional[str]
-    trace_url: Optional[str]
-    in_flight: bool = False
-
-    @property
-    def started_at(self) -> datetime:
-        return datetime.fromtimestamp(self.start_time, tz=timezone.utc)
 
 
 def _e(value: Any) -> str:
@@ -118,10 +100,10 @@ def _summary_section(slow: SlowRequest, meta: dict[str, Any]) -> str:
     )
 
 
-def _hot_frames_section(profile: Profile) -> str:
+def _hot_frames_section(hot: Sequence[HotFrame]) -> str:
     rows: list[tuple[str, Any]] = [
         (frame.function, f"{frame.seconds:.3f} s ({frame.share:.0%}) at {frame.location}")
-        for frame in hot_frames(profile.session)
+        for frame in hot
     ]
     return "<h2>Where the time went</h2>" + _table(rows)
 
@@ -158,8 +140,13 @@ _STYLE = """<style>
 </style>"""
 
 
-def render_report(slow: SlowRequest, masker: SecretMasker, now: Optional[datetime] = None) -> str:
-    """The complete HTML page for ``slow``."""
+def render_report(
+    slow: SlowRequest,
+    masker: SecretMasker,
+    hot: Sequence[HotFrame],
+    now: Optional[datetime] = None,
+) -> str:
+    """The complete HTML page for ``slow``; ``hot`` is ``hot_frames`` of its profile."""
     now = now or datetime.now(timezone.utc)
     meta = metadata(slow, masker)
     header = (
@@ -167,7 +154,7 @@ def render_report(slow: SlowRequest, masker: SecretMasker, now: Optional[datetim
         + metadata_element(meta)
         + '<section id="otel-wpm">'
         + _summary_section(slow, meta)
-        + _hot_frames_section(slow.profile)
+        + _hot_frames_section(hot)
         + _request_section(request_params(slow.raw_request, masker))
         + _system_section(now)
         + "<h2>Profile</h2></section>"

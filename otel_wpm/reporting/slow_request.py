@@ -1,0 +1,43 @@
+"""What the request thread hands to the report thread about one slow request.
+
+Usage::
+
+    slow = SlowRequest(service="shop", facts=http_facts(span.attributes), ...)
+    reporter.queue(slow)              # built on the request thread, rendered on the report thread
+
+Nothing in it is masked yet: masking happens where it is shown (the report page,
+the alert).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Optional
+
+from ..capture.request import RawRequest
+from ..capture.semconv import HttpFacts
+from .profile import Profile
+
+
+@dataclass(frozen=True)
+class SlowRequest:
+    """A watched span that was slow (or still runs), copied out of the span and its state."""
+
+    service: str
+    facts: HttpFacts
+    trace_id: str
+    span_id: str
+    start_time: float  # seconds since the epoch
+    duration_seconds: float
+    threshold_seconds: float
+    raw_request: RawRequest
+    profile: Profile
+    report_file: str
+    report_link: Optional[str]
+    trace_url: Optional[str]
+    in_flight: bool = False
+
+    @property
+    def started_at(self) -> datetime:
+        return datetime.fromtimestamp(self.start_time, tz=timezone.utc)
