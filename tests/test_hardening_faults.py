@@ -305,6 +305,53 @@ def test_hung_mattermost_never_delays_responses_and_bounds_its_queue(
     _assert_token_never_logged(all_logs, fake.token)
 
 
+def test_update_config_while_mattermost_hangs_returns_at_once_and_loses_no_alert(
+    tmp_path: Path, mattermost_server: FakeMattermostServer
+) -> None:
+    fake = mattermost_server
+    config = _mattermost_config(
+        tmp_path,
+        fake.url,
+        fake.token,
+        fake.channel_id,
+        mattermost_timeout_seconds=60.0,
+        shutdown_timeout_seconds=60.0,
+    )
+    output = tmp_path / "reports"
+    requests_sent = 4
+    fake.hang()
+    try:
+        with serving(config) as (stack, url):
+            processor = stack.processor
+            assert processor is not None
+            for index in range(requests_sent):
+                trace_id = slow_get(url, f"/hung{index}").headers["X-Trace-Id"]
+                stack.span_of(trace_id)
+                wait_until(lambda t=trace_id: reports_of(output, t), "the report")
+            # One alert is stuck in delivery, the others wait in the queue.
+            for change in ({"threshold_seconds": 0.2}, {"mattermost_timeout_seconds": 30.0}):
+                updated = threading.Event()
+
+                def update(
+                    change: dict[str, Any] = change, done: threading.Event = updated
+                ) -> None:
+                    processor.update_config(processor.config.replace(**change))
+                    done.set()
+
+                threading.Thread(target=update, daemon=True).start()
+                assert updated.wait(30), f"update_config({change}) waited for Mattermost"
+                assert not fake._released.is_set()
+            fake.release()
+            assert processor.force_flush(60_000)
+            stats = processor.get_stats()
+    finally:
+        fake.release()
+    assert stats["alerts_dropped"] == 0 and stats["alerts_failed"] == 0
+    assert stats["alerts_sent"] == requests_sent
+    assert len(fake.posts) == requests_sent
+    assert len(alert_lines(output)) == requests_sent
+
+
 # --- a server span that never ends -------------------------------------------------------
 
 

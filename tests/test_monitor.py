@@ -220,6 +220,27 @@ def test_decorator_outside_a_request(
     assert "slow_work" in report.read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize("when", ["from the start", "at run time"])
+def test_a_disabled_monitor_does_not_profile_decorated_functions(
+    make_monitor: Callable[..., PerformanceMonitor], tmp_path: Path, when: str
+) -> None:
+    monitor = make_monitor(enabled=when == "at run time")
+    if when == "at run time":
+        monitor.update_config(enabled=False)
+
+    @monitor.create_decorator()
+    def compute() -> str:
+        slow_work(0.3)
+        return "done"
+
+    assert compute() == "done"
+    assert monitor.flush(10)
+    stats = monitor.get_stats()
+    assert (stats["total_requests"], stats["slow_requests"]) == (0, 0)
+    assert report_files(tmp_path) == []
+    assert not (tmp_path / "alerts.jsonl").exists()
+
+
 def test_decorator_keeps_exceptions_and_names_its_span(
     make_monitor: Callable[..., PerformanceMonitor], global_exporter: InMemorySpanExporter
 ) -> None:
@@ -292,6 +313,43 @@ def test_update_config_changes_the_threshold_at_runtime(
         wait_finished(monitor, 2)
     assert len(report_files(tmp_path)) == 1
     assert monitor.get_stats()["slow_requests"] == 1
+
+
+def test_update_config_rebuilds_only_what_a_change_needs(
+    make_monitor: Callable[..., PerformanceMonitor],
+) -> None:
+    monitor = make_monitor(engine="pyinstrument")
+    processor = monitor.processor
+    before, dispatcher = processor.settings, processor.reporter.alerts
+    assert before.budget is not None
+
+    monitor.update_config(threshold_seconds=0.3, log_level="DEBUG")
+    after = processor.settings
+    assert after.threshold_ns == 300_000_000
+    assert after.budget is before.budget  # pyinstrument is not calibrated again
+    assert (after.store, after.masker) == (before.store, before.masker)
+    assert processor.reporter.alerts is dispatcher
+
+    monitor.update_config(max_performance_overhead=0.5)
+    budget = processor.settings.budget
+    assert budget is not None and budget.max_overhead == 0.5
+    assert budget.slowdown == before.budget.slowdown
+
+    monitor.update_config(alert_window_days=1)
+    assert processor.reporter.alerts is not dispatcher
+    assert processor.reporter.alerts.window_seconds == 86400
+
+
+def test_shutdown_on_a_shared_provider_disables_without_rebuilding(
+    make_monitor: Callable[..., PerformanceMonitor], global_exporter: InMemorySpanExporter
+) -> None:
+    monitor = make_monitor(engine="pyinstrument")
+    processor = monitor.processor
+    budget, dispatcher = processor.settings.budget, processor.reporter.alerts
+    monitor.shutdown()
+    assert not processor.config.enabled
+    assert processor.settings.budget is budget
+    assert processor.reporter.alerts is dispatcher
 
 
 def test_bad_update_config_raises_and_keeps_the_old_settings(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,16 +12,18 @@ from pathlib import Path
 
 import pytest
 import requests
-from apps.helpers import report_metadata
+from apps.helpers import report_metadata, wait_until
 from flask import Flask, request
+from opentelemetry import trace
 from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import format_trace_id
+from opentelemetry.trace import SpanKind, format_trace_id
 from span_capture import WaitableSpanExporter
 from wsgi_servers import serve_threaded
 
 from otel_wpm import Config, ProfilingSpanProcessor
+from otel_wpm._runtime.stats import COUNTERS
 from otel_wpm.capture import attributes
 
 ENGINES = ["sampling", "pyinstrument"]
@@ -80,14 +83,23 @@ def make_app(release: dict[str, threading.Event], started: dict[str, threading.E
     def fast():
         return "fast"
 
+    @app.route("/marked")
+    def marked():
+        """Waits until its own span is marked slow by the sampler, then for its gate."""
+        span = trace.get_current_span()
+        wait_until(lambda: span.attributes.get(attributes.SLOW), "the span marked slow")  # type: ignore[attr-defined]
+        started["marked"].set()
+        release["marked"].wait(10)
+        return "marked"
+
     return app
 
 
 @contextmanager
 def served(config: Config) -> Iterator[Harness]:
     """The test app behind OTel's WSGI middleware, watched under ``config``, on werkzeug."""
-    release = {name: threading.Event() for name in ("alpha", "beta", "echo")}
-    started = {name: threading.Event() for name in ("alpha", "beta")}
+    release = {name: threading.Event() for name in ("alpha", "beta", "echo", "marked")}
+    started = {name: threading.Event() for name in ("alpha", "beta", "marked")}
     processor = ProfilingSpanProcessor(config)
     exporter = WaitableSpanExporter()
     provider = TracerProvider()
@@ -281,6 +293,71 @@ def _serve_with_config_change(before: Config, after: Config) -> tuple:
         spans = harness.exporter.wait_for_server_spans(2)
         harness.processor.force_flush()
     return harness.processor, spans
+
+
+def _marked_then_changed(harness: Harness, **changes: object) -> ReadableSpan:
+    """Serve /marked: once the sampler has marked its span slow, apply ``changes``."""
+    pending = threading.Thread(
+        target=requests.get, args=(harness.url + "/marked",), kwargs={"timeout": 30}
+    )
+    pending.start()
+    assert harness.started["marked"].wait(30), "the sampler never marked the span slow"
+    harness.processor.update_config(harness.processor.config.replace(**changes))
+    harness.release["marked"].set()
+    pending.join(30)
+    [span] = harness.server_spans()
+    return span
+
+
+def test_a_request_marked_slow_gets_its_report_after_the_threshold_was_raised(
+    tmp_path: Path,
+) -> None:
+    config = Config(threshold_seconds=0.3, local_output_dir=str(tmp_path), hung_request_factor=0)
+    with served(config) as harness:
+        span = _marked_then_changed(harness, threshold_seconds=5)
+    assert span.attributes[attributes.SLOW] is True
+    link = Path(span.attributes[attributes.REPORT_URL])
+    assert link.is_file(), "the span links to a report that was never written"
+    assert report_metadata(link)["threshold_seconds"] == 0.3
+
+
+def test_a_request_writes_its_report_where_its_link_points_after_the_directory_changed(
+    tmp_path: Path,
+) -> None:
+    before, after = tmp_path / "before", tmp_path / "after"
+    config = Config(threshold_seconds=0.3, local_output_dir=str(before), hung_request_factor=0)
+    with served(config) as harness:
+        span = _marked_then_changed(harness, local_output_dir=str(after))
+        timed_get(harness, "/alpha/1", "alpha")  # started under the new directory
+        harness.server_spans(2)
+    link = Path(span.attributes[attributes.REPORT_URL])
+    assert link.parent == before.absolute()
+    assert link.is_file(), "the report is not where the span's link points"
+    assert [report_metadata(r)["route"] for r in after.glob("*.html")] == ["/alpha/1"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_with_zero_stats(tmp_path: Path) -> None:
+    processor = ProfilingSpanProcessor(Config(local_output_dir=str(tmp_path)))
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    for _ in range(3):
+        with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER):
+            pass
+    assert processor.get_stats()["total_requests"] == 3
+    pid = os.fork()
+    if pid == 0:
+        child_ok = False
+        try:
+            stats = processor.get_stats()
+            child_ok = all(stats[name] == 0 for name in COUNTERS)
+            child_ok = child_ok and stats["overhead_stats"]["average_overhead"] == 0
+        finally:
+            os._exit(0 if child_ok else 1)
+    _, status = os.waitpid(pid, 0)
+    provider.shutdown()
+    assert os.waitstatus_to_exitcode(status) == 0, "the child counted its parent's requests"
 
 
 def test_a_request_in_flight_when_the_monitor_is_disabled_finishes_under_the_old_config(
