@@ -1,10 +1,11 @@
 """The requests being served right now, shared by the processor and the sampler.
 
 Every request passes through here at its start and at its end, so that path is
-two dict writes and two dict deletes keyed by the serving thread (the span, and
-the :class:`~otel_wpm.settings.Settings` it started under), with no lock and no
-allocation; only the thread serving a request writes its keys. A request keeps
-those settings to its end, whatever ``update_config`` does meanwhile.
+two dict writes at the start (the span, and a reference to the
+:class:`~otel_wpm.settings.Settings` it started under) and a delete and a read at
+the end, keyed by the serving thread, with no lock and no allocation; only the
+thread serving a request writes its keys. A request keeps those settings to its
+end, whatever ``update_config`` does meanwhile.
 
 The state a request needs only when it runs long (samples, threshold flags,
 captured input) lives in an :class:`InFlightRequest`, made on demand: by the
@@ -126,7 +127,8 @@ class InFlightRequests:
         if running is None or not _same_span(running, span):
             return None
         del self._spans[thread_id]
-        return self._settings.pop(thread_id)
+        # Left in place: the thread's next start overwrites it, and reading is cheaper.
+        return self._settings[thread_id]
 
     def has_state(self, thread_id: int) -> bool:
         """Whether the span ending on ``thread_id`` has state to collect with :meth:`take_state`.
