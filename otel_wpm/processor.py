@@ -16,7 +16,8 @@ a few attribute reads.
 The path of a watched span:
 
 1. ``on_start`` (request thread): record it in :class:`InFlightRequests` under
-   its thread, with the :class:`Settings` in force, which it keeps to its end.
+   its thread, with the :class:`ActiveSettings` in force, which it keeps to its
+   end.
    Only a request that can carry a body (not GET, HEAD, ...) gets a
    :class:`RecordingInput` in front of ``wsgi.input``; with the precise engine,
    a budgeted share get a pyinstrument profiler.
@@ -50,6 +51,7 @@ from opentelemetry.trace import SpanKind
 
 from ._runtime.logs import LogOnce
 from ._runtime.stats import Stats
+from .active_settings import ActiveSettings
 from .capture import attributes
 from .capture.inflight import InFlightRequest, InFlightRequests
 from .capture.precise import OverheadBudget, start_profiler, stop_profiler
@@ -58,7 +60,6 @@ from .capture.sampler import StackSampler, stack_of
 from .capture.semconv import http_facts, may_carry_body
 from .config import Config
 from .reporting.reporter import Reporter
-from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class ProfilingSpanProcessor(SpanProcessor):
         self._failures = LogOnce(logger)
         self._requests = InFlightRequests()
         self._functions: dict[int, bool] = {}  # decorated functions' span ids: nested?
-        self._settings = Settings.from_config(config)
+        self._settings = ActiveSettings.from_config(config)
         self._sampler = StackSampler(
             self._requests,
             admit=self._admit,
@@ -98,7 +99,7 @@ class ProfilingSpanProcessor(SpanProcessor):
         return self._settings.config
 
     @property
-    def settings(self) -> Settings:
+    def settings(self) -> ActiveSettings:
         """The settings requests starting now run under."""
         return self._settings
 
@@ -115,7 +116,7 @@ class ProfilingSpanProcessor(SpanProcessor):
         changes (the old one then delivers its queue in the background).
         """
         config.use_url_filter(self._url_filter)
-        settings = Settings.from_config(config, previous=self._settings)
+        settings = ActiveSettings.from_config(config, previous=self._settings)
         self._reporter.update_config(self._settings.config, config)
         self._sampler.configure(settings)
         self._settings = settings
@@ -138,7 +139,7 @@ class ProfilingSpanProcessor(SpanProcessor):
         except Exception:
             self._failures.warning("on_start", "otel-wpm failed to watch a span", exc_info=True)
 
-    def _watch(self, span: Span, thread_id: int, settings: Settings) -> None:
+    def _watch(self, span: Span, thread_id: int, settings: ActiveSettings) -> None:
         # Kept short on purpose: this runs on every request. The black-list is checked,
         # and the WSGI environ found, by the sampler thread once a request has run long
         # enough to matter; only a body must be caught here, before the app reads it.
@@ -162,7 +163,7 @@ class ProfilingSpanProcessor(SpanProcessor):
         if request.environ is not None or request.profiler is not None:
             self._requests.keep(request)
 
-    def _watch_function(self, span: Span, settings: Settings) -> None:
+    def _watch_function(self, span: Span, settings: ActiveSettings) -> None:
         """A span of a function decorated by ``PerformanceMonitor.create_decorator()``."""
         thread_id = threading.get_ident()
         nested = self._requests.is_watching_thread(thread_id)
@@ -294,7 +295,7 @@ class ProfilingSpanProcessor(SpanProcessor):
         self,
         span: ReadableSpan,
         request: Optional[InFlightRequest],
-        settings: Settings,
+        settings: ActiveSettings,
         duration_ns: int,
     ) -> None:
         session = None

@@ -6,14 +6,14 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanKind
 
+from otel_wpm.active_settings import ActiveSettings
 from otel_wpm.capture.inflight import InFlightRequest, InFlightRequests
 from otel_wpm.config import Config
-from otel_wpm.settings import Settings
 
 THREAD = 101
 OTHER_THREAD = 202
 SECOND = 1_000_000_000
-SETTINGS = Settings.from_config(Config(threshold_seconds=1.0, enable_local_file=False))
+SETTINGS = ActiveSettings.from_config(Config(threshold_seconds=1.0, enable_local_file=False))
 
 
 class EndedSpans(SpanProcessor):
@@ -164,7 +164,7 @@ def test_a_thread_has_state_to_collect_until_its_span_ends(tracer, ended: EndedS
 
 
 def test_each_span_is_judged_by_the_settings_it_started_under(tracer, ended: EndedSpans) -> None:
-    strict = Settings.from_config(Config(threshold_seconds=0.2, enable_local_file=False))
+    strict = ActiveSettings.from_config(Config(threshold_seconds=0.2, enable_local_file=False))
     requests = InFlightRequests()
     lenient_span, strict_span = start(tracer), start(tracer)
     requests.start(lenient_span, THREAD, SETTINGS)

@@ -12,15 +12,15 @@ from typing import Any, Optional
 
 import pytest
 
+from otel_wpm.active_settings import ActiveSettings
 from otel_wpm.capture.inflight import InFlightRequest, InFlightRequests
 from otel_wpm.capture.sampler import StackSampler, stack_of
 from otel_wpm.config import Config
-from otel_wpm.settings import Settings
 
 MS = 1_000_000
 _span_ids = itertools.count(1)
 # sample after 50 ms, slow at 100 ms, hung at 500 ms, a tick every 10 ms
-SETTINGS = Settings.from_config(
+SETTINGS = ActiveSettings.from_config(
     Config(
         threshold_seconds=0.1,
         sample_after_fraction=0.5,
@@ -103,7 +103,7 @@ class Rig:
             context=SimpleNamespace(span_id=next(_span_ids)),
         )
 
-    def start(self, settings: Settings = SETTINGS) -> Any:
+    def start(self, settings: ActiveSettings = SETTINGS) -> Any:
         span = self.new_span()
         assert list(self.requests.start(span, self.thread_id, settings)) == []
         return span
@@ -220,7 +220,7 @@ def test_an_idle_sampler_sleeps_until_the_oldest_request_is_due(rig: Rig) -> Non
 def test_a_request_keeps_the_thresholds_it_started_under(rig: Rig) -> None:
     span = rig.start(settings=SETTINGS)
     rig.advance(10, times=5)
-    lenient = Settings.from_config(SETTINGS.config.replace(threshold_seconds=10))
+    lenient = ActiveSettings.from_config(SETTINGS.config.replace(threshold_seconds=10))
     rig.sampler.configure(lenient)  # as update_config does, while the request runs
     rig.advance(10, times=7)
     assert [request.span for request in rig.listener.crossed] == [span]

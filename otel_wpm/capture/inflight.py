@@ -2,7 +2,7 @@
 
 Every request passes through here at its start and at its end, so that path is
 two dict writes at the start (the span, and a reference to the
-:class:`~otel_wpm.settings.Settings` it started under) and a delete and a read at
+:class:`~otel_wpm.active_settings.ActiveSettings` it started under) and a delete and a read at
 the end, keyed by the serving thread, with no lock and no allocation; only the
 thread serving a request writes its keys. A request keeps those settings to its
 end, whatever ``update_config`` does meanwhile.
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from .._runtime import forksafe
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from ..active_settings import ActiveSettings
 
 Stack = tuple[str, ...]
 
@@ -51,7 +51,9 @@ class InFlightRequest:
     reported_hung: bool = False
     sampling_paused: bool = False  # another profiler (precise engine) watches this thread
 
-    def __init__(self, span: Any, thread_id: int, settings: Settings, nested: bool = False) -> None:
+    def __init__(
+        self, span: Any, thread_id: int, settings: ActiveSettings, nested: bool = False
+    ) -> None:
         self.span = span
         self.thread_id = thread_id
         self.settings = settings  # the settings in force when the span started
@@ -85,13 +87,15 @@ class InFlightRequests:
         # Only the thread serving a request writes its key in _spans and _settings,
         # and a dict get or set is atomic, so the request path takes no lock.
         self._spans: dict[int, Any] = {}
-        self._settings: dict[int, Settings] = {}
+        self._settings: dict[int, ActiveSettings] = {}
         self._states: dict[int, InFlightRequest] = {}
         self._nested: dict[int, list[InFlightRequest]] = {}
 
     # --- request thread ----------------------------------------------------------------
 
-    def start(self, span: Any, thread_id: int, settings: Settings) -> Sequence[InFlightRequest]:
+    def start(
+        self, span: Any, thread_id: int, settings: ActiveSettings
+    ) -> Sequence[InFlightRequest]:
         """Watch ``span`` under ``settings``; returns what a span on this thread that never
         ended left behind."""
         previous = self._spans.get(thread_id)
@@ -118,7 +122,7 @@ class InFlightRequests:
             else:
                 self._states[request.thread_id] = request
 
-    def leave(self, span: Any, thread_id: int) -> Optional[Settings]:
+    def leave(self, span: Any, thread_id: int) -> Optional[ActiveSettings]:
         """Stop watching ``span`` if it runs on ``thread_id``: the settings it started under.
 
         None when it is not watched on this thread. Its state stays for :meth:`take_state`.
@@ -149,7 +153,7 @@ class InFlightRequests:
 
     def end(
         self, span: Any, thread_id: int
-    ) -> tuple[Optional[Settings], Optional[InFlightRequest]]:
+    ) -> tuple[Optional[ActiveSettings], Optional[InFlightRequest]]:
         """Stop watching ``span``: the settings it started under (None if it was not
         watched), and its state if it has one.
 
@@ -185,7 +189,7 @@ class InFlightRequests:
 
     # --- sampler thread ----------------------------------------------------------------
 
-    def running(self) -> list[tuple[int, Any, Settings]]:
+    def running(self) -> list[tuple[int, Any, ActiveSettings]]:
         """(thread id, span, the settings it started under) of every watched span running."""
         running = []
         for thread_id, span in list(self._spans.items()):
@@ -194,7 +198,9 @@ class InFlightRequests:
                 running.append((thread_id, span, settings))
         return running
 
-    def state_of(self, thread_id: int, span: Any, settings: Settings) -> Optional[InFlightRequest]:
+    def state_of(
+        self, thread_id: int, span: Any, settings: ActiveSettings
+    ) -> Optional[InFlightRequest]:
         """The state of a running span, made if it has none; None once it has ended."""
         with self._lock:
             if span.end_time is not None:

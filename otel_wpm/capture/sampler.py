@@ -7,7 +7,7 @@ Usage::
         admit=owner.admit,          # asked once, when a request becomes due: sample it?
         on_threshold_crossed=owner.mark_slow,
         on_hung=owner.report_hung,
-        settings=settings,          # the Settings in force: the tick
+        settings=settings,          # the ActiveSettings in force: the tick
     )
     sampler.ensure_started()       # from the request path: cheap once running
     sampler.configure(new_settings)
@@ -35,7 +35,7 @@ from .._runtime import forksafe
 from .inflight import InFlightRequest, InFlightRequests, Stack
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from ..active_settings import ActiveSettings
 
 Admit = Callable[[InFlightRequest, Optional[FrameType]], bool]
 Notify = Callable[[InFlightRequest], None]
@@ -83,7 +83,7 @@ class StackSampler:
         admit: Admit,
         on_threshold_crossed: Notify,
         on_hung: Notify,
-        settings: Settings,
+        settings: ActiveSettings,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._requests = requests
@@ -95,7 +95,7 @@ class StackSampler:
         self.after_fork_in_child()
         forksafe.register(self)
 
-    def configure(self, settings: Settings) -> None:
+    def configure(self, settings: ActiveSettings) -> None:
         """The settings in force: the tick, and how soon a request starting now becomes due."""
         self._interval = settings.config.sampling_interval_seconds
         self._sample_after_ns = settings.sample_after_ns

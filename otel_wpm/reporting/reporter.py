@@ -37,6 +37,7 @@ from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 from .._runtime.logs import LogOnce
 from .._runtime.stats import Stats
 from .._runtime.worker import BackgroundWorker
+from ..active_settings import ActiveSettings, changed
 from ..alerting.alert import Alert, HotFrame, test_alert
 from ..alerting.dispatch import ALERT_SETTINGS, AlertDispatcher
 from ..capture.inflight import InFlightRequest, Stack
@@ -44,7 +45,6 @@ from ..capture.request import snapshot
 from ..capture.semconv import HttpFacts, http_facts
 from ..config import Config
 from ..masking import SecretMasker
-from ..settings import Settings, changed
 from .profile import Profile, hot_frames, session_from_samples
 from .render import render_report
 from .report_format import report_file_name
@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 _NOT_A_METHOD = re.compile(r"[^A-Za-z_-]")
 
 # A slow request and the settings in force when it started (its store and masker).
-_Job = tuple[SlowRequest, Settings]
+_Job = tuple[SlowRequest, ActiveSettings]
 
 
 class Reporter:

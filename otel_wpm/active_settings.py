@@ -1,13 +1,14 @@
-"""The settings in force: what a :class:`~otel_wpm.config.Config` means to the running processor.
+"""The settings in force: what a :class:`~otel_wpm.config.Config` means to a running processor.
 
 Usage::
 
-    settings = Settings.from_config(config)
-    settings = Settings.from_config(new_config, previous=settings)  # on update_config
+    settings = ActiveSettings.from_config(config)
+    settings = ActiveSettings.from_config(new_config, previous=settings)  # on update_config
 
-A ``Config`` is what was asked for. ``Settings`` adds what the processor derives
-from it once (thresholds in nanoseconds, the secret masker, the report store,
-the precise engine's overhead budget), so the request path only reads fields.
+A ``Config`` is what was asked for. ``ActiveSettings`` adds what the processor
+derives from it once (thresholds in nanoseconds, the secret masker, the report
+store, the precise engine's overhead budget), so the request path only reads
+fields.
 It is frozen: ``update_config`` swaps the whole object, and each request keeps a
 reference to the one it started under, so that it ends under it too.
 
@@ -37,7 +38,7 @@ _STORE_SETTINGS = (
 
 
 @dataclass(frozen=True)
-class Settings:
+class ActiveSettings:
     """A ``Config`` and what is derived from it; see the module docstring."""
 
     config: Config
@@ -52,7 +53,9 @@ class Settings:
     budget: Optional[OverheadBudget]  # the precise engine's; None under the sampling engine
 
     @classmethod
-    def from_config(cls, config: Config, previous: Optional[Settings] = None) -> Settings:
+    def from_config(
+        cls, config: Config, previous: Optional[ActiveSettings] = None
+    ) -> ActiveSettings:
         threshold = config.threshold_seconds
         factor = config.hung_request_factor
         return cls(
@@ -78,19 +81,19 @@ def _nanoseconds(seconds: float) -> int:
     return int(seconds * 1e9)
 
 
-def _masker(config: Config, previous: Optional[Settings]) -> SecretMasker:
+def _masker(config: Config, previous: Optional[ActiveSettings]) -> SecretMasker:
     if previous is not None and not changed(previous.config, config, ["mask_keys"]):
         return previous.masker
     return SecretMasker.from_env(config.mask_keys)
 
 
-def _store(config: Config, previous: Optional[Settings]) -> Optional[ReportStore]:
+def _store(config: Config, previous: Optional[ActiveSettings]) -> Optional[ReportStore]:
     if previous is not None and not changed(previous.config, config, _STORE_SETTINGS):
         return previous.store
     return ReportStore.from_config(config) if config.enable_local_file else None
 
 
-def _budget(config: Config, previous: Optional[Settings]) -> Optional[OverheadBudget]:
+def _budget(config: Config, previous: Optional[ActiveSettings]) -> Optional[OverheadBudget]:
     if config.engine != "pyinstrument":
         return None
     budget = previous.budget if previous is not None else None
