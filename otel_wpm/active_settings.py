@@ -37,9 +37,12 @@ _STORE_SETTINGS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ActiveSettings:
-    """A ``Config`` and what is derived from it; see the module docstring."""
+    """A ``Config`` and what is derived from it; see the module docstring.
+
+    Compared by identity: each ``update_config`` makes a new one.
+    """
 
     config: Config
     enabled: bool
