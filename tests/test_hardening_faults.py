@@ -257,6 +257,19 @@ def test_mattermost_failures_are_counted_and_logged_once(
     _assert_token_never_logged(all_logs, fake.token)
 
 
+def _slow_requests_reported(
+    stack: Stack, url: str, output: Path, count: int
+) -> list[requests.Response]:
+    """``count`` slow requests to routes of their own, each answered and its report written."""
+    answers = []
+    for index in range(count):
+        answers.append(slow_get(url, f"/hung{index}"))
+        trace_id = answers[-1].headers["X-Trace-Id"]
+        stack.span_of(trace_id)
+        wait_until(lambda t=trace_id: reports_of(output, t), "the report")
+    return answers
+
+
 def test_hung_mattermost_never_delays_responses_and_bounds_its_queue(
     tmp_path: Path, mattermost_server: FakeMattermostServer, all_logs: LogRecords
 ) -> None:
@@ -276,12 +289,7 @@ def test_hung_mattermost_never_delays_responses_and_bounds_its_queue(
         with serving(config) as (stack, url):
             processor = stack.processor
             assert processor is not None
-            answers = []
-            for index in range(requests_sent):
-                answers.append(slow_get(url, f"/hung{index}"))
-                trace_id = answers[-1].headers["X-Trace-Id"]
-                stack.span_of(trace_id)
-                wait_until(lambda t=trace_id: reports_of(output, t), "the report")
+            answers = _slow_requests_reported(stack, url, output, requests_sent)
             # Every answer came back while Mattermost was still hanging.
             assert not fake._released.is_set()
             assert [a.status_code for a in answers] == [200] * requests_sent
@@ -309,14 +317,8 @@ def test_update_config_while_mattermost_hangs_returns_at_once_and_loses_no_alert
     tmp_path: Path, mattermost_server: FakeMattermostServer
 ) -> None:
     fake = mattermost_server
-    config = _mattermost_config(
-        tmp_path,
-        fake.url,
-        fake.token,
-        fake.channel_id,
-        mattermost_timeout_seconds=60.0,
-        shutdown_timeout_seconds=60.0,
-    )
+    patient = {"mattermost_timeout_seconds": 60.0, "shutdown_timeout_seconds": 60.0}
+    config = _mattermost_config(tmp_path, fake.url, fake.token, fake.channel_id, **patient)
     output = tmp_path / "reports"
     requests_sent = 4
     fake.hang()
@@ -324,10 +326,7 @@ def test_update_config_while_mattermost_hangs_returns_at_once_and_loses_no_alert
         with serving(config) as (stack, url):
             processor = stack.processor
             assert processor is not None
-            for index in range(requests_sent):
-                trace_id = slow_get(url, f"/hung{index}").headers["X-Trace-Id"]
-                stack.span_of(trace_id)
-                wait_until(lambda t=trace_id: reports_of(output, t), "the report")
+            _slow_requests_reported(stack, url, output, requests_sent)
             # One alert is stuck in delivery, the others wait in the queue.
             for change in ({"threshold_seconds": 0.2}, {"mattermost_timeout_seconds": 30.0}):
                 updated = threading.Event()

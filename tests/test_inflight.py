@@ -101,16 +101,19 @@ def test_a_span_ended_on_another_thread_is_found(tracer, ended: EndedSpans) -> N
 def test_states_of_fast_ended_spans_are_pruned_and_slow_ones_kept(
     tracer, ended: EndedSpans
 ) -> None:
+    """Each by the threshold of the settings it started under: 1 s and 0.2 s here."""
+    strict = ActiveSettings.from_config(Config(threshold_seconds=0.2, enable_local_file=False))
     requests = InFlightRequests()
     fast, slow = start(tracer), start(tracer)
     requests.start(fast, THREAD, SETTINGS)
-    requests.start(slow, OTHER_THREAD, SETTINGS)
+    requests.start(slow, OTHER_THREAD, strict)
     requests.state_of(THREAD, fast, SETTINGS)
-    slow_state = requests.state_of(OTHER_THREAD, slow, SETTINGS)
+    slow_state = requests.state_of(OTHER_THREAD, slow, strict)
     end(fast, ended, SECOND // 2)
-    finished_slow = end(slow, ended, 2 * SECOND)
+    finished_slow = end(slow, ended, SECOND // 2)
     requests.prune()  # the sampler, between span end and on_end
-    assert requests.end(finished_slow, OTHER_THREAD) == (SETTINGS, slow_state)
+    assert not requests.has_state(THREAD)
+    assert requests.end(finished_slow, OTHER_THREAD) == (strict, slow_state)
     assert requests.state_of(THREAD, fast, SETTINGS) is None
 
 
@@ -161,18 +164,3 @@ def test_a_thread_has_state_to_collect_until_its_span_ends(tracer, ended: EndedS
     assert requests.has_state(THREAD)
     assert requests.end(end(span, ended, 1000), THREAD) == (SETTINGS, state)
     assert not requests.has_state(THREAD)
-
-
-def test_each_span_is_judged_by_the_settings_it_started_under(tracer, ended: EndedSpans) -> None:
-    strict = ActiveSettings.from_config(Config(threshold_seconds=0.2, enable_local_file=False))
-    requests = InFlightRequests()
-    lenient_span, strict_span = start(tracer), start(tracer)
-    requests.start(lenient_span, THREAD, SETTINGS)
-    requests.start(strict_span, OTHER_THREAD, strict)
-    requests.state_of(THREAD, lenient_span, SETTINGS)
-    strict_state = requests.state_of(OTHER_THREAD, strict_span, strict)
-    end(lenient_span, ended, SECOND // 2)
-    finished = end(strict_span, ended, SECOND // 2)
-    requests.prune()  # fast under 1 s, slow under 0.2 s
-    assert not requests.has_state(THREAD)
-    assert requests.end(finished, OTHER_THREAD) == (strict, strict_state)
