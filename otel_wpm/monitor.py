@@ -140,7 +140,11 @@ class PerformanceMonitor:
     # --- settings ----------------------------------------------------------------------
 
     def update_config(self, **changes: Any) -> Config:
-        """Apply ``changes`` now (validated; ``ConfigError`` leaves the old settings)."""
+        """Apply ``changes`` to requests that start from now on.
+
+        Validated: a ``ConfigError`` leaves the old settings. Requests in flight end
+        under the settings they started with.
+        """
         with self._lock:
             new_config = self._processor.config.replace(**changes)
             self._processor.update_config(new_config)

@@ -96,6 +96,7 @@ class Reporter:
     def report_file(
         self, span: ReadableSpan, request: InFlightRequest, in_flight: bool = False
     ) -> str:
+        """The report's file name: start time, method, route, trace and span ids."""
         facts = _facts_of(span)
         return report_file_name(
             datetime.fromtimestamp(request.start_ns / 1e9, tz=timezone.utc),
