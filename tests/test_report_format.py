@@ -15,8 +15,8 @@ from pyinstrument import Profiler
 from otel_wpm.capture.request import RawRequest
 from otel_wpm.capture.semconv import HttpFacts
 from otel_wpm.masking import SecretMasker
-from otel_wpm.reporting.profile import Profile
-from otel_wpm.reporting.render import SlowRequest, metadata, render_report
+from otel_wpm.reporting.profile import Profile, hot_frames
+from otel_wpm.reporting.render import metadata, render_report
 from otel_wpm.reporting.report_format import (
     METADATA_FIELDS,
     METADATA_MAX_BYTES,
@@ -30,6 +30,7 @@ from otel_wpm.reporting.report_format import (
     report_file_name,
     trace_id_of,
 )
+from otel_wpm.reporting.slow_request import SlowRequest
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 TRACE, SPAN = "ab" * 16, "cd" * 8
@@ -90,7 +91,7 @@ def test_the_reader_knows_every_field_the_writer_writes(session: Any) -> None:
     slow = slow_request("http://shop/search?q=1", session)
     written = metadata(slow, SecretMasker())
 
-    page = render_report(slow, SecretMasker()).encode()
+    page = render_report(slow, SecretMasker(), hot_frames(session)).encode()
 
     assert len(page) > METADATA_READ_BYTES
     assert set(written) == set(METADATA_FIELDS)
@@ -102,7 +103,7 @@ def test_a_20_kb_url_keeps_the_metadata_within_the_read_limit(
     tmp_path: Path, session: Any, character: str
 ) -> None:
     url = "http://shop/search?q=" + character * 20_000
-    page = render_report(slow_request(url, session), SecretMasker())
+    page = render_report(slow_request(url, session), SecretMasker(), hot_frames(session))
 
     meta = read_metadata(write(tmp_path, page.encode()))
 
