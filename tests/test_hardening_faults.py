@@ -19,25 +19,24 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pytest
 import requests
 from apps.hardening_app import (
     LogRecords,
     ParsedReport,
-    Stack,
     alert_lines,
-    monitored,
+    make_app,
     recording_logs,
     reports_of,
 )
-from apps.helpers import free_port, tmpfs, wait_until
+from apps.helpers import Gates, free_port, tmpfs, wait_until
+from apps.watched import Watched, served, watch
 from mattermost_server import FakeMattermostServer
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 from werkzeug.serving import BaseWSGIServer
-from wsgi_servers import serve_threaded
 
 from otel_wpm import Config
 from otel_wpm.alerting.dispatch import DEDUP_FILE_NAME
@@ -58,14 +57,14 @@ def warnings_about(logs: LogRecords, text: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def serving(config: Config) -> Iterator[tuple[Stack, str]]:
-    stack = monitored(config)
+def serving(config: Config, gates: Optional[Gates] = None) -> Iterator[Watched]:
+    """The hardening app, watched under ``config`` and served; its gates opened after."""
+    gates = gates or Gates()
     try:
-        with serve_threaded(stack.wsgi) as url:
-            yield stack, url
+        with served(make_app(gates), config) as watched:
+            yield watched
     finally:
-        stack.gates.release_all()
-        stack.provider.shutdown()
+        gates.release_all()
 
 
 # --- the output directory ---------------------------------------------------------------
@@ -74,9 +73,9 @@ def serving(config: Config) -> Iterator[tuple[Stack, str]]:
 def test_missing_output_directory_is_created_owner_only(tmp_path: Path) -> None:
     output = tmp_path / "not" / "yet" / "reports"
     config = Config(threshold_seconds=THRESHOLD, local_output_dir=str(output))
-    with serving(config) as (stack, url):
-        trace_id = slow_get(url).headers["X-Trace-Id"]
-        stack.settle(trace_id)
+    with serving(config) as watched:
+        trace_id = slow_get(watched.url).headers["X-Trace-Id"]
+        watched.settle(trace_id)
     assert stat.S_IMODE(output.stat().st_mode) == 0o700
     [report] = reports_of(output, trace_id)
     assert stat.S_IMODE(report.stat().st_mode) == 0o600
@@ -90,12 +89,11 @@ def _assert_failure_then_recovery(
     """Three slow requests while broken, then one after repair; checks logs and stats."""
     config = Config(threshold_seconds=THRESHOLD, local_output_dir=str(output), alert_window_days=0)
     break_it()
-    with recording_logs() as logs, serving(config) as (stack, url):
-        assert stack.processor is not None
+    with recording_logs() as logs, serving(config) as watched:
         for _ in range(3):
-            stack.settle(slow_get(url).headers["X-Trace-Id"])
-        assert requests.get(url + "/fast", timeout=30).status_code == 200
-        stats = stack.processor.get_stats()
+            watched.settle(slow_get(watched.url).headers["X-Trace-Id"])
+        assert requests.get(watched.url + "/fast", timeout=30).status_code == 200
+        stats = watched.processor.get_stats()
         assert stats["reports_failed"] == 3 and stats["reports_written"] == 0
         assert stats["alerts_failed"] == 3  # alerts.jsonl lives there too
         failures = warnings_about(logs, "cannot write reports to")
@@ -104,11 +102,11 @@ def _assert_failure_then_recovery(
         assert len(warnings_about(logs, "Alert exporter local_file failed")) == 1
 
         repair()
-        trace_id = slow_get(url).headers["X-Trace-Id"]
-        stack.settle(trace_id)
+        trace_id = slow_get(watched.url).headers["X-Trace-Id"]
+        watched.settle(trace_id)
         assert reports_of(output, trace_id)
         assert [a["trace_id"] for a in alert_lines(output)] == [trace_id]
-        stats = stack.processor.get_stats()
+        stats = watched.processor.get_stats()
         assert stats["reports_written"] == 1 and stats["reports_failed"] == 3
         recovered = warnings_about(logs, "writes reports to")
         assert len(recovered) == 1 and str(output) in recovered[0]
@@ -178,11 +176,10 @@ def _mattermost_config(tmp_path: Path, url: str, token: str, channel: str, **ext
     return Config(**settings)
 
 
-def _fast_retries(stack: Stack) -> MattermostExporter:
+def _fast_retries(watched: Watched) -> MattermostExporter:
     """The processor's Mattermost exporter, with short backoffs so retries fit a test."""
-    assert stack.processor is not None
     [exporter] = [
-        e for e in stack.processor.reporter.alerts.exporters if isinstance(e, MattermostExporter)
+        e for e in watched.processor.reporter.alerts.exporters if isinstance(e, MattermostExporter)
     ]
     exporter.backoff_base_seconds = 0.01
     exporter.max_backoff_seconds = 0.05
@@ -210,13 +207,13 @@ def test_mattermost_500s_are_retried_then_delivered(
 ) -> None:
     fake = mattermost_server
     config = _mattermost_config(tmp_path, fake.url, fake.token, fake.channel_id)
-    with serving(config) as (stack, url):
-        _fast_retries(stack)
+    with serving(config) as watched:
+        _fast_retries(watched)
         fake.fail_next(3, status=500)
-        stack.settle(slow_get(url).headers["X-Trace-Id"])
+        watched.settle(slow_get(watched.url).headers["X-Trace-Id"])
         assert len(fake.posts) == 1
         assert [r.status for r in fake.requests][:3] == [500, 500, 500]
-        stats = stack.processor.get_stats() if stack.processor else {}
+        stats = watched.processor.get_stats()
         assert stats["alerts_sent"] == 1 and stats["alerts_failed"] == 0
     _assert_token_never_logged(all_logs, fake.token)
 
@@ -236,13 +233,12 @@ def test_mattermost_failures_are_counted_and_logged_once(
     else:
         url_of_mattermost = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     config = _mattermost_config(tmp_path, url_of_mattermost, fake.token, fake.channel_id)
-    with serving(config) as (stack, url):
-        _fast_retries(stack)
+    with serving(config) as watched:
+        _fast_retries(watched)
         for index in range(3):
-            stack.settle(slow_get(url, f"/route{index}").headers["X-Trace-Id"])
-        assert requests.get(url + "/fast", timeout=30).status_code == 200
-        assert stack.processor is not None
-        stats = stack.processor.get_stats()
+            watched.settle(slow_get(watched.url, f"/route{index}").headers["X-Trace-Id"])
+        assert requests.get(watched.url + "/fast", timeout=30).status_code == 200
+        stats = watched.processor.get_stats()
     assert fake.posts == []
     # The local file exporter still delivers: the alert is sent, Mattermost's part failed.
     assert stats["alerts_failed"] == 3 and stats["alerts_sent"] == 3
@@ -257,15 +253,13 @@ def test_mattermost_failures_are_counted_and_logged_once(
     _assert_token_never_logged(all_logs, fake.token)
 
 
-def _slow_requests_reported(
-    stack: Stack, url: str, output: Path, count: int
-) -> list[requests.Response]:
+def _slow_requests_reported(watched: Watched, output: Path, count: int) -> list[requests.Response]:
     """``count`` slow requests to routes of their own, each answered and its report written."""
     answers = []
     for index in range(count):
-        answers.append(slow_get(url, f"/hung{index}"))
+        answers.append(slow_get(watched.url, f"/hung{index}"))
         trace_id = answers[-1].headers["X-Trace-Id"]
-        stack.span_of(trace_id)
+        watched.span_of(trace_id)
         wait_until(lambda t=trace_id: reports_of(output, t), "the report")
     return answers
 
@@ -286,10 +280,9 @@ def test_hung_mattermost_never_delays_responses_and_bounds_its_queue(
     output = tmp_path / "reports"
     fake.hang()
     try:
-        with serving(config) as (stack, url):
-            processor = stack.processor
-            assert processor is not None
-            answers = _slow_requests_reported(stack, url, output, requests_sent)
+        with serving(config) as watched:
+            processor = watched.processor
+            answers = _slow_requests_reported(watched, output, requests_sent)
             # Every answer came back while Mattermost was still hanging.
             assert not fake._released.is_set()
             assert [a.status_code for a in answers] == [200] * requests_sent
@@ -323,10 +316,9 @@ def test_update_config_while_mattermost_hangs_returns_at_once_and_loses_no_alert
     requests_sent = 4
     fake.hang()
     try:
-        with serving(config) as (stack, url):
-            processor = stack.processor
-            assert processor is not None
-            _slow_requests_reported(stack, url, output, requests_sent)
+        with serving(config) as watched:
+            processor = watched.processor
+            _slow_requests_reported(watched, output, requests_sent)
             # One alert is stuck in delivery, the others wait in the queue.
             for change in ({"threshold_seconds": 0.2}, {"mattermost_timeout_seconds": 30.0}):
                 updated = threading.Event()
@@ -388,11 +380,10 @@ def test_span_that_never_ends_leaks_nothing_into_the_next_request(
         hung_request_factor=0,
         alert_window_days=0,
     )
-    stack = monitored(config)
-    assert stack.processor is not None
-    tracer = stack.provider.get_tracer("leaky-middleware")
+    watched = watch(make_app(), config)
+    tracer = watched.provider.get_tracer("leaky-middleware")
     leaked = []
-    inner = stack.wsgi
+    inner = watched.wsgi
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         if environ["PATH_INFO"] == "/leak":
@@ -412,7 +403,7 @@ def test_span_that_never_ends_leaks_nothing_into_the_next_request(
             for _ in range(2):
                 assert requests.get(url + "/leak", timeout=30).status_code == 200
                 trace_id = slow_get(url, "/after-leak").headers["X-Trace-Id"]
-                stack.settle(trace_id)
+                watched.settle(trace_id)
                 [report] = reports_of(output, trace_id)
                 text = report.read_text(encoding="utf-8")
                 assert "leaky_work" not in text
@@ -422,7 +413,7 @@ def test_span_that_never_ends_leaks_nothing_into_the_next_request(
                     assert "profiled by the pyinstrument profiler" in page.text
             stale = warnings_about(logs, "never ended")
             assert len(stale) == 1, logs.messages()
-            stats = stack.processor.get_stats()
+            stats = watched.processor.get_stats()
             assert stats["internal_errors"] == 0
             if engine == "pyinstrument":
                 assert stats["profiles_precise"] == 2
@@ -433,7 +424,7 @@ def test_span_that_never_ends_leaks_nothing_into_the_next_request(
         thread.join(10)
         for span in leaked:
             span.end()
-        stack.provider.shutdown()
+        watched.provider.shutdown()
 
 
 # --- a request that hangs -----------------------------------------------------------------
@@ -449,11 +440,12 @@ def test_hung_request_is_reported_while_it_still_runs(tmp_path: Path, engine: st
         max_performance_overhead=100,  # the precise engine profiles every request
         local_output_dir=str(output),
     )
-    with serving(config) as (stack, url), ThreadPoolExecutor(1) as pool:
+    gates = Gates()
+    with serving(config, gates) as watched, ThreadPoolExecutor(1) as pool:
         pending = pool.submit(
-            requests.get, url + "/stuck?page=1", headers={"X-Block": "stuck"}, timeout=30
+            requests.get, watched.url + "/stuck?page=1", headers={"X-Block": "stuck"}, timeout=30
         )
-        assert stack.gates.started("stuck").wait(30)
+        assert gates.started("stuck").wait(30)
 
         def running_report() -> list[Path]:
             return sorted(output.glob("*_running.html")) if output.is_dir() else []
@@ -462,7 +454,7 @@ def test_hung_request_is_reported_while_it_still_runs(tmp_path: Path, engine: st
         wait_until(lambda: alert_lines(output), "the in-flight alert")
         # Both exist while the app is still blocked on its gate.
         assert not pending.done()
-        assert not stack.gates.release("stuck").is_set()
+        assert not gates.release("stuck").is_set()
         page = ParsedReport(report.read_text(encoding="utf-8"))
         meta = page.metadata()
         assert meta["in_flight"] is True and meta["status"] is None
@@ -471,11 +463,11 @@ def test_hung_request_is_reported_while_it_still_runs(tmp_path: Path, engine: st
         [alert] = alert_lines(output)
         assert alert["in_flight"] is True and alert["trace_id"] == meta["trace_id"]
 
-        stack.gates.release("stuck").set()
+        gates.release("stuck").set()
         response = pending.result(30)
         assert response.status_code == 200
         assert response.headers["X-Trace-Id"] == meta["trace_id"]
-        stack.settle(meta["trace_id"])
+        watched.settle(meta["trace_id"])
         final = [p for p in reports_of(output, meta["trace_id"]) if p != report]
         assert len(final) == 1 and not final[0].name.endswith("_running.html")
 
@@ -485,8 +477,8 @@ def test_dedup_and_report_files_are_not_left_world_readable_by_umask(tmp_path: P
     old = os.umask(0)
     try:
         config = Config(threshold_seconds=THRESHOLD, local_output_dir=str(output))
-        with serving(config) as (stack, url):
-            stack.settle(slow_get(url).headers["X-Trace-Id"])
+        with serving(config) as watched:
+            watched.settle(slow_get(watched.url).headers["X-Trace-Id"])
     finally:
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in output.iterdir()}

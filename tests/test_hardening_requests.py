@@ -30,15 +30,14 @@ from apps.hardening_app import (
     READ_STYLES,
     LogRecords,
     ParsedReport,
-    Stack,
-    monitored,
+    make_app,
     raw_request,
     recording_logs,
     reports_of,
 )
+from apps.watched import Watched, served
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wsgi_servers import serve_threaded
 
 from otel_wpm import Config
 from otel_wpm.masking import MASK, TOO_DEEP
@@ -59,10 +58,8 @@ INJECTIONS = (
 
 @dataclass
 class Servers:
-    monitored: Stack
-    monitored_url: str
-    baseline: Stack
-    baseline_url: str
+    monitored: Watched
+    baseline: Watched
     output_dir: Path
     logs: LogRecords
 
@@ -78,16 +75,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         report_max_files=0,
         hung_request_factor=0,
     )
-    watched = monitored(config)
-    baseline = monitored(None)
     with (
         recording_logs() as logs,
-        serve_threaded(watched.wsgi) as url,
-        serve_threaded(baseline.wsgi) as baseline_url,
+        served(make_app(), config) as monitored,
+        served(make_app()) as baseline,
     ):
-        yield Servers(watched, url, baseline, baseline_url, output_dir, logs)
-    watched.provider.shutdown()
-    baseline.provider.shutdown()
+        yield Servers(monitored, baseline, output_dir, logs)
 
 
 # --- what a generated request is made of -----------------------------------------------
@@ -327,8 +320,8 @@ def test_bad_requests_reach_the_app_unchanged_and_reports_stay_safe(
     servers: Servers, request: Generated
 ) -> None:
     wire = request.wire()
-    baseline = raw_request(servers.baseline_url, wire, request.half_close)
-    response = raw_request(servers.monitored_url, wire, request.half_close)
+    baseline = raw_request(servers.baseline.url, wire, request.half_close)
+    response = raw_request(servers.monitored.url, wire, request.half_close)
 
     assert _outcome(response) == _outcome(baseline)
     if response is not None and response.status == 200 and request.expected_body is not None:
@@ -343,17 +336,15 @@ def test_bad_requests_reach_the_app_unchanged_and_reports_stay_safe(
             _check_report(servers, trace_id, request)
     problems = servers.logs.at_least(logging.WARNING)
     assert not problems, [r.getMessage() for r in problems]
-    assert servers.monitored.processor is not None
     assert servers.monitored.processor.get_stats()["internal_errors"] == 0
 
 
 def test_every_answered_request_was_watched(servers: Servers) -> None:
     """Runs after the property test: each request with a span was counted by the monitor."""
     processor = servers.monitored.processor
-    assert processor is not None
     for _ in range(3):
         response = raw_request(
-            servers.monitored_url,
+            servers.monitored.url,
             b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Slow: 0.08\r\n\r\n",
         )
         assert response is not None and response.status == 200
@@ -401,12 +392,11 @@ def test_nasty_bodies_in_slow_requests_give_a_safe_report(servers: Servers, name
         (b"X-Slow", SLOW_SECONDS.encode()),
         (b"Content-Length", str(len(body)).encode()),
     ]
-    if content_type:
-        headers.append((b"Content-Type", content_type.encode()))
+    headers.append((b"Content-Type", content_type.encode()))
     request = Generated("POST", b"/nasty", headers, body, body, secrets=[])
     if b"S3cr" in body:
         request.secrets = [m.decode() for m in re.findall(rb"S3cr[a-z]+", body)]
-    response = raw_request(servers.monitored_url, request.wire())
+    response = raw_request(servers.monitored.url, request.wire())
     assert response is not None
     assert response.json()["sha256"] == hashlib.sha256(body).hexdigest()
     trace_id = response.headers["X-Trace-Id"]

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import pytest
 import requests
 from apps.helpers import report_files, report_metadata, wait_until
+from apps.watched import served, watch
 from flask import Flask, request
 from opentelemetry import trace
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
@@ -103,11 +104,9 @@ def test_one_liner_without_opentelemetry(
     make_monitor: Callable[..., PerformanceMonitor], tmp_path: Path
 ) -> None:
     monitor = make_monitor()
-    app = make_app()
-    app.wsgi_app = monitor.create_middleware()(app.wsgi_app)  # type: ignore[method-assign]
-    with serve_threaded(app) as url:
-        assert get(url, "/fast") == "fast"
-        assert get(url, "/slow") == "slow"
+    with served(make_app(), monitor=monitor) as watched:
+        assert get(watched.url, "/fast") == "fast"
+        assert get(watched.url, "/slow") == "slow"
         wait_finished(monitor, 2)
 
     reports = report_files(tmp_path)
@@ -130,11 +129,9 @@ def test_global_sdk_provider_gets_the_processor_once(
     monitor = make_monitor()
     assert monitor.tracer_provider is trace.get_tracer_provider()
     assert make_monitor().processor is monitor.processor
-    app = make_app()
-    app.wsgi_app = monitor.create_middleware()(app.wsgi_app)  # type: ignore[method-assign]
-    with serve_threaded(app) as url:
-        get(url, "/fast")
-        get(url, "/slow")
+    with served(make_app(), monitor=monitor) as watched:
+        get(watched.url, "/fast")
+        get(watched.url, "/slow")
         wait_finished(monitor, 2)
 
     (slow_span,) = server_spans(global_exporter, "/slow")
@@ -158,11 +155,11 @@ def test_flask_instrumented_app_gets_one_server_span(
     monitor = make_monitor()
     app = make_app()
     if monitor_first:
-        app.wsgi_app = monitor.create_middleware()(app.wsgi_app)  # type: ignore[method-assign]
+        watch(app, monitor=monitor)
     FlaskInstrumentor().instrument_app(app)
     try:
         if not monitor_first:
-            app.wsgi_app = monitor.create_middleware()(app.wsgi_app)  # type: ignore[method-assign]
+            watch(app, monitor=monitor)
         with serve_threaded(app) as url:
             get(url, "/fast")
             get(url, "/slow")
@@ -182,9 +179,8 @@ def test_outer_opentelemetry_middleware_is_not_doubled(
     tmp_path: Path,
 ) -> None:
     monitor = make_monitor()
-    app = make_app()
-    app.wsgi_app = monitor.create_middleware()(app.wsgi_app)  # type: ignore[method-assign]
-    with serve_threaded(OpenTelemetryMiddleware(app)) as url:
+    watched = watch(make_app(), monitor=monitor)
+    with serve_threaded(OpenTelemetryMiddleware(watched.wsgi)) as url:
         get(url, "/slow")
         wait_finished(monitor, 1)
     spans = global_exporter.get_finished_spans()
@@ -278,9 +274,8 @@ def test_decorator_inside_a_slow_request(
         slow_work(0.1)
         return render_invoice()
 
-    app.wsgi_app = monitor.create_middleware()(app.wsgi_app)  # type: ignore[method-assign]
-    with caplog.at_level(logging.WARNING), serve_threaded(app) as url:
-        assert get(url, "/invoice") == "invoice"
+    with caplog.at_level(logging.WARNING), served(app, monitor=monitor) as watched:
+        assert get(watched.url, "/invoice") == "invoice"
         wait_finished(monitor, 2)
 
     routes = sorted(report_metadata(path)["route"] for path in report_files(tmp_path))
@@ -299,17 +294,15 @@ def test_update_config_changes_the_threshold_at_runtime(
     make_monitor: Callable[..., PerformanceMonitor], tmp_path: Path
 ) -> None:
     monitor = make_monitor(threshold_seconds=2.0)
-    app = make_app()
-    app.wsgi_app = monitor.create_middleware()(app.wsgi_app)  # type: ignore[method-assign]
-    with serve_threaded(app) as url:
-        get(url, "/slow?seconds=0.3")
+    with served(make_app(), monitor=monitor) as watched:
+        get(watched.url, "/slow?seconds=0.3")
         wait_finished(monitor, 1)
         assert report_files(tmp_path) == []
 
         new_config = monitor.update_config(threshold_seconds=0.1)
         assert monitor.config is new_config
         assert monitor.processor.config.threshold_seconds == 0.1
-        get(url, "/slow?seconds=0.3")
+        get(watched.url, "/slow?seconds=0.3")
         wait_finished(monitor, 2)
     assert len(report_files(tmp_path)) == 1
     assert monitor.get_stats()["slow_requests"] == 1
@@ -369,13 +362,11 @@ def test_blacklist_at_runtime_through_the_monitor(
     make_monitor: Callable[..., PerformanceMonitor], tmp_path: Path
 ) -> None:
     monitor = make_monitor()
-    app = make_app()
-    app.wsgi_app = monitor.create_middleware()(app.wsgi_app)  # type: ignore[method-assign]
     assert monitor.add_blacklist_url("^/slow")
     assert not monitor.add_blacklist_url("([")
     assert monitor.is_url_blacklisted("http://shop.example.com/slow?seconds=1")
-    with serve_threaded(app) as url:
-        get(url, "/slow")
+    with served(make_app(), monitor=monitor) as watched:
+        get(watched.url, "/slow")
         wait_finished(monitor, 1)
         assert report_files(tmp_path) == []
         assert monitor.get_stats()["blacklisted_requests"] == 1
@@ -383,13 +374,13 @@ def test_blacklist_at_runtime_through_the_monitor(
         monitor.update_config(threshold_seconds="0.3")  # text, as os.getenv gives it
         assert monitor.config.threshold_seconds == 0.3
         assert monitor.is_url_blacklisted("/slow")  # kept across update_config
-        get(url, "/slow")
+        get(watched.url, "/slow")
         wait_finished(monitor, 2)
         assert report_files(tmp_path) == []
 
         assert monitor.remove_blacklist_url("^/slow")
         assert not monitor.is_url_blacklisted("/slow")
-        get(url, "/slow")
+        get(watched.url, "/slow")
         wait_finished(monitor, 3)
     assert len(report_files(tmp_path)) == 1
 
@@ -399,11 +390,9 @@ def test_blacklist_at_runtime_on_the_config_given_to_the_monitor(tmp_path: Path)
     config = Config(threshold_seconds=0.2, local_output_dir=str(tmp_path))
     monitor = PerformanceMonitor(config)
     try:
-        app = make_app()
-        app.wsgi_app = monitor.create_middleware()(app.wsgi_app)  # type: ignore[method-assign]
         config.add_blacklist_url("^/slow")
-        with serve_threaded(app) as url:
-            get(url, "/slow")
+        with served(make_app(), monitor=monitor) as watched:
+            get(watched.url, "/slow")
             wait_finished(monitor, 1)
             assert report_files(tmp_path) == []
 
@@ -411,7 +400,7 @@ def test_blacklist_at_runtime_on_the_config_given_to_the_monitor(tmp_path: Path)
             assert config.is_url_blacklisted("/slow")
             assert config.remove_blacklist_url("^/slow")
             assert not config.is_url_blacklisted("/slow")
-            get(url, "/slow")
+            get(watched.url, "/slow")
             wait_finished(monitor, 2)
         assert len(report_files(tmp_path)) == 1
     finally:
@@ -445,9 +434,9 @@ def test_processor_with_other_processors_in_any_order(tmp_path: Path, ours_first
     provider = TracerProvider()
     for processor in [ours, *others] if ours_first else [*others, ours]:
         provider.add_span_processor(processor)
-    app = make_app()
+    watched = watch(make_app(), provider=provider)
     try:
-        with serve_threaded(OpenTelemetryMiddleware(app, tracer_provider=provider)) as url:
+        with serve_threaded(watched.wsgi) as url:
             get(url, "/fast")
             get(url, "/slow")
             wait_until(lambda: ours.stats.snapshot()["total_requests"] >= 2, "both requests")

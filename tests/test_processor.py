@@ -6,21 +6,16 @@ import hashlib
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
-from apps.helpers import report_metadata, wait_until
+from apps.helpers import Gates, report_metadata, wait_until
+from apps.watched import Watched, served
 from flask import Flask, request
 from opentelemetry import trace
-from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, format_trace_id
-from span_capture import WaitableSpanExporter
-from wsgi_servers import serve_threaded
 
 from otel_wpm import Config, ProfilingSpanProcessor
 from otel_wpm._runtime.stats import COUNTERS
@@ -40,43 +35,27 @@ def busy_beta_work(gate: threading.Event) -> None:
         sorted(str(i) for i in range(200))
 
 
-@dataclass
-class Harness:
-    url: str
-    processor: ProfilingSpanProcessor
-    exporter: WaitableSpanExporter
-    output_dir: Path
-    release: dict[str, threading.Event]
-    started: dict[str, threading.Event]
-
-    def reports(self) -> list[Path]:
-        return sorted(self.output_dir.glob("*.html"))
-
-    def server_spans(self, count: int = 1) -> list:
-        spans = self.exporter.wait_for_server_spans(count)
-        self.processor.force_flush()
-        return spans
-
-
-def make_app(release: dict[str, threading.Event], started: dict[str, threading.Event]) -> Flask:
+def make_app(gates: Gates) -> Flask:
+    """``/alpha/<item>`` and ``/beta`` burn CPU until their gate opens; ``/echo`` reads the
+    body, then waits for its gate."""
     app = Flask(__name__)
 
     @app.route("/alpha/<int:item>", methods=["GET", "POST"])
     def alpha(item: int):
-        started["alpha"].set()
-        busy_alpha_work(release["alpha"])
+        gates.started("alpha").set()
+        busy_alpha_work(gates.release("alpha"))
         return {"item": item}
 
     @app.route("/beta", methods=["GET", "POST"])
     def beta():
-        started["beta"].set()
-        busy_beta_work(release["beta"])
+        gates.started("beta").set()
+        busy_beta_work(gates.release("beta"))
         return {"ok": True}
 
     @app.route("/echo", methods=["POST"])
     def echo():
         body = request.get_data()
-        release["echo"].wait(10)
+        gates.release("echo").wait(10)
         return {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)}
 
     @app.route("/fast")
@@ -88,37 +67,20 @@ def make_app(release: dict[str, threading.Event], started: dict[str, threading.E
         """Waits until its own span is marked slow by the sampler, then for its gate."""
         span = trace.get_current_span()
         wait_until(lambda: span.attributes.get(attributes.SLOW), "the span marked slow")  # type: ignore[attr-defined]
-        started["marked"].set()
-        release["marked"].wait(10)
+        gates.started("marked").set()
+        gates.release("marked").wait(10)
         return "marked"
 
     return app
 
 
-@contextmanager
-def served(config: Config) -> Iterator[Harness]:
-    """The test app behind OTel's WSGI middleware, watched under ``config``, on werkzeug."""
-    release = {name: threading.Event() for name in ("alpha", "beta", "echo", "marked")}
-    started = {name: threading.Event() for name in ("alpha", "beta", "marked")}
-    processor = ProfilingSpanProcessor(config)
-    exporter = WaitableSpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    app = make_app(release, started)
-    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
-    output_dir = Path(config.local_output_dir)
-    try:
-        with serve_threaded(app) as url:
-            yield Harness(url, processor, exporter, output_dir, release, started)
-            for event in release.values():
-                event.set()
-    finally:
-        provider.shutdown()
+@pytest.fixture
+def gates() -> Gates:
+    return Gates()
 
 
 @pytest.fixture(params=ENGINES)
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+def watched(request: pytest.FixtureRequest, tmp_path: Path, gates: Gates) -> Iterator[Watched]:
     config = Config(
         threshold_seconds=0.2,
         engine=request.param,
@@ -128,30 +90,30 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         capture_body_bytes=1024,
         alert_window_days=0,
     )
-    with served(config) as harness:
-        yield harness
+    with served(make_app(gates), config) as watched:
+        yield watched
+        gates.release_all()
 
 
-def timed_get(harness: Harness, path: str, name: str, **kwargs) -> requests.Response:
-    harness.release[name].clear()
-    timer = threading.Timer(0.5, harness.release[name].set)
+def timed_request(url: str, gate: threading.Event, **kwargs) -> requests.Response:
+    """Request ``url`` of a route that runs until ``gate`` opens, 0.5 s from now."""
+    gate.clear()
+    timer = threading.Timer(0.5, gate.set)
     timer.start()
     try:
-        return requests.request(
-            kwargs.pop("method", "GET"), harness.url + path, timeout=30, **kwargs
-        )
+        return requests.request(kwargs.pop("method", "GET"), url, timeout=30, **kwargs)
     finally:
         timer.cancel()
-        harness.release[name].set()
+        gate.set()
 
 
-def test_slow_request_gives_a_report_with_its_own_trace_id(harness: Harness) -> None:
-    response = timed_get(harness, "/alpha/7", "alpha")
+def test_slow_request_gives_a_report_with_its_own_trace_id(watched: Watched, gates: Gates) -> None:
+    response = timed_request(watched.url + "/alpha/7", gates.release("alpha"))
     assert response.status_code == 200
 
-    [span] = harness.server_spans()
+    [span] = watched.server_spans()
     trace_id = format_trace_id(span.context.trace_id)
-    [report] = harness.reports()
+    [report] = watched.reports()
     assert trace_id in report.name
     meta = report_metadata(report)
     assert meta["trace_id"] == trace_id
@@ -167,31 +129,31 @@ def test_slow_request_gives_a_report_with_its_own_trace_id(harness: Harness) -> 
     assert '<div id="otel-wpm-profile"><div id="app"></div></div>' in text
 
 
-def test_fast_request_gives_no_report(harness: Harness) -> None:
-    assert requests.get(harness.url + "/fast", timeout=10).text == "fast"
-    [span] = harness.server_spans()
+def test_fast_request_gives_no_report(watched: Watched) -> None:
+    assert requests.get(watched.url + "/fast", timeout=10).text == "fast"
+    [span] = watched.server_spans()
     assert attributes.SLOW not in span.attributes
-    assert harness.reports() == []
-    assert harness.processor.get_stats()["total_requests"] == 1
-    assert harness.processor.get_stats()["slow_requests"] == 0
+    assert watched.reports() == []
+    assert watched.processor.get_stats()["total_requests"] == 1
+    assert watched.processor.get_stats()["slow_requests"] == 0
 
 
-def test_exported_slow_span_links_to_its_report(harness: Harness) -> None:
-    timed_get(harness, "/alpha/1", "alpha")
-    [span] = harness.server_spans()
+def test_exported_slow_span_links_to_its_report(watched: Watched, gates: Gates) -> None:
+    timed_request(watched.url + "/alpha/1", gates.release("alpha"))
+    [span] = watched.server_spans()
     assert span.attributes[attributes.SLOW] is True
     link = Path(span.attributes[attributes.REPORT_URL])
     assert link.exists()
-    assert link.parent == harness.output_dir.absolute()
+    assert link.parent == Path(watched.processor.config.local_output_dir).absolute()
     assert span.attributes[attributes.REPORT_FILE] == link.name
     assert format_trace_id(span.context.trace_id) in link.read_text()
 
 
-def test_concurrent_slow_requests_get_isolated_profiles(harness: Harness) -> None:
+def test_concurrent_slow_requests_get_isolated_profiles(watched: Watched, gates: Gates) -> None:
     results: dict[str, int] = {}
 
     def call(path: str, name: str) -> None:
-        results[name] = requests.get(harness.url + path, timeout=30).status_code
+        results[name] = requests.get(watched.url + path, timeout=30).status_code
 
     threads = [
         threading.Thread(target=call, args=("/alpha/2", "alpha")),
@@ -199,15 +161,15 @@ def test_concurrent_slow_requests_get_isolated_profiles(harness: Harness) -> Non
     ]
     for thread in threads:
         thread.start()
-    assert harness.started["alpha"].wait(10) and harness.started["beta"].wait(10)
-    releaser = threading.Timer(0.6, lambda: [e.set() for e in harness.release.values()])
+    assert gates.started("alpha").wait(10) and gates.started("beta").wait(10)
+    releaser = threading.Timer(0.6, gates.release_all)
     releaser.start()
     for thread in threads:
         thread.join(30)
     assert results == {"alpha": 200, "beta": 200}
 
-    harness.server_spans(2)
-    reports = {report_metadata(r)["route"]: r.read_text() for r in harness.reports()}
+    watched.server_spans(2)
+    reports = {report_metadata(r)["route"]: r.read_text() for r in watched.reports()}
     assert set(reports) == {"/alpha/2", "/beta"}
     assert "busy_alpha_work" in reports["/alpha/2"]
     assert "busy_beta_work" not in reports["/alpha/2"]
@@ -223,11 +185,10 @@ SECRETS = {
 }
 
 
-def test_secrets_are_masked_in_the_report(harness: Harness) -> None:
-    timed_get(
-        harness,
-        f"/alpha/3?api_key={SECRETS['query']}&page=2",
-        "alpha",
+def test_secrets_are_masked_in_the_report(watched: Watched, gates: Gates) -> None:
+    timed_request(
+        watched.url + f"/alpha/3?api_key={SECRETS['query']}&page=2",
+        gates.release("alpha"),
         method="POST",
         data={"password": SECRETS["form"], "user": "ada"},
         headers={
@@ -235,8 +196,8 @@ def test_secrets_are_masked_in_the_report(harness: Harness) -> None:
             "Cookie": f"sid={SECRETS['cookie']}",
         },
     )
-    harness.server_spans()
-    [report] = harness.reports()
+    watched.server_spans()
+    [report] = watched.reports()
     text = report.read_text()
     for secret in SECRETS.values():
         assert secret not in text
@@ -244,16 +205,15 @@ def test_secrets_are_masked_in_the_report(harness: Harness) -> None:
     assert "page" in text
 
 
-def test_a_slow_get_has_its_headers_in_the_report(harness: Harness) -> None:
+def test_a_slow_get_has_its_headers_in_the_report(watched: Watched, gates: Gates) -> None:
     """No recorder for a GET: the sampler thread finds the environ on the request's stack."""
-    timed_get(
-        harness,
-        "/alpha/5",
-        "alpha",
+    timed_request(
+        watched.url + "/alpha/5",
+        gates.release("alpha"),
         headers={"Authorization": f"Bearer {SECRETS['header']}", "X-Request-Tag": "tag-5"},
     )
-    harness.server_spans()
-    [report] = harness.reports()
+    watched.server_spans()
+    [report] = watched.reports()
     text = report.read_text()
     assert "X-Request-Tag" in text and "tag-5" in text
     assert SECRETS["header"] not in text
@@ -267,45 +227,46 @@ def test_a_slow_request_the_sampler_never_saw_still_has_its_headers(tmp_path: Pa
         sample_after_fraction=1.0,
         local_output_dir=str(tmp_path),
     )
-    with served(config) as harness:
-        threading.Timer(0.4, harness.release["alpha"].set).start()
-        requests.get(harness.url + "/alpha/6", headers={"X-Request-Tag": "tag-6"}, timeout=30)
-        harness.processor.force_flush()
-        [report] = harness.reports()
+    gates = Gates()
+    with served(make_app(gates), config) as watched:
+        threading.Timer(0.4, gates.release("alpha").set).start()
+        requests.get(watched.url + "/alpha/6", headers={"X-Request-Tag": "tag-6"}, timeout=30)
+        watched.server_spans()
+        [report] = watched.reports()
         assert "tag-6" in report.read_text()
 
 
 def _serve_with_config_change(before: Config, after: Config) -> tuple:
     """Serve /alpha/1 under ``before``; switch to ``after`` while it runs; then /alpha/2."""
-    with served(before) as harness:
+    gates = Gates()
+    release = gates.release("alpha")
+    with served(make_app(gates), before) as watched:
         first = threading.Thread(
-            target=requests.get, args=(harness.url + "/alpha/1",), kwargs={"timeout": 30}
+            target=requests.get, args=(watched.url + "/alpha/1",), kwargs={"timeout": 30}
         )
         first.start()
-        assert harness.started["alpha"].wait(10)
-        harness.processor.update_config(after)
-        release = harness.release["alpha"]
+        assert gates.started("alpha").wait(10)
+        watched.processor.update_config(after)
         threading.Timer(0.4, release.set).start()  # makes it slow, if it counts
         first.join(30)
         release.clear()
         threading.Timer(0.4, release.set).start()
-        requests.get(harness.url + "/alpha/2", timeout=30)
-        spans = harness.exporter.wait_for_server_spans(2)
-        harness.processor.force_flush()
-    return harness.processor, spans
+        requests.get(watched.url + "/alpha/2", timeout=30)
+        spans = watched.server_spans(2)
+    return watched.processor, spans
 
 
-def _marked_then_changed(harness: Harness, **changes: object) -> ReadableSpan:
+def _marked_then_changed(watched: Watched, gates: Gates, **changes: object) -> ReadableSpan:
     """Serve /marked: once the sampler has marked its span slow, apply ``changes``."""
     pending = threading.Thread(
-        target=requests.get, args=(harness.url + "/marked",), kwargs={"timeout": 30}
+        target=requests.get, args=(watched.url + "/marked",), kwargs={"timeout": 30}
     )
     pending.start()
-    assert harness.started["marked"].wait(30), "the sampler never marked the span slow"
-    harness.processor.update_config(harness.processor.config.replace(**changes))
-    harness.release["marked"].set()
+    assert gates.started("marked").wait(30), "the sampler never marked the span slow"
+    watched.processor.update_config(watched.processor.config.replace(**changes))
+    gates.release("marked").set()
     pending.join(30)
-    [span] = harness.server_spans()
+    [span] = watched.server_spans()
     return span
 
 
@@ -313,8 +274,9 @@ def test_a_request_marked_slow_gets_its_report_after_the_threshold_was_raised(
     tmp_path: Path,
 ) -> None:
     config = Config(threshold_seconds=0.3, local_output_dir=str(tmp_path), hung_request_factor=0)
-    with served(config) as harness:
-        span = _marked_then_changed(harness, threshold_seconds=5)
+    gates = Gates()
+    with served(make_app(gates), config) as watched:
+        span = _marked_then_changed(watched, gates, threshold_seconds=5)
     assert span.attributes[attributes.SLOW] is True
     link = Path(span.attributes[attributes.REPORT_URL])
     assert link.is_file(), "the span links to a report that was never written"
@@ -326,17 +288,17 @@ def test_a_request_writes_its_report_where_its_link_points_after_the_directory_c
 ) -> None:
     before, after = tmp_path / "before", tmp_path / "after"
     config = Config(threshold_seconds=0.3, local_output_dir=str(before), hung_request_factor=0)
-    with served(config) as harness:
-        span = _marked_then_changed(harness, local_output_dir=str(after))
-        timed_get(harness, "/alpha/1", "alpha")  # started under the new directory
-        harness.server_spans(2)
+    gates = Gates()
+    with served(make_app(gates), config) as watched:
+        span = _marked_then_changed(watched, gates, local_output_dir=str(after))
+        timed_request(watched.url + "/alpha/1", gates.release("alpha"))  # under the new directory
+        watched.server_spans(2)
     link = Path(span.attributes[attributes.REPORT_URL])
     assert link.parent == before.absolute()
     assert link.is_file(), "the report is not where the span's link points"
     assert [report_metadata(r)["route"] for r in after.glob("*.html")] == ["/alpha/1"]
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_starts_with_zero_stats(tmp_path: Path) -> None:
     processor = ProfilingSpanProcessor(Config(local_output_dir=str(tmp_path)))
     provider = TracerProvider()
@@ -393,50 +355,49 @@ def test_a_profiler_started_by_the_precise_engine_stops_after_a_switch_to_sampli
     assert (stats["total_requests"], stats["slow_requests"]) == (2, 0)
 
 
-def test_the_app_reads_the_whole_body_even_past_the_capture_cap(harness: Harness) -> None:
+def test_the_app_reads_the_whole_body_even_past_the_capture_cap(
+    watched: Watched, gates: Gates
+) -> None:
     body = bytes(range(256)) * 64  # 16 KiB, over the 1 KiB capture cap
-    harness.release["echo"].clear()
-    threading.Timer(0.5, harness.release["echo"].set).start()
-    response = requests.post(
-        harness.url + "/echo",
+    response = timed_request(
+        watched.url + "/echo",
+        gates.release("echo"),
+        method="POST",
         data=body,
         headers={"Content-Type": "application/octet-stream"},
-        timeout=30,
     )
     assert response.json() == {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)}
-    harness.server_spans()
-    [report] = harness.reports()
+    watched.server_spans()
+    [report] = watched.reports()
     assert f"read {len(body)} bytes of body; the first 1024 were kept" in report.read_text()
 
 
-def test_json_body_secrets_are_masked_at_any_depth(harness: Harness) -> None:
+def test_json_body_secrets_are_masked_at_any_depth(watched: Watched, gates: Gates) -> None:
     payload = {"outer": {"list": [{"client_secret": "deep-secret-0c0ffee"}]}, "visible": "yes"}
-    harness.release["echo"].clear()
-    threading.Timer(0.5, harness.release["echo"].set).start()
-    requests.post(harness.url + "/echo", json=payload, timeout=30)
-    harness.server_spans()
-    [report] = harness.reports()
+    timed_request(watched.url + "/echo", gates.release("echo"), method="POST", json=payload)
+    watched.server_spans()
+    [report] = watched.reports()
     text = report.read_text()
     assert "deep-secret-0c0ffee" not in text
     assert "visible" in text
 
 
-def test_script_in_a_request_is_escaped(harness: Harness) -> None:
-    timed_get(harness, "/alpha/4?name=<script>alert(1)</script>", "alpha")
-    harness.server_spans()
-    [report] = harness.reports()
+def test_script_in_a_request_is_escaped(watched: Watched, gates: Gates) -> None:
+    timed_request(watched.url + "/alpha/4?name=<script>alert(1)</script>", gates.release("alpha"))
+    watched.server_spans()
+    [report] = watched.reports()
     text = report.read_text()
     assert "<script>alert(1)</script>" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
 
 
-def test_blacklisted_url_is_counted_but_not_profiled(harness: Harness) -> None:
-    harness.processor.config.add_blacklist_url(r"^/alpha/9")
-    timed_get(harness, "/alpha/9", "alpha")
-    [span] = harness.server_spans()
+def test_blacklisted_url_is_counted_but_not_profiled(watched: Watched, gates: Gates) -> None:
+    watched.processor.config.add_blacklist_url(r"^/alpha/9")
+    timed_request(watched.url + "/alpha/9", gates.release("alpha"))
+    [span] = watched.server_spans()
     assert attributes.SLOW not in span.attributes
-    assert harness.reports() == []
-    stats = harness.processor.get_stats()
+    assert watched.reports() == []
+    stats = watched.processor.get_stats()
     assert stats["total_requests"] == 1 and stats["blacklisted_requests"] == 1
 
 
@@ -479,30 +440,24 @@ def _event_set_after(seconds: float) -> threading.Event:
 
 
 def test_without_capture_the_report_shows_no_request_data(tmp_path: Path) -> None:
-    release = {name: threading.Event() for name in ("alpha", "beta", "echo")}
-    processor = ProfilingSpanProcessor(
-        Config(
-            threshold_seconds=0.1,
-            capture_headers=False,
-            capture_body_bytes=0,
-            local_output_dir=str(tmp_path),
-        )
+    config = Config(
+        threshold_seconds=0.1,
+        capture_headers=False,
+        capture_body_bytes=0,
+        local_output_dir=str(tmp_path),
     )
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
-    exporter = WaitableSpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    app = make_app(release, {"alpha": threading.Event(), "beta": threading.Event()})
-    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
-    with serve_threaded(app) as url:
-        threading.Timer(0.3, release["echo"].set).start()
-        body = b"x" * 100
-        response = requests.post(url + "/echo", data=body, headers={"X-Custom": "seen"}, timeout=30)
+    gates = Gates()
+    with served(make_app(gates), config) as watched:
+        response = timed_request(
+            watched.url + "/echo",
+            gates.release("echo"),
+            method="POST",
+            data=b"x" * 100,
+            headers={"X-Custom": "seen"},
+        )
         assert response.json()["length"] == 100  # the app still reads the whole body
-    exporter.wait_for_server_spans(1)
-    processor.force_flush()
-    [report] = tmp_path.glob("*.html")
+        watched.server_spans()
+        [report] = watched.reports()
     text = report.read_text()
     assert "The application read no request body." in text
     assert "X-Custom" not in text
-    provider.shutdown()

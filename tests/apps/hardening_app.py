@@ -11,13 +11,9 @@ The app (:func:`make_app`) answers every path and method:
 * ``X-Block: <name>`` makes it wait on ``gates.release(name)`` after setting
   ``gates.started(name)`` (a request that runs until the test lets it go).
 
-:func:`monitored` puts OpenTelemetry's WSGI middleware in front of it with an SDK
-provider holding (optionally) a :class:`ProfilingSpanProcessor` and a
-:class:`WaitableSpanExporter`; without a processor it is the "OpenTelemetry only"
-baseline the monitored app is compared with.
-
-Run by gunicorn as ``apps.hardening_app:gunicorn_app``: it builds the monitored
-stack in the worker from ``WPM_*`` variables (see ``tests/test_hardening_gunicorn.py``).
+Tests watch it with :mod:`apps.watched` (under a config, or unwatched as the
+"OpenTelemetry only" baseline). Run by gunicorn as ``apps.hardening_app:gunicorn_app``,
+it is watched in each worker under ``WPM_*`` variables (see ``tests/test_hardening_gunicorn.py``).
 """
 
 from __future__ import annotations
@@ -27,54 +23,27 @@ import hashlib
 import json
 import logging
 import os
-import random
 import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from apps.helpers import DEADLINE_SECONDS, Gates
+from apps.watched import Watched, watch
 from opentelemetry import trace
-from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import format_trace_id
 from werkzeug.wsgi import get_input_stream
 
-from otel_wpm import Config, ProfilingSpanProcessor
+from otel_wpm import Config
 
 READ_STYLES = ("all", "chunks", "lines", "iter", "readinto", "direct")
-DEADLINE_SECONDS = 30.0
 
 StartResponse = Callable[..., Any]
-
-
-class Gates:
-    """Named events: the app sets ``started(name)`` and waits for ``release(name)``."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._events: dict[tuple[str, str], threading.Event] = {}
-
-    def _event(self, kind: str, name: str) -> threading.Event:
-        with self._lock:
-            return self._events.setdefault((kind, name), threading.Event())
-
-    def started(self, name: str) -> threading.Event:
-        return self._event("started", name)
-
-    def release(self, name: str) -> threading.Event:
-        return self._event("release", name)
-
-    def release_all(self) -> None:
-        with self._lock:
-            events = [e for (kind, _), e in self._events.items() if kind == "release"]
-        for event in events:
-            event.set()
 
 
 def _content_length(environ: dict[str, Any]) -> Optional[int]:
@@ -161,65 +130,6 @@ def make_app(gates: Optional[Gates] = None) -> Callable[[dict[str, Any], StartRe
         return [payload]
 
     return app
-
-
-# --- a monitored stack -----------------------------------------------------------------
-
-
-class SystemRandomIdGenerator(IdGenerator):
-    """Trace and span ids from the OS: hypothesis re-seeds ``random`` for every example,
-    which makes the SDK's default generator repeat ids across examples."""
-
-    _random = random.SystemRandom()
-
-    def generate_span_id(self) -> int:
-        return self._random.getrandbits(64) or 1
-
-    def generate_trace_id(self) -> int:
-        return self._random.getrandbits(128) or 1
-
-
-@dataclass
-class Stack:
-    """An app behind OpenTelemetry's WSGI middleware, and what watches it."""
-
-    wsgi: Callable[[dict[str, Any], StartResponse], Any]
-    provider: TracerProvider
-    exporter: Any  # a WaitableSpanExporter
-    processor: Optional[ProfilingSpanProcessor]
-    gates: Gates = field(default_factory=Gates)
-
-    def span_of(self, trace_id: str, timeout: float = DEADLINE_SECONDS) -> ReadableSpan:
-        """The exported server span of ``trace_id``; the processor has seen it end."""
-
-        def found(spans: tuple[ReadableSpan, ...]) -> bool:
-            return any(format_trace_id(s.context.trace_id) == trace_id for s in spans)
-
-        spans = self.exporter.wait_for(found, timeout)
-        [span] = [s for s in spans if format_trace_id(s.context.trace_id) == trace_id]
-        return span
-
-    def settle(self, trace_id: str) -> ReadableSpan:
-        """Wait for the span of ``trace_id`` and for its report and alerts to be handled."""
-        span = self.span_of(trace_id)
-        if self.processor is not None:
-            assert self.processor.force_flush(int(DEADLINE_SECONDS * 1000))
-        return span
-
-
-def monitored(config: Optional[Config], gates: Optional[Gates] = None) -> Stack:
-    """The app with (``config`` given) or without otel-wpm, traced by its own provider."""
-    from span_capture import WaitableSpanExporter
-
-    gates = gates or Gates()
-    provider = TracerProvider(shutdown_on_exit=False, id_generator=SystemRandomIdGenerator())
-    processor = ProfilingSpanProcessor(config) if config is not None else None
-    if processor is not None:
-        provider.add_span_processor(processor)
-    exporter = WaitableSpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    wsgi = OpenTelemetryMiddleware(make_app(gates), tracer_provider=provider)
-    return Stack(wsgi, provider, exporter, processor, gates)
 
 
 # --- raw HTTP ----------------------------------------------------------------------------
@@ -369,7 +279,7 @@ def recording_logs(name: str = "otel_wpm") -> Iterator[LogRecords]:
 
 # --- gunicorn entry point ------------------------------------------------------------------
 
-_gunicorn_state: dict[int, Any] = {}
+_gunicorn_state: dict[int, Watched] = {}
 _gunicorn_lock = threading.Lock()
 
 
@@ -382,12 +292,11 @@ def gunicorn_app(environ: dict[str, Any], start_response: StartResponse) -> Iter
     with _gunicorn_lock:  # the first requests of a worker arrive on several threads at once
         state = _gunicorn_state.get(os.getpid())
         if state is None:
-            provider = TracerProvider()  # registers its shutdown at exit, as by default
-            processor = ProfilingSpanProcessor(Config.from_env())
-            provider.add_span_processor(processor)
-            wsgi = OpenTelemetryMiddleware(make_app(), tracer_provider=provider)
-            state = _gunicorn_state[os.getpid()] = (wsgi, processor)
-    wsgi, processor = state
+            # The SDK's default provider registers its shutdown at exit.
+            state = _gunicorn_state[os.getpid()] = watch(
+                make_app(), Config.from_env(), provider=TracerProvider()
+            )
+    wsgi, processor = state.wsgi, state.processor
     path = environ.get("PATH_INFO")
     if path in ("/pid", "/stats"):
         answer: Any = (

@@ -1,4 +1,4 @@
-"""Test helpers: subprocess servers, polling, reading reports and console-exported spans."""
+"""Test helpers: subprocess servers, polling, gates, reading reports and console-exported spans."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +63,30 @@ def tmpfs(path: Path, size: str, read_only: bool = False) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+class Gates:
+    """Named events for a test app: it sets ``started(name)``, then waits for ``release(name)``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[tuple[str, str], threading.Event] = {}
+
+    def _event(self, kind: str, name: str) -> threading.Event:
+        with self._lock:
+            return self._events.setdefault((kind, name), threading.Event())
+
+    def started(self, name: str) -> threading.Event:
+        return self._event("started", name)
+
+    def release(self, name: str) -> threading.Event:
+        return self._event("release", name)
+
+    def release_all(self) -> None:
+        with self._lock:
+            events = [e for (kind, _), e in self._events.items() if kind == "release"]
+        for event in events:
+            event.set()
 
 
 def clean_env(**settings: str) -> dict[str, str]:
