@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import string
 import subprocess
@@ -10,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 from apps.helpers import clean_env, free_port, running_server
 from hypothesis import HealthCheck, given, settings
@@ -279,9 +277,6 @@ def test_no_command_prints_usage(tmp_path: Path) -> None:
     assert "config" in result.stdout and "test-alert" in result.stdout
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("otel_wpm.server") is None, reason="otel_wpm.server not present"
-)
 def test_serve_answers_on_loopback(tmp_path: Path) -> None:
     (tmp_path / "reports").mkdir()
     port = free_port()

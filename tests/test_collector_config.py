@@ -23,7 +23,8 @@ JAEGER_UI = CONFIG_DIR / "jaeger-ui.json"
 GRAFANA_TEMPO = CONFIG_DIR / "grafana" / "provisioning" / "datasources" / "tempo.yaml"
 TEMPO = CONFIG_DIR / "tempo.yaml"
 README = CONFIG_DIR / "README.md"
-ALL_FILES = [OTELCOL, JAEGER_UI, GRAFANA_TEMPO, TEMPO, README]
+# Tempo's own config (tempo.yaml) is about storage and ports, not attributes.
+NAMING_ATTRIBUTES = [OTELCOL, JAEGER_UI, GRAFANA_TEMPO, README]
 
 EMITTED = set(attributes.ALL)
 # "wpm." followed by dotted lower-case words, e.g. wpm.report.url
@@ -36,11 +37,17 @@ def load(path: Path) -> Any:
     return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
 
 
-@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.name)
-def test_every_wpm_name_is_one_otel_wpm_emits(path: Path) -> None:
+@pytest.mark.parametrize("path", NAMING_ATTRIBUTES, ids=lambda p: p.name)
+def test_files_name_attributes_and_only_ones_otel_wpm_emits(path: Path) -> None:
     names = set(WPM_NAME.findall(path.read_text()))
 
+    assert names, f"{path.name} names no otel-wpm attribute"
     assert names <= EMITTED, f"{path.name} names attributes otel-wpm never sets"
+
+
+@pytest.mark.parametrize("path", [OTELCOL, JAEGER_UI, GRAFANA_TEMPO, TEMPO], ids=lambda p: p.name)
+def test_config_files_parse_to_a_mapping(path: Path) -> None:
+    assert isinstance(load(path), dict)
 
 
 @pytest.mark.parametrize("path", [OTELCOL, GRAFANA_TEMPO, TEMPO], ids=lambda p: p.name)
@@ -94,6 +101,20 @@ def test_grafana_tempo_data_source_links_trace_ids_to_the_report_server() -> Non
     assert correlation["type"] == "external"
     assert correlation["config"]["field"] == "traceID"
     assert correlation["config"]["target"]["url"].endswith("/trace/${traceID}")
+
+
+def test_tempo_listens_where_the_collector_and_grafana_send() -> None:
+    tempo = load(TEMPO)
+    [source] = load(GRAFANA_TEMPO)["datasources"]
+    collector = load(OTELCOL)["exporters"]["otlp/tempo"]["endpoint"]
+
+    api_port = tempo["server"]["http_listen_port"]
+    assert source["url"] == f"http://127.0.0.1:{api_port}"
+    grpc_port = tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+    grpc_port = grpc_port.rsplit(":", 1)[1]
+    published = collector.rsplit(":", 1)[1]
+    # README.md's `docker run` publishes Tempo's OTLP port where the collector sends
+    assert f"-p 127.0.0.1:{published}:{grpc_port}" in README.read_text()
 
 
 @pytest.fixture

@@ -302,7 +302,6 @@ def test_send_test_alert_without_exporters(stats: Stats, make_alert: MakeAlert) 
     }
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_delivers_its_own_alerts(
     stats: Stats, make_alert: MakeAlert, tmp_path: Path
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanKind
@@ -149,10 +151,16 @@ def test_nested_requests_end_by_span(tracer, ended: EndedSpans) -> None:
 
 
 def test_the_registry_is_empty_in_a_forked_child(tracer) -> None:
+    """The parent's requests run on threads the child does not have."""
     requests = InFlightRequests()
-    requests.start(start(tracer), THREAD, SETTINGS)
-    requests.after_fork_in_child()
-    assert requests.running() == []
+    span = start(tracer)
+    requests.start(span, THREAD, SETTINGS)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if requests.running() == [] else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert requests.running() == [(THREAD, span, SETTINGS)]
 
 
 def test_a_thread_has_state_to_collect_until_its_span_ends(tracer, ended: EndedSpans) -> None:

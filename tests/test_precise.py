@@ -5,7 +5,15 @@ from __future__ import annotations
 import random
 import threading
 
-from otel_wpm.capture.precise import OverheadBudget, measure_slowdown, start_profiler, stop_profiler
+import pytest
+
+from otel_wpm.capture.precise import (
+    FALLBACK_SLOWDOWN,
+    OverheadBudget,
+    measure_slowdown,
+    start_profiler,
+    stop_profiler,
+)
 
 
 def test_the_share_keeps_the_worst_case_within_the_budget() -> None:
@@ -24,15 +32,23 @@ def test_calibration_finds_pyinstrument_slows_call_dense_code() -> None:
     assert measure_slowdown() > 1.5
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="under a running profiler the unprofiled run is profiled too: it measures ~1.1",
+)
 def test_calibration_under_a_running_profiler_falls_back() -> None:
+    """Calibration may run on a profiled thread (a request that changes the settings).
+
+    It cannot time unprofiled code there; an estimate near 1 would let the precise
+    engine profile far more requests than the budget allows.
+    """
     outer = start_profiler(0.001)
     assert outer is not None
     try:
-        # a second profiler on this thread is allowed with async_mode disabled, so
-        # calibration still measures; it must at least give a usable number
-        assert measure_slowdown() >= 1.0
+        slowdown = measure_slowdown()
     finally:
         stop_profiler(outer)
+    assert slowdown == FALLBACK_SLOWDOWN
 
 
 def test_stopping_from_another_thread_is_refused_not_raised() -> None:
