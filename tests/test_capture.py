@@ -6,14 +6,10 @@ import io
 import sys
 import threading
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import SpanKind
 
 from otel_wpm.capture.request import RecordingInput, find_wsgi_environ, snapshot, start_recording
-from otel_wpm.capture.semconv import may_carry_body
 
 reads = st.lists(
     st.sampled_from(["read", "read_n", "readline", "readline_n", "readinto", "readlines", "iter"]),
@@ -107,32 +103,3 @@ def test_environ_is_found_from_the_frame_another_thread_runs() -> None:
     finally:
         leave.set()
         thread.join(10)
-
-
-@pytest.mark.parametrize(
-    ("name", "attributes", "expected"),
-    [
-        # the name answers when it starts with a method, as both conventions name spans
-        ("GET /items", {"http.method": "GET"}, False),
-        ("HEAD", {"http.request.method": "HEAD"}, False),
-        ("OPTIONS /", {}, False),
-        ("POST /login", {"http.method": "POST"}, True),
-        ("PUT /items/<id>", {"http.request.method": "PUT", "http.method": "PUT"}, True),
-        ("PATCH", {}, True),
-        ("DELETE /items/1", {}, True),
-        # otherwise the attributes do
-        ("HTTP", {"http.request.method": "_OTHER"}, True),  # unknown to the instrumentation
-        ("checkout", {"http.method": "GET"}, False),
-        ("checkout", {"http.request.method": "HEAD"}, False),
-        ("checkout", {"http.method": "POST"}, True),
-        ("GETX /", {}, True),
-        ("checkout", {}, True),
-    ],
-)
-def test_only_methods_that_can_carry_a_body_get_a_recorder(name, attributes, expected) -> None:
-    span = (
-        TracerProvider()
-        .get_tracer("test")
-        .start_span(name, kind=SpanKind.SERVER, attributes=attributes)
-    )
-    assert may_carry_body(span) is expected
