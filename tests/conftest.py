@@ -1,4 +1,4 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, and the ``slow`` marker on the suites that run subprocesses."""
 
 from __future__ import annotations
 
@@ -17,6 +17,29 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_wpm.alerting.alert import Alert, HotFrame
+
+# Every test of these starts interpreters or servers in subprocesses (opentelemetry-instrument,
+# gunicorn, the otel-wpm CLI, the examples, wrk, Phoenix). `python -m pytest -m "not slow"`
+# leaves them out; a plain `python -m pytest` (CI) runs them.
+SLOW_SUITES = frozenset(
+    {
+        "test_auto_instrument.py",
+        "test_bench.py",
+        "test_cli.py",
+        "test_examples.py",
+        "test_hardening_gunicorn.py",
+        "test_phoenix_e2e.py",
+    }
+)
+_missing = sorted(name for name in SLOW_SUITES if not (Path(__file__).parent / name).exists())
+if _missing:
+    raise RuntimeError(f"SLOW_SUITES names files that do not exist: {_missing}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_SUITES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
