@@ -99,6 +99,7 @@ def django_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DjangoRun]:
 
 def test_slow_view_gets_a_report_named_after_its_route(django_run: DjangoRun) -> None:
     (report,) = django_run.reports
+    assert "_GET_orders-int-order-id-slow_" in report.name  # the route's, not the path's
     meta = report_metadata(report)
     assert meta["route"] == "orders/<int:order_id>/slow"
     assert meta["url"].endswith("/orders/7/slow")
