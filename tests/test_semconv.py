@@ -83,45 +83,38 @@ def test_the_default_port_is_left_out_of_the_url() -> None:
 # --- both generations on one span ------------------------------------------------------
 
 
-def test_stable_names_win_over_old_ones() -> None:
-    attributes = {
-        "http.method": "GET",
-        "http.request.method": "PUT",
-        "http.target": "/old?o=1",
-        "url.path": "/new",
-        "url.query": "n=1",
-        "http.url": "http://old.example.com/old?o=1",
-        "url.full": "https://new.example.com/new?n=1",
-        "http.status_code": 500,
-        "http.response.status_code": 204,
-    }
-    assert http_facts(attributes) == HttpFacts(
-        method="PUT",
-        path="/new",
-        query="n=1",
-        url="https://new.example.com/new?n=1",
-        route=None,
-        status=204,
-    )
+STABLE_AND_OLD_DISAGREE = {
+    "http.request.method": "PUT",
+    "http.method": "GET",
+    "url.path": "/new",
+    "url.query": "n=1",
+    "http.target": "/old?o=1",
+    "url.full": "https://new.example.com/new?n=1",
+    "http.url": "http://old.example.com/old?o=1",
+    "http.response.status_code": 204,
+    "http.status_code": 500,
+}
+STABLE_LEFT_EMPTY = {
+    "http.request.method": "",
+    "http.method": "DELETE",
+    "url.path": "",
+    "http.target": "/items/3?force=1",
+    "http.response.status_code": "",
+    "http.status_code": 404,
+}
 
 
-def test_old_names_fill_in_what_the_stable_ones_leave_empty() -> None:
-    attributes = {
-        "http.request.method": "",
-        "http.method": "DELETE",
-        "url.path": "",
-        "http.target": "/items/3?force=1",
-        "http.response.status_code": "",
-        "http.status_code": 404,
-    }
-    assert http_facts(attributes) == HttpFacts(
-        method="DELETE",
-        path="/items/3",
-        query="force=1",
-        url="/items/3?force=1",
-        route=None,
-        status=404,
-    )
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        (STABLE_AND_OLD_DISAGREE, ("PUT", "/new", "n=1", "https://new.example.com/new?n=1", 204)),
+        (STABLE_LEFT_EMPTY, ("DELETE", "/items/3", "force=1", "/items/3?force=1", 404)),
+    ],
+    ids=["stable names win", "old names fill in empty stable ones"],
+)
+def test_both_generations_on_one_span(attributes: dict[str, Any], expected: tuple) -> None:
+    facts = http_facts(attributes)
+    assert (facts.method, facts.path, facts.query, facts.url, facts.status) == expected
 
 
 def test_the_query_goes_with_the_path_it_came_with() -> None:
