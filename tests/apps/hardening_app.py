@@ -12,8 +12,9 @@ The app (:func:`make_app`) answers every path and method:
   ``gates.started(name)`` (a request that runs until the test lets it go).
 
 Tests watch it with :mod:`apps.watched` (under a config, or unwatched as the
-"OpenTelemetry only" baseline). Run by gunicorn as ``apps.hardening_app:gunicorn_app``,
-it is watched in each worker under ``WPM_*`` variables (see ``tests/test_hardening_gunicorn.py``).
+"OpenTelemetry only" baseline). Run by gunicorn as ``apps.hardening_app:gunicorn_app``
+(``tests/test_hardening_gunicorn.py``, ``bench/soak.py``), each worker watches it as
+an application would, under ``WPM_*`` variables.
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from apps.helpers import DEADLINE_SECONDS, Gates
-from apps.watched import Watched, watch
 from opentelemetry import trace
+from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import format_trace_id
 from werkzeug.wsgi import get_input_stream
 
-from otel_wpm import Config
+from otel_wpm import Config, ProfilingSpanProcessor
 
 READ_STYLES = ("all", "chunks", "lines", "iter", "readinto", "direct")
 
@@ -279,7 +280,7 @@ def recording_logs(name: str = "otel_wpm") -> Iterator[LogRecords]:
 
 # --- gunicorn entry point ------------------------------------------------------------------
 
-_gunicorn_state: dict[int, Watched] = {}
+_gunicorn_state: dict[int, tuple[Any, ProfilingSpanProcessor]] = {}
 _gunicorn_lock = threading.Lock()
 
 
@@ -292,11 +293,14 @@ def gunicorn_app(environ: dict[str, Any], start_response: StartResponse) -> Iter
     with _gunicorn_lock:  # the first requests of a worker arrive on several threads at once
         state = _gunicorn_state.get(os.getpid())
         if state is None:
-            # The SDK's default provider registers its shutdown at exit.
-            state = _gunicorn_state[os.getpid()] = watch(
-                make_app(), Config.from_env(), provider=TracerProvider()
-            )
-    wsgi, processor = state.wsgi, state.processor
+            # Built as an application would be, not with apps.watched: no exporter keeping
+            # every span in memory (bench/soak.py sends hundreds of thousands of requests).
+            provider = TracerProvider()  # registers its shutdown at exit, as by default
+            processor = ProfilingSpanProcessor(Config.from_env())
+            provider.add_span_processor(processor)
+            wsgi = OpenTelemetryMiddleware(make_app(), tracer_provider=provider)
+            state = _gunicorn_state[os.getpid()] = (wsgi, processor)
+    wsgi, processor = state
     path = environ.get("PATH_INFO")
     if path in ("/pid", "/stats"):
         answer: Any = (
