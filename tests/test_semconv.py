@@ -193,13 +193,11 @@ def test_a_target_with_only_a_query_has_the_root_path() -> None:
     assert (facts.path, facts.query) == ("/", "q=1")
 
 
-@pytest.mark.xfail(strict=True, reason="the address is used without brackets and the port dropped")
 def test_an_ipv6_server_address_is_bracketed() -> None:
     facts = http_facts({"server.address": "::1", "server.port": 8080, "url.path": "/p"})
     assert facts.url == "http://[::1]:8080/p"
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="int(port) raises")
 def test_a_port_that_is_not_a_number_is_left_out() -> None:
     facts = http_facts({"server.address": "shop", "server.port": "http", "url.path": "/p"})
     assert facts.url == "http://shop/p"

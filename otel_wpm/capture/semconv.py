@@ -65,17 +65,30 @@ def _url(attributes: Mapping[str, Any], path: str, query: str) -> str:
     full = _first(attributes, "url.full", "http.url")
     if full is not None:
         return str(full)
-    scheme = _first(attributes, "url.scheme", "http.scheme") or "http"
+    scheme = str(_first(attributes, "url.scheme", "http.scheme") or "http")
     host = _first(attributes, "server.address", "http.host", "net.host.name", "http.server_name")
-    port = _first(attributes, "server.port", "net.host.port")
-    if host is None:
-        authority = ""
-    elif port is None or ":" in str(host) or (scheme, int(port)) in (("http", 80), ("https", 443)):
-        authority = str(host)
-    else:
-        authority = f"{host}:{port}"
     suffix = f"?{query}" if query else ""
-    return f"{scheme}://{authority}{path}{suffix}" if authority else f"{path}{suffix}"
+    if host is None:
+        return f"{path}{suffix}"
+    port = _port(_first(attributes, "server.port", "net.host.port"))
+    return f"{scheme}://{_authority(scheme, str(host), port)}{path}{suffix}"
+
+
+def _port(value: Any) -> Optional[int]:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None  # not a port: left out of the URL rather than failing the report
+
+
+def _authority(scheme: str, host: str, port: Optional[int]) -> str:
+    if host.count(":") > 1 and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    elif ":" in host and not host.startswith("["):
+        return host  # "host:port", as the Host header gives it
+    if port is None or (scheme, port) in (("http", 80), ("https", 443)):
+        return host
+    return f"{host}:{port}"
 
 
 def _status(attributes: Mapping[str, Any]) -> Optional[int]:
