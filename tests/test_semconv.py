@@ -238,3 +238,10 @@ def test_only_methods_that_can_carry_a_body_get_a_recorder(
         .start_span(name, kind=SpanKind.SERVER, attributes=attributes)
     )
     assert may_carry_body(span) is expected
+
+
+def test_an_unknown_method_is_shown_as_the_client_sent_it() -> None:
+    facts = http_facts(
+        {"http.request.method": "_OTHER", "http.request.method_original": "PURGE", "url.path": "/"}
+    )
+    assert facts.method == "PURGE"

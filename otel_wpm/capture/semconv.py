@@ -99,13 +99,20 @@ def _status(attributes: Mapping[str, Any]) -> Optional[int]:
         return None
 
 
+def _method(attributes: Mapping[str, Any]) -> str:
+    method = str(_first(attributes, "http.request.method", "http.method") or "GET")
+    if method == "_OTHER":  # the stable convention's word for a method it does not know
+        return str(_first(attributes, "http.request.method_original") or method)
+    return method
+
+
 def http_facts(attributes: Optional[Mapping[str, Any]]) -> HttpFacts:
     """The HTTP facts of a span from its attributes; missing ones get neutral values."""
     attributes = attributes or {}
     path, query = _path_and_query(attributes)
     route = _first(attributes, "http.route")
     return HttpFacts(
-        method=str(_first(attributes, "http.request.method", "http.method") or "GET"),
+        method=_method(attributes),
         path=path,
         query=query,
         url=_url(attributes, path, query),
