@@ -42,9 +42,12 @@ _MAX_FRAMES_TO_SEARCH = 64
 _NUMBER = re.compile(r"[0-9]+")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
 _LONG_HEX = re.compile(r"(?=[a-fA-F]*[0-9])[0-9a-fA-F]{8,}")
-# A token-like segment: long, base64/base64url alphabet, digits and both cases.
-# Slugs ("my-first-post-2024") are lower case and stay as they are.
-_BASE64_LIKE = re.compile(r"(?=.*[0-9])(?=.*[a-z])(?=.*[A-Z])[A-Za-z0-9_\-+=]{20,}")
+# A token-like segment (base64, base64url, a JWT, an API key): long, with digits and
+# letters, and either an upper case letter or no separators. Slugs
+# ("my-first-post-2024") are lower case with dashes and stay as they are.
+_BASE64_LIKE = re.compile(
+    r"(?=.*[0-9])(?=.*[A-Za-z])(?=.*[A-Z]|[a-z0-9+=]+$)[A-Za-z0-9_\-+=.~]{20,}"
+)
 
 
 def route_template(environ: Optional[Mapping[str, Any]]) -> Optional[str]:
@@ -95,8 +98,8 @@ def normalised_path(path: str) -> str:
     """``path`` with each segment that looks like an id replaced by ``{id}``.
 
     Ids are numbers, UUIDs, hex strings of 8 characters or more with a digit,
-    and base64-like tokens (20 characters or more, with a digit, an upper and
-    a lower case letter).
+    and token-like segments (20 characters or more of the base64 alphabet,
+    with a digit and a letter, and an upper case letter or no separators).
     """
     return "/".join(_normalised_segment(segment) for segment in path.split("/"))
 
