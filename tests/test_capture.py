@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
 
+import pytest
+import requests
 from hypothesis import given
 from hypothesis import strategies as st
+from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+from opentelemetry.sdk.trace import TracerProvider
+from wsgi_servers import serve_threaded
 
+from otel_wpm import Config, ProfilingSpanProcessor
 from otel_wpm.capture.request import RecordingInput, find_wsgi_environ, snapshot, start_recording
 
 reads = st.lists(
@@ -103,3 +114,87 @@ def test_environ_is_found_from_the_frame_another_thread_runs() -> None:
     finally:
         leave.set()
         thread.join(10)
+
+
+# --- the recorder is a drop-in wsgi.input, behind a real server --------------------------
+
+
+def stream_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """Reads its body with ``next()`` and inside ``with``; says what it saw of the stream."""
+    stream = environ["wsgi.input"]
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    first = next(stream)
+    with stream as entered:
+        rest = entered.read(length - len(first))
+    answer = {
+        "first": first.decode(),
+        "rest": rest.decode(),
+        "same_object_entered": entered is stream,
+        "kinds": [kind.__name__ for kind in IO_KINDS if isinstance(stream, kind)],
+        "closed_after_with": stream.closed,
+        "mode": getattr(stream, "mode", None),
+    }
+    if environ.get("HTTP_X_SLOW"):
+        time.sleep(float(environ["HTTP_X_SLOW"]))
+    payload = json.dumps(answer).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [payload]
+
+
+IO_KINDS = (io.IOBase, io.RawIOBase, io.BufferedIOBase, io.TextIOBase)
+BODY = b'{"first": "line",\n "second": "recorded too"}'
+
+
+def _post_through(app: Any, slow: str = "0") -> dict[str, Any]:
+    with serve_threaded(app) as url:
+        response = requests.post(
+            url + "/upload",
+            data=BODY,
+            headers={"Content-Type": "application/json", "X-Slow": slow, "Connection": "close"},
+            timeout=30,
+        )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_next_with_and_attributes_work_as_without_the_monitor(tmp_path: Path) -> None:
+    baseline_provider = TracerProvider()
+    baseline = _post_through(OpenTelemetryMiddleware(stream_app, tracer_provider=baseline_provider))
+    processor = ProfilingSpanProcessor(
+        Config(threshold_seconds=0.05, local_output_dir=str(tmp_path), capture_body_bytes=4096)
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    try:
+        seen = _post_through(OpenTelemetryMiddleware(stream_app, tracer_provider=provider), "0.1")
+        assert processor.force_flush(30_000)
+    finally:
+        provider.shutdown()
+        baseline_provider.shutdown()
+    assert seen == baseline
+    assert seen["first"] == '{"first": "line",\n' and seen["same_object_entered"]
+    assert "IOBase" in seen["kinds"]
+    (report,) = tmp_path.glob("*.html")
+    assert "recorded too" in report.read_text(encoding="utf-8")  # both reads were recorded
+
+
+def test_a_stream_without_iterator_or_context_manager_fails_as_it_would() -> None:
+    class Body:
+        def read(self, size: int = -1) -> bytes:
+            return b""
+
+    recorder = RecordingInput(Body(), 10)
+    with pytest.raises(TypeError):
+        next(recorder)
+    assert not isinstance(recorder, io.IOBase)
+
+
+def test_generator_iteration_of_the_stream_is_recorded() -> None:
+    class Lines:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"a\n"
+            yield b"b\n"
+
+    recorder = RecordingInput(Lines(), 10)
+    assert list(recorder) == [b"a\n", b"b\n"]
+    assert recorder.kept == b"a\nb\n"

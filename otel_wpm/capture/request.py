@@ -17,6 +17,7 @@ stack when it first samples it.
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,7 +31,13 @@ _HEADER_NAMES_WITHOUT_PREFIX = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH"
 
 
 class RecordingInput:
-    """A ``wsgi.input`` stand-in that remembers up to ``limit`` bytes of what was read."""
+    """A ``wsgi.input`` stand-in that remembers up to ``limit`` bytes of what was read.
+
+    A drop-in for the stream it wraps: reading, iterating (``for line in``,
+    ``next()``) and ``with`` work as on the stream, and every other attribute is
+    the stream's own. Wrapping an ``io`` stream gives an instance of the same
+    ``io`` base class (:func:`start_recording` picks it).
+    """
 
     def __init__(self, stream: Any, limit: int) -> None:
         self._stream = stream
@@ -56,15 +63,24 @@ class RecordingInput:
     def read(self, *args: Any) -> bytes:
         return self._keep(self._stream.read(*args))
 
+    def read1(self, *args: Any) -> bytes:
+        return self._keep(self._stream.read1(*args))
+
     def readline(self, *args: Any) -> bytes:
         return self._keep(self._stream.readline(*args))
 
     def readinto(self, buffer: Any) -> int:
+        return self._read_into(buffer, "readinto", "read")
+
+    def readinto1(self, buffer: Any) -> int:
+        return self._read_into(buffer, "readinto1", "read1")
+
+    def _read_into(self, buffer: Any, into_method: str, read_method: str) -> int:
         view = memoryview(buffer).cast("B")
-        if hasattr(self._stream, "readinto"):
-            count = self._stream.readinto(view)
+        if hasattr(self._stream, into_method):
+            count = getattr(self._stream, into_method)(view)
         else:
-            data = self._stream.read(len(view))
+            data = getattr(self._stream, read_method)(len(view))
             count = len(data)
             view[:count] = data
         if count:
@@ -75,11 +91,62 @@ class RecordingInput:
         return [self._keep(line) for line in self._stream.readlines(*args)]
 
     def __iter__(self) -> Iterator[bytes]:
-        for line in self._stream:
-            yield self._keep(line)
+        lines = iter(self._stream)
+        if lines is self._stream:  # the stream is its own iterator (io streams are)
+            return self
+        return (self._keep(line) for line in lines)
+
+    def __next__(self) -> bytes:
+        return self._keep(next(self._stream))
+
+    def __enter__(self) -> RecordingInput:
+        enter = getattr(self._stream, "__enter__", None)
+        if enter is not None:
+            enter()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        exit_ = getattr(self._stream, "__exit__", None)
+        if exit_ is not None:
+            return exit_(*exc_info)
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+        return None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+class _RecordingRawIO(RecordingInput):
+    """Records an ``io.RawIOBase`` stream."""
+
+
+class _RecordingBufferedIO(RecordingInput):
+    """Records an ``io.BufferedIOBase`` stream (a server's socket file, ``BytesIO``)."""
+
+
+class _RecordingIO(RecordingInput):
+    """Records another ``io.IOBase`` stream."""
+
+
+# Registered, not inherited: io's base classes would bring their own methods (and a
+# finaliser that closes the stream) in front of the stream's.
+io.RawIOBase.register(_RecordingRawIO)
+io.BufferedIOBase.register(_RecordingBufferedIO)
+io.IOBase.register(_RecordingIO)
+_RECORDERS_BY_KIND = (
+    (io.RawIOBase, _RecordingRawIO),
+    (io.BufferedIOBase, _RecordingBufferedIO),
+    (io.IOBase, _RecordingIO),
+)
+
+
+def _recorder_class(stream: Any) -> type[RecordingInput]:
+    for kind, recorder in _RECORDERS_BY_KIND:
+        if isinstance(stream, kind):
+            return recorder
+    return RecordingInput
 
 
 def _looks_like_environ(value: Any) -> TypeGuard[dict[str, Any]]:
@@ -114,7 +181,7 @@ def start_recording(environ: dict[str, Any], limit: int) -> Optional[RecordingIn
         return current
     if current is None or limit <= 0:
         return None
-    recorder = RecordingInput(current, limit)
+    recorder = _recorder_class(current)(current, limit)
     environ["wsgi.input"] = recorder
     return recorder
 
