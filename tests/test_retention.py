@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Callable
+
+import pytest
 
 from otel_wpm.config import Config
 from otel_wpm.reporting.report_format import is_report_file, scan, temporary_name
@@ -275,3 +279,42 @@ def test_store_from_config_takes_the_config_limits(tmp_path: Path) -> None:
         store.write(report_name(i), b"r")
     store.retention.prune()
     assert sorted(r.name for r in scan(tmp_path)) == [report_name(i) for i in (3, 4, 5)]
+
+
+def _unusable_lock_by_directory(directory: Path) -> None:
+    (directory / LOCK_FILE_NAME).mkdir()
+
+
+def _unusable_lock_by_dangling_link(directory: Path) -> None:
+    (directory / LOCK_FILE_NAME).symlink_to(directory / "missing-dir" / "lock")
+
+
+def _unusable_lock_by_permissions(directory: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root opens files whatever their permissions")
+    lock = directory / LOCK_FILE_NAME
+    lock.touch()
+    lock.chmod(0)
+
+
+@pytest.mark.parametrize(
+    "make_unusable",
+    [
+        _unusable_lock_by_directory,
+        _unusable_lock_by_dangling_link,
+        _unusable_lock_by_permissions,
+    ],
+)
+def test_an_unusable_lock_file_is_logged_once_and_pruning_goes_on(
+    tmp_path: Path, make_unusable: Callable[[Path], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    make_unusable(tmp_path)
+    store = ReportStore(tmp_path, limits=RetentionLimits(max_files=3))
+    store.retention.every_writes = 1
+    with caplog.at_level(logging.WARNING, logger="otel_wpm"):
+        for index in range(12):
+            store.write(report_name(index), b"x" * 10)
+    assert len([n for n in names_in(tmp_path) if is_report_file(n)]) == 3
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert LOCK_FILE_NAME in warnings[0].getMessage()

@@ -18,7 +18,8 @@ mid-write, once it is an hour old.
 Several processes may write into one directory. A pass takes a non-blocking
 ``flock`` on ``.otel-wpm-retention.lock`` there, so one process prunes at a
 time and the others skip rather than wait; a file another process removed
-first is simply gone.
+first is simply gone. If that lock file cannot be used, passes go on, serialised
+within each process, and that is logged once.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from .._runtime.logs import LogOnce
 from .report_format import ReportFile, is_temporary_file, scan
 
 if TYPE_CHECKING:
@@ -44,6 +46,12 @@ except ImportError:  # pragma: no cover - Windows: passes are not serialised
     fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
+_failures = LogOnce(logger)
+_LOCK_FAILURE = "retention-lock"
+_PASS_FAILURE = "retention-pass"
+# The fallback when the lock file is unusable: one lock a directory, in this process.
+_PROCESS_LOCKS: dict[Path, threading.Lock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
 
 LOCK_FILE_NAME = ".otel-wpm-retention.lock"
 _SECONDS_PER_DAY = 86400.0
@@ -102,20 +110,67 @@ def select_expired(
 
 @contextlib.contextmanager
 def _exclusive(directory: Path, wait: bool) -> Iterator[bool]:
-    """Hold the directory's retention lock; yields False if another process holds it."""
+    """Hold the directory's retention lock; yields False if another pass holds it.
+
+    When the lock file cannot be used (a directory in its place, no permission, a
+    file system without locks), passes are serialised within this process only,
+    and that is logged once.
+    """
     if fcntl is None:
         yield True
         return
-    descriptor = os.open(directory / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    path = directory / LOCK_FILE_NAME
     try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        _lock_unusable(path, exc)
+        with _in_process_lock(directory, wait) as acquired:
+            yield acquired
+        return
+    try:
+        locked = _flock(descriptor, wait, path)
+        if locked is None:
+            with _in_process_lock(directory, wait) as acquired:
+                yield acquired
+        else:
+            yield locked
     finally:
         os.close(descriptor)  # closing releases the lock
+
+
+def _flock(descriptor: int, wait: bool, path: Path) -> Optional[bool]:
+    """True when locked, False when another holds the lock, None when locks do not work."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        _lock_unusable(path, exc)
+        return None
+    _failures.recovered(_LOCK_FAILURE, "otel-wpm can use %s again", path)
+    return True
+
+
+def _lock_unusable(path: Path, exc: OSError) -> None:
+    _failures.warning(
+        (_LOCK_FAILURE, str(path)),
+        "otel-wpm cannot use the retention lock %s (%s); pruning goes on, serialised "
+        "within this process only",
+        path,
+        exc.strerror or exc,
+    )
+
+
+@contextlib.contextmanager
+def _in_process_lock(directory: Path, wait: bool) -> Iterator[bool]:
+    with _PROCESS_LOCKS_GUARD:
+        lock = _PROCESS_LOCKS.setdefault(directory.resolve(), threading.Lock())
+    acquired = lock.acquire(blocking=wait)
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            lock.release()
 
 
 def prune(
@@ -188,10 +243,17 @@ class Retention:
         if not due:
             return None
         try:
-            return self.prune()
+            result = self.prune()
         except OSError as exc:
-            logger.warning("otel-wpm cannot prune reports in %s: %s", self.directory, exc)
+            _failures.warning(
+                (_PASS_FAILURE, str(self.directory)),
+                "otel-wpm cannot prune reports in %s: %s",
+                self.directory,
+                exc.strerror or exc,
+            )
             return None
+        _failures.recovered(_PASS_FAILURE, "otel-wpm prunes reports in %s again", self.directory)
+        return result
 
     def prune(self, wait: bool = False) -> Optional[PruneResult]:
         """A pass now; None if another process is doing one (and not ``wait``)."""
