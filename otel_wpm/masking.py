@@ -363,4 +363,3 @@ def _header_spellings(name: str) -> tuple[str, ...]:
     if dashed.upper().startswith("HTTP-"):
         return (name, dashed, dashed[len("HTTP-") :])
     return (name, dashed)
-

@@ -23,7 +23,8 @@ The path of a watched span:
    a budgeted share get a pyinstrument profiler.
 2. Sampler thread (:class:`StackSampler`): once the span is older than
    ``sample_after_fraction`` x threshold, ``_admit`` checks the black-list and
-   finds the WSGI environ on the request's stack, then its stack is sampled.
+   finds the WSGI environ on the request's stack (and the route template the
+   framework matched), then its stack is sampled.
    Once older than the threshold, ``_mark_slow`` gives the *live* span
    ``wpm.slow`` and ``wpm.report.url`` so the trace links to the report; once
    older than ``hung_request_factor`` x threshold, ``_report_hung`` reports it
@@ -56,6 +57,7 @@ from .capture import attributes
 from .capture.inflight import InFlightRequest, InFlightRequests
 from .capture.precise import OverheadBudget, start_profiler, stop_profiler
 from .capture.request import find_wsgi_environ, start_recording
+from .capture.route import keep_framework_request, route_template
 from .capture.sampler import StackSampler, stack_of
 from .capture.semconv import http_facts, may_carry_body
 from .config import Config
@@ -69,6 +71,12 @@ def _is_decorated_function(span: ReadableSpan) -> bool:
     if scope is None or scope.name != attributes.TRACER_NAME:
         return False
     return bool((span.attributes or {}).get(attributes.PROFILE))
+
+
+def _remember_route(request: InFlightRequest) -> None:
+    # While the request runs: Flask takes its request object out of the environ at the end.
+    if request.route is None:
+        request.route = route_template(request.environ)
 
 
 class ProfilingSpanProcessor(SpanProcessor):
@@ -206,21 +214,22 @@ class ProfilingSpanProcessor(SpanProcessor):
             self.stats.incr("blacklisted_requests")
             return False
         self._find_environ(request, frame)
+        if request.environ is not None:
+            # Django's request (and its route) is on the stack only while it runs.
+            keep_framework_request(request.environ, frame)
+            _remember_route(request)
         return True
 
     def _find_environ(self, request: InFlightRequest, frame: Optional[FrameType]) -> None:
-        if (
-            frame is not None
-            and request.environ is None
-            and request.settings.captures_request
-            and not request.nested
-        ):
+        # Looked for even when nothing of the request is captured: its route is there.
+        if frame is not None and request.environ is None and not request.nested:
             request.environ = find_wsgi_environ(frame)
 
     def _mark_slow(self, request: InFlightRequest) -> None:
         span = request.span
         if span.end_time is not None:
             return
+        _remember_route(request)
         file_name = self._reporter.report_file(span, request)
         request.report_file = file_name
         link = self._reporter.report_link(span, request, file_name)

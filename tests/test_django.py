@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from wsgi_servers import serve_threaded
 
-from otel_wpm import Config, ProfilingSpanProcessor
+from otel_wpm import Config, PerformanceMonitor, ProfilingSpanProcessor
 from otel_wpm.capture import attributes
 
 
@@ -64,8 +64,7 @@ def _server_span(run: DjangoRun, route: str) -> ReadableSpan:
     return span
 
 
-@pytest.fixture(scope="module")
-def django_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DjangoRun]:
+def _configure_django() -> None:
     if not settings.configured:
         settings.configure(
             DEBUG=False,
@@ -76,6 +75,27 @@ def django_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DjangoRun]:
             MIDDLEWARE=[],
         )
         django.setup()
+
+
+# First in the module: it runs before the fixture below instruments Django.
+@pytest.mark.usefixtures("fresh_globals")
+def test_the_facade_middleware_reports_django_views_by_route(tmp_path: Path) -> None:
+    _configure_django()
+    monitor = PerformanceMonitor(Config(threshold_seconds=0.2, local_output_dir=str(tmp_path)))
+    with serve_threaded(monitor.create_middleware()(WSGIHandler())) as url:
+        for order in (7, 8):
+            assert requests.get(url + f"/orders/{order}/slow", timeout=10).text == f"order {order}"
+        assert monitor.flush()
+    reports = report_files(tmp_path)
+    assert len(reports) == 2
+    assert {report_metadata(r)["route"] for r in reports} == {"orders/<int:order_id>/slow"}
+    alerts = (tmp_path / "alerts.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(alerts) == 1
+
+
+@pytest.fixture(scope="module")
+def django_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DjangoRun]:
+    _configure_django()
     reports_dir = tmp_path_factory.mktemp("django-reports")
     exporter = InMemorySpanExporter()
     processor = ProfilingSpanProcessor(

@@ -8,12 +8,24 @@ no route matched are one alert.
 
 from __future__ import annotations
 
+import re
 import sys
-from typing import Any
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 import pytest
-from flask import Flask
+import requests
+from apps.hardening_app import alert_lines
+from apps.helpers import report_files, report_metadata
+from flask import Flask, request
+from opentelemetry.instrumentation.flask import FlaskInstrumentor
+from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+from opentelemetry.sdk.trace import TracerProvider
+from wsgi_servers import serve_threaded
 
+from otel_wpm import Config, PerformanceMonitor, ProfilingSpanProcessor
 from otel_wpm.capture.route import (
     FRAMEWORK_REQUEST_KEY,
     keep_framework_request,
@@ -131,3 +143,98 @@ def test_a_request_of_another_environ_is_not_kept() -> None:
 
     view(_DjangoLikeRequest({"REQUEST_METHOD": "GET"}))
     assert FRAMEWORK_REQUEST_KEY not in environ
+
+
+# --- a real Flask app, every way in ---------------------------------------------------
+
+
+def slow_flask_app() -> Flask:
+    """Parameterised routes; ``X-Slow: <seconds>`` makes any request (a 404 too) slow."""
+    app = Flask("shop")
+
+    @app.before_request
+    def slow_down() -> None:
+        time.sleep(float(request.headers.get("X-Slow", "0")))
+
+    @app.route("/items/<int:item_id>")
+    def item(item_id: int) -> str:
+        return f"item {item_id}"
+
+    @app.route("/fast")
+    def fast() -> str:
+        return "fast"
+
+    return app
+
+
+def _facade(app: Flask, config: Config) -> Callable[[], bool]:
+    monitor = PerformanceMonitor(config)
+    app.wsgi_app = monitor.create_middleware()(app.wsgi_app)  # type: ignore[method-assign]
+    return monitor.flush
+
+
+def _wsgi_middleware(app: Flask, config: Config) -> Callable[[], bool]:
+    provider = TracerProvider()
+    processor = ProfilingSpanProcessor(config)
+    provider.add_span_processor(processor)
+    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
+    return lambda: processor.force_flush(30_000)
+
+
+def _flask_instrumentor(app: Flask, config: Config) -> Callable[[], bool]:
+    provider = TracerProvider()
+    processor = ProfilingSpanProcessor(config)
+    provider.add_span_processor(processor)
+    FlaskInstrumentor().instrument_app(app, tracer_provider=provider)
+    return lambda: processor.force_flush(30_000)
+
+
+WAYS_IN = {
+    "facade": _facade,
+    "OpenTelemetryMiddleware": _wsgi_middleware,
+    "FlaskInstrumentor": _flask_instrumentor,
+}
+
+
+@dataclass
+class Run:
+    reports: list[Path]
+    alerts: list[dict[str, Any]]
+
+
+def _run(way_in: str, output_dir: Path, paths: list[str], **settings: Any) -> Run:
+    app = slow_flask_app()
+    config = Config(threshold_seconds=0.1, local_output_dir=str(output_dir), **settings)
+    flush = WAYS_IN[way_in](app, config)
+    with serve_threaded(app) as url:
+        assert requests.get(url + "/fast", timeout=30).text == "fast"
+        for path in paths:
+            requests.get(url + path, headers={"X-Slow": "0.2"}, timeout=30)
+    assert flush()
+    return Run(report_files(output_dir), alert_lines(output_dir))
+
+
+@pytest.mark.usefixtures("fresh_globals")
+@pytest.mark.parametrize("way_in", list(WAYS_IN))
+@pytest.mark.parametrize("capture", [True, False], ids=["captured", "nothing-captured"])
+def test_reports_and_alerts_use_the_route_template(
+    way_in: str, capture: bool, tmp_path: Path
+) -> None:
+    settings = {} if capture else {"capture_headers": False, "capture_body_bytes": 0}
+    run = _run(way_in, tmp_path, ["/items/1", "/items/2", "/items/3?x=1"], **settings)
+    assert len(run.reports) == 3
+    for report in run.reports:
+        assert report_metadata(report)["route"] == "/items/<int:item_id>"
+        assert "items-int-item-id" in report.name
+        row = re.search(r"<tr><th>Route</th><td>([^<]*)</td>", report.read_text("utf-8"))
+        assert row and row.group(1) == "/items/&lt;int:item_id&gt;"
+    assert [alert["route"] for alert in run.alerts] == ["/items/<int:item_id>"]
+
+
+@pytest.mark.usefixtures("fresh_globals")
+@pytest.mark.parametrize("way_in", ["facade", "OpenTelemetryMiddleware"])
+def test_requests_no_route_matched_are_one_alert(way_in: str, tmp_path: Path) -> None:
+    run = _run(way_in, tmp_path, ["/wp-login.php", "/.env", "/x1", "/admin/config.php"])
+    assert len(run.reports) == 4
+    assert {report_metadata(r)["route"] for r in run.reports} == {"(no route: 404)"}
+    assert [(alert["route"], alert["status"]) for alert in run.alerts] == [("(no route: 404)", 404)]

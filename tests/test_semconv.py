@@ -130,7 +130,7 @@ def test_the_query_goes_with_the_path_it_came_with() -> None:
 def test_no_attributes_give_neutral_facts(attributes: Any) -> None:
     facts = http_facts(attributes)
     assert facts == HttpFacts(method="GET", path="/", query="", url="/", route=None, status=None)
-    assert facts.route_or_path == "/"
+    assert facts.route_key == "/"
 
 
 def test_without_a_host_the_url_is_the_path_and_query() -> None:
@@ -142,11 +142,12 @@ def test_a_status_that_is_not_a_number_is_unknown() -> None:
     assert http_facts({"http.status_code": "418"}).status == 418
 
 
-def test_route_or_path_prefers_the_route() -> None:
-    assert http_facts({"url.path": "/users/42", "http.route": "/users/<id>"}).route_or_path == (
+def test_route_key_prefers_the_route_then_no_route_then_the_normalised_path() -> None:
+    assert http_facts({"url.path": "/users/42", "http.route": "/users/<id>"}).route_key == (
         "/users/<id>"
     )
-    assert http_facts({"url.path": "/users/42"}).route_or_path == "/users/42"
+    assert http_facts({"url.path": "/x1", "http.status_code": 404}).route_key == "(no route: 404)"
+    assert http_facts({"url.path": "/users/42"}).route_key == "/users/{id}"
 
 
 # --- the URL: as given, or built from the server's address ------------------------------

@@ -34,7 +34,7 @@ class Alert:
 
     service: str
     method: str
-    route: str  # the route template when known (``/users/<id>``), else the path
+    route: str  # the route template (``/users/<id>``), else a stand-in (capture/route.py)
     url: str
     status: Optional[int]
     duration_seconds: float

@@ -18,11 +18,16 @@ Where a template comes from, under every way in:
   DjangoInstrumentor, ``opentelemetry-instrument``): that attribute;
 * Flask under any other WSGI middleware: werkzeug puts the request object in
   the environ (``environ["werkzeug.request"]``), and Flask puts the matched
-  rule on it (``url_rule.rule``);
+  rule on it (``url_rule.rule``). Flask takes it out again when the request
+  ends, so the template is read while the request runs (by the sampler, which
+  looks at every request that runs long);
 * Django under any other WSGI middleware: its request is not in the environ,
-  so :func:`keep_framework_request` puts it there while it is on the stack
-  (the sampler looks at every request that runs long); its ``resolver_match``
-  has the route.
+  so :func:`keep_framework_request` puts it there while it is on the stack;
+  its ``resolver_match`` has the route.
+
+A request that ends before the sampler looked at it (one that crossed the
+threshold within a sampling tick of ending) gets the template only from
+``http.route`` or from Django.
 """
 
 from __future__ import annotations
@@ -104,6 +109,11 @@ def normalised_path(path: str) -> str:
     return "/".join(_normalised_segment(segment) for segment in path.split("/"))
 
 
+def matched_no_route(template: Optional[str], status: Optional[int]) -> bool:
+    """Whether the request was answered without a route (404, or 405 without a template)."""
+    return not template and status in NO_ROUTE_STATUSES
+
+
 def route_key(template: Optional[str], path: str, status: Optional[int]) -> str:
     """What a request is reported and grouped under.
 
@@ -112,6 +122,6 @@ def route_key(template: Optional[str], path: str, status: Optional[int]) -> str:
     """
     if template:
         return template
-    if status in NO_ROUTE_STATUSES:
+    if matched_no_route(template, status):
         return f"(no route: {status})"
     return normalised_path(path)

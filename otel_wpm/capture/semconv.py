@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
+from .route import route_key
+
 _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -28,8 +30,9 @@ class HttpFacts:
     status: Optional[int]
 
     @property
-    def route_or_path(self) -> str:
-        return self.route or self.path
+    def route_key(self) -> str:
+        """What the request is reported and grouped under (:func:`.route.route_key`)."""
+        return route_key(self.route, self.path, self.status)
 
 
 def _first(attributes: Mapping[str, Any], *names: str) -> Any:

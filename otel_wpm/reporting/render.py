@@ -24,6 +24,8 @@ from typing import Any, Optional
 from pyinstrument.renderers import HTMLRenderer
 
 from ..alerting.alert import HotFrame
+from ..capture.route import matched_no_route
+from ..capture.semconv import HttpFacts
 from ..masking import SecretMasker
 from .params import RequestParams, request_params
 from .profile import Profile
@@ -67,7 +69,7 @@ def metadata(slow: SlowRequest, masker: SecretMasker) -> dict[str, Any]:
     return {
         "service": slow.service,
         "method": slow.facts.method,
-        "route": slow.facts.route_or_path,
+        "route": slow.facts.route_key,
         "url": masker.mask_url(slow.facts.url),
         "status": slow.facts.status,
         "duration_seconds": round(slow.duration_seconds, 6),
@@ -86,7 +88,7 @@ def _summary_section(slow: SlowRequest, meta: dict[str, Any]) -> str:
         ("Service", meta["service"]),
         ("Method", meta["method"]),
         ("URL", meta["url"]),
-        ("Route", slow.facts.route or "(no route template)"),
+        ("Route", _route_text(slow.facts)),
         ("Status", meta["status"] if meta["status"] is not None else "(not finished)"),
         ("Duration", f"{slow.duration_seconds:.3f} s (threshold {slow.threshold_seconds:.3f} s)"),
         ("Started", meta["start_time"]),
@@ -95,9 +97,15 @@ def _summary_section(slow: SlowRequest, meta: dict[str, Any]) -> str:
         ("Trace", _link(slow.trace_url, "open the trace")),
         ("Profile", _coverage_text(slow.profile)),
     ]
-    return f"<h1>{_e(title)}: {_e(meta['method'])} {_e(slow.facts.route_or_path)}</h1>" + _table(
+    return f"<h1>{_e(title)}: {_e(meta['method'])} {_e(meta['route'])}</h1>" + _table(
         rows, frozenset({"Trace"})
     )
+
+
+def _route_text(facts: HttpFacts) -> str:
+    if facts.route or matched_no_route(facts.route, facts.status):
+        return facts.route_key
+    return f"{facts.route_key} (no route template: ids in the path shown as {{id}})"
 
 
 def _hot_frames_section(hot: Sequence[HotFrame]) -> str:

@@ -20,6 +20,7 @@ dispatcher, whose own thread de-duplicates and delivers it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -42,6 +43,7 @@ from ..alerting.alert import Alert, HotFrame, test_alert
 from ..alerting.dispatch import ALERT_SETTINGS, AlertDispatcher
 from ..capture.inflight import InFlightRequest, Stack
 from ..capture.request import snapshot
+from ..capture.route import route_template
 from ..capture.semconv import HttpFacts, http_facts
 from ..config import Config
 from ..masking import SecretMasker
@@ -97,11 +99,11 @@ class Reporter:
         self, span: ReadableSpan, request: InFlightRequest, in_flight: bool = False
     ) -> str:
         """The report's file name: start time, method, route, trace and span ids."""
-        facts = _facts_of(span)
+        facts = _facts_of(span, request)
         return report_file_name(
             datetime.fromtimestamp(request.start_ns / 1e9, tz=timezone.utc),
             facts.method,
-            facts.route_or_path,
+            facts.route_key,
             format_trace_id(span.context.trace_id),
             format_span_id(span.context.span_id),
             in_flight,
@@ -149,7 +151,7 @@ class Reporter:
         samples: Sequence[tuple[Stack, float]],
         in_flight: bool = False,
     ) -> SlowRequest:
-        facts = _facts_of(span)
+        facts = _facts_of(span, request)
         config = request.settings.config
         if session is not None:
             profile = Profile(session, "pyinstrument", session.duration, duration)
@@ -170,7 +172,11 @@ class Reporter:
             start_time=request.start_ns / 1e9,
             duration_seconds=duration,
             threshold_seconds=config.threshold_seconds,
-            raw_request=snapshot(request.environ, request.recorder, config.capture_headers),
+            raw_request=snapshot(
+                request.environ if request.settings.captures_request else None,
+                request.recorder,
+                config.capture_headers,
+            ),
             profile=profile,
             report_file=file_name,
             report_link=self.report_link(span, request, file_name),
@@ -257,7 +263,7 @@ def build_alert(
     return Alert(
         service=slow.service,
         method=slow.facts.method,
-        route=slow.facts.route_or_path,
+        route=slow.facts.route_key,
         url=masker.mask_url(slow.facts.url),
         status=slow.facts.status,
         duration_seconds=slow.duration_seconds,
@@ -276,9 +282,13 @@ def build_alert(
     )
 
 
-def _facts_of(span: ReadableSpan) -> HttpFacts:
+def _facts_of(span: ReadableSpan, request: InFlightRequest) -> HttpFacts:
     if span.kind is SpanKind.SERVER:
-        return http_facts(span.attributes)
+        facts = http_facts(span.attributes)
+        if facts.route is None:  # no instrumentation set http.route: ask the framework
+            route = request.route or route_template(request.environ)
+            facts = dataclasses.replace(facts, route=route)
+        return facts
     return HttpFacts(
         method="CALL", path=span.name, query="", url=span.name, route=span.name, status=None
     )
