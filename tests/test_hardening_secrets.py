@@ -7,7 +7,12 @@ is searched for every secret value:
 * query ``?api_key=``, form ``password=``, JSON ``{"token": ...}`` nested deep,
 * headers ``Authorization``, ``Cookie``, ``X-Api-Key``,
 * URL userinfo ``http://user:pass@host/...``, both as the absolute-form request
-  target and as the ``Host`` header (and in a ``Referer`` with a ``?token=``).
+  target and as the ``Host`` header (and in a ``Referer`` with a ``?token=``),
+* URLs inside values (``X-Original-URI: /login?token=``, ``next=/cb?access_token=``,
+  ``redirect=%2Fcb%3Ftoken%3D``), names beyond the substring list (``sig``,
+  ``code``, ``pw``, ``pin`` ...), secrets by their shape under harmless names (a
+  JWT, ``Bearer ...``, a private key, an AWS key id, a card number), and GraphQL
+  inline arguments in a JSON body and in the query string.
 
 Sinks: report files, their names, the Mattermost post and its attachment,
 ``alerts.jsonl``, the de-dup store, every log record, the ``wpm.*`` attributes on
@@ -53,6 +58,30 @@ SECRETS = {
     "userinfo in Host": "S3crUserinfoHost78",
     "Referer userinfo": "S3crRefererPass79",
     "Referer token": "S3crRefererToken80",
+    # URLs inside values
+    "X-Original-URI token": "S3crOriginalUri86",
+    "X-Forwarded-Uri code": "S3crForwardedUri87",
+    "form next= access_token": "S3crNextAccess88",
+    "percent-encoded redirect token": "S3crEncodedRedirect89",
+    # names beyond the substring list
+    "form sig": "S3crFormSig90",
+    "form code": "S3crFormCode91",
+    "form jwt": "S3crFormJwt92",
+    "form pass": "S3crFormPass93",
+    "form pw": "S3crFormPw94",
+    "form otp": "S3crFormOtp95",
+    "form pin": "S3crFormPin96",
+    "form passphrase": "S3crFormPassphrase97",
+    "form cvv": "S3crFormCvv98",
+    # secrets by their shape, under harmless names
+    "JWT in a JSON field": "S3crJwtSignature99",
+    "Bearer in another header": "S3crBearerLike100",
+    "private key in a JSON field": "S3crPrivateKeyBody101",
+    "AWS access key id in a header": "AKIAS3CRAWSKEY000102",
+    "card number in a form field": "4111111111111111",
+    # GraphQL inline arguments
+    "GraphQL password in a JSON body": "S3crGraphQlBody103",
+    "GraphQL password in the query string": "S3crGraphQlQuery104",
 }
 
 
@@ -90,6 +119,65 @@ def secret_bearing_requests() -> list[bytes]:
     ]
 
 
+def _request_with_headers(target: str, content_type: str, body: bytes, headers: list[str]) -> bytes:
+    lines = [f"POST {target} HTTP/1.1", "Host: example.com", *_common_headers(), *headers]
+    lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
+    return "\r\n".join(lines).encode() + b"\r\n\r\n" + body
+
+
+def secrets_in_values_requests() -> list[bytes]:
+    """Secrets under names the list does not reach, inside values, and by their shape."""
+    headers = [
+        f"X-Original-URI: /login?token={SECRETS['X-Original-URI token']}",
+        f"X-Forwarded-Uri: /oauth/cb?state=1&code={SECRETS['X-Forwarded-Uri code']}",
+        f"X-Upstream: Bearer {SECRETS['Bearer in another header']}",
+        f"X-Amz-Id: {SECRETS['AWS access key id in a header']}",
+    ]
+    redirect = quote(f"/cb?token={SECRETS['percent-encoded redirect token']}", safe="")
+    graphql_query = quote(
+        f'mutation {{login(password: "{SECRETS["GraphQL password in the query string"]}")}}',
+        safe="",
+    )
+    form_fields = {
+        "next": f"/cb?access_token={SECRETS['form next= access_token']}",
+        "sig": SECRETS["form sig"],
+        "code": SECRETS["form code"],
+        "jwt": SECRETS["form jwt"],
+        "pass": SECRETS["form pass"],
+        "pw": SECRETS["form pw"],
+        "otp": SECRETS["form otp"],
+        "pin": SECRETS["form pin"],
+        "passphrase": SECRETS["form passphrase"],
+        "cvv": SECRETS["form cvv"],
+        "payment": SECRETS["card number in a form field"],
+    }
+    form = "&".join(f"{name}={quote(value, safe='')}" for name, value in form_fields.items())
+    jwt = f"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.{SECRETS['JWT in a JSON field']}"
+    document = {
+        "query": (
+            'mutation { login(user: "ada", '
+            f'password: "{SECRETS["GraphQL password in a JSON body"]}") {{ ok }} }}'
+        ),
+        "note": jwt,
+        "certificate": "-----BEGIN PRIVATE KEY-----\n"
+        f"{SECRETS['private key in a JSON field']}\n-----END PRIVATE KEY-----",
+    }
+    return [
+        _request_with_headers(
+            f"/signin?redirect={redirect}&query={graphql_query}&page=2",
+            "application/x-www-form-urlencoded",
+            form.encode(),
+            headers,
+        ),
+        _request_with_headers(
+            f"/graphql?redirect={redirect}&page=2",
+            "application/json",
+            json.dumps(document).encode(),
+            headers,
+        ),
+    ]
+
+
 @dataclass
 class Sinks:
     watched: Watched
@@ -120,7 +208,7 @@ def sinks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sinks]:
         )
         trace_ids = []
         with served(make_app(), config) as watched:
-            for request in secret_bearing_requests():
+            for request in secret_bearing_requests() + secrets_in_values_requests():
                 response = raw_request(watched.url, request)
                 assert response is not None and response.status == 200, response
                 trace_ids.append(response.headers["X-Trace-Id"])
