@@ -85,9 +85,11 @@ def _nanoseconds(seconds: float) -> int:
 
 
 def _masker(config: Config, previous: Optional[ActiveSettings]) -> SecretMasker:
-    if previous is not None and not changed(previous.config, config, ["mask_keys"]):
+    if previous is not None and not changed(
+        previous.config, config, ["mask_keys", "mask_value_patterns"]
+    ):
         return previous.masker
-    return SecretMasker.from_env(config.mask_keys)
+    return SecretMasker.from_env(config.mask_keys, config.mask_value_patterns)
 
 
 def _store(config: Config, previous: Optional[ActiveSettings]) -> Optional[ReportStore]:

@@ -37,6 +37,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -165,6 +166,7 @@ class Config:
     capture_body_bytes: int = 65536
     capture_headers: bool = True
     mask_keys: tuple[str, ...] = ()
+    mask_value_patterns: tuple[str, ...] = ()
     hung_request_factor: float = 5.0
     report_max_files: int = 1000
     report_max_bytes: int = 512 * 1024 * 1024
@@ -403,6 +405,17 @@ def _check_text_list(value: Any) -> tuple[str, ...]:
     raise _Invalid(f"must be a list of strings, got {value!r}")
 
 
+def _check_regex_list(value: Any) -> tuple[str, ...]:
+    patterns = _check_text_list(value)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            reason = f"must be a list of regular expressions, got {value!r}"
+            raise _Invalid(f"{reason} ({pattern!r}: {err})") from None
+    return patterns
+
+
 def _parse_text_list(raw: str) -> Any:
     """``a, b`` or a JSON list; text that is neither is passed on for ``check`` to refuse."""
     if raw.lstrip().startswith("["):
@@ -457,6 +470,7 @@ SETTING_KINDS: dict[str, SettingKind] = {
     "capture_body_bytes": integer(_not_negative, "must be a non-negative number of bytes"),
     "capture_headers": BOOLEAN,
     "mask_keys": TEXT_LIST,
+    "mask_value_patterns": SettingKind(_check_regex_list, parse=_parse_text_list),
     "hung_request_factor": number(lambda x: x == 0 or x >= 1, "must be 0 (disabled) or at least 1"),
     "report_max_files": UNLIMITED_IF_ZERO,
     "report_max_bytes": UNLIMITED_IF_ZERO,

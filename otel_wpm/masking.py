@@ -302,7 +302,7 @@ class SecretMasker:
 
 
 def _words_of(name: str) -> list[str]:
-    """``"newPin"`` -> ``["new", "pin"]``; ``"HTTP_X_OTPCode"`` -> ``["http", "x", "otp", "code"]``."""
+    """``"newPin"`` -> ``["new", "pin"]``; ``"X_OTPCode"`` -> ``["x", "otp", "code"]``."""
     return _LETTERS.findall(_CAMEL_HUMP.sub("_", name).lower())
 
 

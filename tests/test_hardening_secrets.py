@@ -82,6 +82,8 @@ SECRETS = {
     # GraphQL inline arguments
     "GraphQL password in a JSON body": "S3crGraphQlBody103",
     "GraphQL password in the query string": "S3crGraphQlQuery104",
+    # a shape given by mask_value_patterns
+    "mask_value_patterns match in a header": "ACME-S3cr105",
 }
 
 
@@ -132,6 +134,7 @@ def secrets_in_values_requests() -> list[bytes]:
         f"X-Forwarded-Uri: /oauth/cb?state=1&code={SECRETS['X-Forwarded-Uri code']}",
         f"X-Upstream: Bearer {SECRETS['Bearer in another header']}",
         f"X-Amz-Id: {SECRETS['AWS access key id in a header']}",
+        f"X-Licence: {SECRETS['mask_value_patterns match in a header']}",
     ]
     redirect = quote(f"/cb?token={SECRETS['percent-encoded redirect token']}", safe="")
     graphql_query = quote(
@@ -205,6 +208,7 @@ def sinks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sinks]:
             alert_window_days=1,
             report_base_url="http://reports.example.com",
             trace_url_template="http://traces.example.com/trace/{trace_id}",
+            mask_value_patterns=[r"\bACME-\w+"],
         )
         trace_ids = []
         with served(make_app(), config) as watched:

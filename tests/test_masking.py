@@ -499,3 +499,14 @@ def test_a_secret_parameter_nested_in_redirects_never_survives(name: str, wrappe
         else:
             value = f"return_to={quote(value, safe='')}"
     assert SECRET not in SecretMasker().mask_value(value)
+
+
+def test_mask_value_patterns_is_a_setting_checked_at_start_up() -> None:
+    from otel_wpm.config import Config, ConfigError
+
+    config = Config.from_env({"WPM_MASK_VALUE_PATTERNS": r'["\\bACME-[0-9]{6}\\b", "x{1,2}"]'})
+    assert config.mask_value_patterns == (r"\bACME-[0-9]{6}\b", "x{1,2}")
+    with pytest.raises(ConfigError, match=r"WPM_MASK_VALUE_PATTERNS .*'\(unclosed'"):
+        Config.from_env({"WPM_MASK_VALUE_PATTERNS": "(unclosed"})
+    with pytest.raises(ConfigError, match="mask_value_patterns"):
+        Config(mask_value_patterns=["[z-a]"])

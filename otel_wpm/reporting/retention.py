@@ -48,7 +48,7 @@ except ImportError:  # pragma: no cover - Windows: passes are not serialised
 logger = logging.getLogger(__name__)
 _failures = LogOnce(logger)
 _LOCK_FAILURE = "retention-lock"
-_PASS_FAILURE = "retention-pass"
+_PRUNE_FAILURE = "retention-prune"
 # The fallback when the lock file is unusable: one lock a directory, in this process.
 _PROCESS_LOCKS: dict[Path, threading.Lock] = {}
 _PROCESS_LOCKS_GUARD = threading.Lock()
@@ -246,13 +246,13 @@ class Retention:
             result = self.prune()
         except OSError as exc:
             _failures.warning(
-                (_PASS_FAILURE, str(self.directory)),
+                (_PRUNE_FAILURE, str(self.directory)),
                 "otel-wpm cannot prune reports in %s: %s",
                 self.directory,
                 exc.strerror or exc,
             )
             return None
-        _failures.recovered(_PASS_FAILURE, "otel-wpm prunes reports in %s again", self.directory)
+        _failures.recovered(_PRUNE_FAILURE, "otel-wpm prunes reports in %s again", self.directory)
         return result
 
     def prune(self, wait: bool = False) -> Optional[PruneResult]:
