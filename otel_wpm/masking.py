@@ -66,7 +66,7 @@ from opentelemetry.util.http import (
     get_custom_headers,
 )
 
-__all__ = ["MASK", "TOO_DEEP", "MAX_JSON_DEPTH", "SecretMasker", "compile_value_patterns"]
+__all__ = ["MASK", "TOO_DEEP", "MAX_JSON_DEPTH", "SecretMasker"]
 
 _log = logging.getLogger(__name__)
 
@@ -129,9 +129,8 @@ SECRET_VALUE_PATTERNS = (
 _SUBSTRING_RE = re.compile("|".join(SECRET_SUBSTRINGS), re.IGNORECASE)
 _CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _LETTERS = re.compile(r"[a-z]+")
-_URL_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _HOST_HEADER_RE = re.compile(r"(?:^|[-_])host$", re.IGNORECASE)
-# "scheme://" or "//", then an authority holding "@": the userinfo is group 2.
+# "scheme://" or "//", then an authority holding "@" (the last "@" ends the userinfo).
 _USERINFO_RE = re.compile(r"((?:\b[A-Za-z][A-Za-z0-9+.\-]*:)?//)([^/?#@\s]*(?:@[^/?#@\s]*)*)@")
 # "name=value" at the start or after "?", "&", "#" or ";" (query, fragment, matrix).
 _PARAMETER_RE = re.compile(r"(^|[?&#;]\s*)([^=&?#;\s]*)=([^&#;\s]*)")
@@ -148,12 +147,12 @@ _CARD_PREFIX_RE = re.compile(r"4|5[0-8]|2[2-7]|3[0-9]|6")
 Pairs = Union[Mapping[str, Any], Iterable[tuple[str, Any]]]
 
 
-def compile_value_patterns(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
-    """Compile ``patterns`` (``re.error`` names the bad one): the built-in shapes come first."""
+def _compile_value_patterns(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
+    """The built-in shapes, then ``patterns`` (checked by Config when they are settings)."""
     return tuple(re.compile(pattern) for pattern in (*SECRET_VALUE_PATTERNS, *patterns))
 
 
-_BUILTIN_VALUE_PATTERNS = compile_value_patterns(())
+_BUILTIN_VALUE_PATTERNS = _compile_value_patterns(())
 
 
 class SecretMasker:
@@ -170,7 +169,7 @@ class SecretMasker:
         self._sanitize_re = _compile_sanitize_patterns(sanitize_patterns)
         value_patterns = list(value_patterns)
         self._value_patterns = (
-            compile_value_patterns(value_patterns) if value_patterns else _BUILTIN_VALUE_PATTERNS
+            _compile_value_patterns(value_patterns) if value_patterns else _BUILTIN_VALUE_PATTERNS
         )
 
     @classmethod

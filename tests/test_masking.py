@@ -501,3 +501,11 @@ def test_mask_value_patterns_is_a_setting_checked_at_start_up() -> None:
         Config.from_env({"WPM_MASK_VALUE_PATTERNS": "(unclosed"})
     with pytest.raises(ConfigError, match="mask_value_patterns"):
         Config(mask_value_patterns=["[z-a]"])
+
+
+def test_basic_followed_by_a_word_stays_bearer_never_does(masker: SecretMasker) -> None:
+    assert masker.mask_value("Basic configuration needed") == "Basic configuration needed"
+    assert masker.mask_value("Bearer abc.def") == f"Bearer {MASK}"
+    assert SecretMasker.mask_text("401 for Authorization: Bearer abc.def", []) == (
+        f"401 for Authorization: Bearer {MASK}"
+    )
