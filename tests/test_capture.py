@@ -9,17 +9,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pytest
 import requests
+from apps.watched import Watched, served
 from hypothesis import given
 from hypothesis import strategies as st
-from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
-from opentelemetry.sdk.trace import TracerProvider
-from wsgi_servers import serve_threaded
 
-from otel_wpm import Config, ProfilingSpanProcessor
+from otel_wpm import Config
 from otel_wpm.capture.request import RecordingInput, find_wsgi_environ, snapshot, start_recording
 
 reads = st.lists(
@@ -145,36 +143,27 @@ IO_KINDS = (io.IOBase, io.RawIOBase, io.BufferedIOBase, io.TextIOBase)
 BODY = b'{"first": "line",\n "second": "recorded too"}'
 
 
-def _post_through(app: Any, slow: str = "0") -> dict[str, Any]:
-    with serve_threaded(app) as url:
+def _post_through(config: Optional[Config], slow: str = "0") -> tuple[dict[str, Any], Watched]:
+    with served(stream_app, config) as watched:
         response = requests.post(
-            url + "/upload",
+            watched.url + "/upload",
             data=BODY,
             headers={"Content-Type": "application/json", "X-Slow": slow, "Connection": "close"},
             timeout=30,
         )
-    assert response.status_code == 200, response.text
-    return dict(response.json())
+        assert response.status_code == 200, response.text
+        watched.server_spans()
+    return dict(response.json()), watched
 
 
 def test_next_with_and_attributes_work_as_without_the_monitor(tmp_path: Path) -> None:
-    baseline_provider = TracerProvider()
-    baseline = _post_through(OpenTelemetryMiddleware(stream_app, tracer_provider=baseline_provider))
-    processor = ProfilingSpanProcessor(
-        Config(threshold_seconds=0.05, local_output_dir=str(tmp_path), capture_body_bytes=4096)
-    )
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
-    try:
-        seen = _post_through(OpenTelemetryMiddleware(stream_app, tracer_provider=provider), "0.1")
-        assert processor.force_flush(30_000)
-    finally:
-        provider.shutdown()
-        baseline_provider.shutdown()
+    baseline, _ = _post_through(None)
+    config = Config(threshold_seconds=0.05, local_output_dir=str(tmp_path), capture_body_bytes=4096)
+    seen, watched = _post_through(config, slow="0.1")
     assert seen == baseline
     assert seen["first"] == '{"first": "line",\n' and seen["same_object_entered"]
     assert "IOBase" in seen["kinds"]
-    (report,) = tmp_path.glob("*.html")
+    (report,) = watched.reports()
     assert "recorded too" in report.read_text(encoding="utf-8")  # both reads were recorded
 
 

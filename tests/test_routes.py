@@ -13,16 +13,18 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
 from apps.hardening_app import alert_lines
-from apps.helpers import report_files, report_metadata
+from apps.helpers import report_metadata
+from apps.watched import Watched, watch
 from flask import Flask, request
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
-from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from span_capture import WaitableSpanExporter
 from wsgi_servers import serve_threaded
 
 from otel_wpm import Config, PerformanceMonitor, ProfilingSpanProcessor
@@ -167,26 +169,22 @@ def slow_flask_app() -> Flask:
     return app
 
 
-def _facade(app: Flask, config: Config) -> Callable[[], bool]:
-    monitor = PerformanceMonitor(config)
-    app.wsgi_app = monitor.create_middleware()(app.wsgi_app)  # type: ignore[method-assign]
-    return monitor.flush
+def _facade(app: Flask, config: Config) -> Watched:
+    return watch(app, monitor=PerformanceMonitor(config))
 
 
-def _wsgi_middleware(app: Flask, config: Config) -> Callable[[], bool]:
-    provider = TracerProvider()
+def _wsgi_middleware(app: Flask, config: Config) -> Watched:
+    return watch(app, config)
+
+
+def _flask_instrumentor(app: Flask, config: Config) -> Watched:
+    provider = TracerProvider(shutdown_on_exit=False)
     processor = ProfilingSpanProcessor(config)
     provider.add_span_processor(processor)
-    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
-    return lambda: processor.force_flush(30_000)
-
-
-def _flask_instrumentor(app: Flask, config: Config) -> Callable[[], bool]:
-    provider = TracerProvider()
-    processor = ProfilingSpanProcessor(config)
-    provider.add_span_processor(processor)
+    exporter = WaitableSpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
     FlaskInstrumentor().instrument_app(app, tracer_provider=provider)
-    return lambda: processor.force_flush(30_000)
+    return Watched(app, provider, exporter, processor)
 
 
 WAYS_IN = {
@@ -203,15 +201,14 @@ class Run:
 
 
 def _run(way_in: str, output_dir: Path, paths: list[str], **settings: Any) -> Run:
-    app = slow_flask_app()
     config = Config(threshold_seconds=0.1, local_output_dir=str(output_dir), **settings)
-    flush = WAYS_IN[way_in](app, config)
-    with serve_threaded(app) as url:
+    watched = WAYS_IN[way_in](slow_flask_app(), config)
+    with serve_threaded(watched.wsgi) as url:
         assert requests.get(url + "/fast", timeout=30).text == "fast"
         for path in paths:
             requests.get(url + path, headers={"X-Slow": "0.2"}, timeout=30)
-    assert flush()
-    return Run(report_files(output_dir), alert_lines(output_dir))
+        watched.server_spans(len(paths) + 1)  # exported, their reports and alerts handled
+    return Run(watched.reports(), alert_lines(output_dir))
 
 
 @pytest.mark.usefixtures("fresh_globals")
