@@ -2,9 +2,11 @@
 
 Runs on the **request thread** (``ProfilingSpanProcessor.on_start`` /
 ``on_end``: :mod:`.inflight`, :mod:`.request`, :mod:`.semconv`, :mod:`.precise`)
-and on the **sampler thread** (:mod:`.sampler`, one a process).
+and on the **sampler thread** (:mod:`.sampler`, one a process; :mod:`.route`
+reads the framework's route template there while the request runs).
 
 Hands to :mod:`otel_wpm.reporting`: an ended slow request's
 :class:`~.inflight.InFlightRequest` (its samples or pyinstrument session, its
-WSGI environ and recorded body), read through :mod:`.semconv`.
+WSGI environ, route template and recorded body), read through :mod:`.semconv`
+and :mod:`.route`.
 """
