@@ -332,3 +332,14 @@ def test_a_forked_child_delivers_its_own_alerts(
     assert routes == ["/parent", "/child"]
     dispatcher.submit(make_alert(route="/parent-again"))
     assert dispatcher.flush(timeout=10)
+
+
+def test_the_dedup_key_is_per_service_and_route_and_no_route_ignores_the_method(
+    make_alert: MakeAlert,
+) -> None:
+    """Two services sharing a Redis store keep their own windows; scanners share one."""
+    assert make_alert(service="shop").dedup_key != make_alert(service="billing").dedup_key
+    assert make_alert(method="GET").dedup_key != make_alert(method="POST").dedup_key
+    get_404 = make_alert(method="GET", route="(no route: 404)", status=404)
+    post_404 = make_alert(method="POST", route="(no route: 404)", status=404)
+    assert get_404.dedup_key == post_404.dedup_key

@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+from ..capture.route import is_no_route_key
+
 
 @dataclass(frozen=True)
 class HotFrame:
@@ -55,7 +57,13 @@ class Alert:
 
     @property
     def dedup_key(self) -> str:
-        return f"{self.method} {self.route}"
+        """One window per service and route; requests no route matched share one per status.
+
+        The service is part of the key because a Redis store may be shared by services.
+        """
+        if is_no_route_key(self.route):
+            return f"{self.service} {self.route}"  # any method: scanners try them all
+        return f"{self.service} {self.method} {self.route}"
 
 
 def test_alert(service: str, trace_url_template: Optional[str]) -> Alert:

@@ -123,5 +123,13 @@ def route_key(template: Optional[str], path: str, status: Optional[int]) -> str:
     if template:
         return template
     if matched_no_route(template, status):
-        return f"(no route: {status})"
+        return f"{_NO_ROUTE_PREFIX}{status})"
     return normalised_path(path)
+
+
+_NO_ROUTE_PREFIX = "(no route: "
+
+
+def is_no_route_key(key: str) -> bool:
+    """Whether :func:`route_key` gave ``key`` to a request no route matched."""
+    return key.startswith(_NO_ROUTE_PREFIX)
