@@ -77,6 +77,10 @@ def metadata(slow: SlowRequest, masker: SecretMasker) -> dict[str, Any]:
         "span_id": slow.span_id,
         "trace_url": slow.trace_url,
         "in_flight": slow.in_flight,
+        "top_frames": [
+            {"function": frame.function, "location": frame.location, "seconds": round(frame.seconds, 6)}
+            for frame in hot_frames(slow.profile.session)
+        ],
     }
 
 
