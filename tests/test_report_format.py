@@ -89,9 +89,10 @@ def test_every_name_the_writer_makes_is_one_readers_recognise(
 
 def test_the_reader_knows_every_field_the_writer_writes(session: Any) -> None:
     slow = slow_request("http://shop/search?q=1", session)
-    written = metadata(slow, SecretMasker())
+    hot = hot_frames(session)
+    written = metadata(slow, SecretMasker(), hot)
 
-    page = render_report(slow, SecretMasker(), hot_frames(session)).encode()
+    page = render_report(slow, SecretMasker(), hot).encode()
 
     assert len(page) > METADATA_READ_BYTES
     assert set(written) <= set(METADATA_FIELDS)

@@ -116,9 +116,13 @@ class ReportFile:
     """One report file as seen by ``os.scandir``."""
 
     name: str
-    path: Path
+    directory: Path
     mtime: float
     size: int
+
+    @property
+    def path(self) -> Path:
+        return self.directory / self.name
 
 
 def scan(
@@ -126,8 +130,9 @@ def scan(
 ) -> list[ReportFile]:
     """The report files (or other ``matches``) directly in ``directory``, if it exists."""
     reports = []
+    folder = Path(directory)
     try:
-        entries = list(os.scandir(directory))
+        entries = list(os.scandir(folder))
     except FileNotFoundError:
         return []
     for entry in entries:
@@ -139,7 +144,7 @@ def scan(
             stat = entry.stat(follow_symlinks=False)
         except FileNotFoundError:  # removed by another process meanwhile
             continue
-        reports.append(ReportFile(entry.name, Path(entry.path), stat.st_mtime, stat.st_size))
+        reports.append(ReportFile(entry.name, folder, stat.st_mtime, stat.st_size))
     return reports
 
 
