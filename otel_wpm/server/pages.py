@@ -50,7 +50,7 @@ padding:6px 14px 6px 0;white-space:nowrap;vertical-align:bottom}
 td{padding:5px 14px 5px 0;border-bottom:1px solid #eaeef2;vertical-align:middle}
 tbody tr:hover td{background:#f6f8fa}
 .num{text-align:right;white-space:nowrap}.nowrap{white-space:nowrap}
-.route{max-width:34em;word-break:break-all}.route small{display:block;color:#656d76}
+.route{min-width:12em;max-width:34em;overflow-wrap:anywhere}.route small{display:block;color:#656d76}
 .muted,.note{color:#656d76}.note{margin:.4em 0 .8em}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 form{margin:.6em 0 .4em;display:flex;flex-wrap:wrap;gap:.4em 1em;align-items:center}
@@ -60,9 +60,10 @@ input[type=submit]{background:#f6f8fa;cursor:pointer}
 .figures{display:flex;flex-wrap:wrap;gap:.6em 2.2em;margin:.8em 0}
 .figures div{display:flex;flex-direction:column}.figures b{font-size:1.25em;font-weight:600}
 .figures span{color:#656d76;font-size:12px}
+.plots{display:flex;flex-wrap:wrap;gap:0 2.5em}
 svg.plot{display:block;max-width:100%;height:auto}svg.plot circle{fill:#2f6fb3;fill-opacity:.7}
 svg.plot a:hover circle{fill:#c2410c;fill-opacity:1}
-svg.spark,svg.share{vertical-align:middle}
+svg.spark,svg.share{vertical-align:middle}.err{color:#c2410c}
 </style>"""
 
 
@@ -84,14 +85,18 @@ def route_href(root: str, key: RouteKey) -> str:
     return f"{root}/route?" + urlencode(key._asdict())
 
 
-def when(seconds: float) -> str:
-    """A moment as ``2024-05-01 12:03:00`` (UTC); empty when unknown."""
+def when(seconds: float, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A moment as ``2024-05-01 12:03:00`` (UTC), or in ``fmt``; empty when unknown."""
     if not seconds:
         return ""
     try:
-        return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime(fmt)
     except (ValueError, OverflowError, OSError):
         return ""
+
+
+_MINUTE = "%Y-%m-%d %H:%M"
+_DAY = "%Y-%m-%d"
 
 
 def _seconds(value: Optional[float]) -> str:
@@ -152,7 +157,8 @@ def _report_row(entry: Entry, root: str) -> str:
         f"<td class='nowrap'>{_e(when(entry.started))}</td>",
         f"<td>{_e(entry.text('method'))}</td>",
         f"<td class='route'>{route_cell}</td>",
-        f"<td>{_e(status_text)}</td>",
+        f"<td{' class=err' if isinstance(status, int) and status >= 500 else ''}>"
+        f"{_e(status_text)}</td>",
         f"<td class='num'>{_e(f'{duration:.3f} s') if duration is not None else ''}</td>",
         f'<td><a href="{_e(root)}/trace/{_e(trace_id)}"><code>{_e(trace_id)}</code></a></td>',
         f'<td><a href="{_e(report_href(root, entry.file.name))}">report</a></td>',
@@ -171,7 +177,9 @@ def reports_table(entries: Sequence[Entry], root: str) -> str:
 
 
 def _pager(shown: ListPage, link: str) -> str:
-    """Links to the newest, newer and older pages; ``link`` is the list's URL before ``?``."""
+    """Links to the newest, newer and older pages; ``link`` is the list's own URL."""
+    if shown.newer is None and shown.older is None:
+        return ""
     parts = [f"<a href='{_e(link)}'>Newest</a>"]
     if shown.newer is not None:
         parts.append(f"<a href='{_e(link)}{_e(_joined(link, 'newer_than', shown.newer))}'>"
@@ -325,8 +333,8 @@ def _overview_row(summary: RouteSummary, axis: tuple[float, float], root: str) -
         f"<td class='nowrap'>{share_bar(summary.cpu_share)}</td>",
         f"<td class='num'>{_span_share(summary, 'db')}</td>",
         f"<td class='num'>{_span_share(summary, 'http')}</td>",
-        f"<td class='nowrap'>{_e(when(summary.first_seen))}</td>",
-        f"<td class='nowrap'>{_e(when(summary.last_seen))}</td>",
+        f"<td class='nowrap'>{_e(when(summary.first_seen, _MINUTE))}</td>",
+        f"<td class='nowrap'>{_e(when(summary.last_seen, _MINUTE))}</td>",
         f"<td>{sparkline(counts, title)}</td>",
     ]
     return "<tr>" + "".join(cells) + "</tr>"
@@ -371,8 +379,8 @@ def overview_page(
         + "<th class='num'>Max</th><th>On CPU</th><th class='num'>In DB</th>"
         "<th class='num'>In HTTP</th><th>First seen (UTC)</th>"
         + _sort_heading(query, root, "last", "Last seen (UTC)").replace(" class='num'", "")
-        + f"<th>Slow requests over time<br><small class='muted'>{_e(when(axis[0]))} to "
-        f"{_e(when(axis[1]))}</small></th></tr></thead>"
+        + f"<th>Slow requests over time<br><small class='muted'>{_e(when(axis[0], _DAY))} to "
+        f"{_e(when(axis[1], _DAY))}</small></th></tr></thead>"
     )
     body = form + f"<p class='note'>{_e(note)}</p>"
     if rows:
@@ -423,8 +431,8 @@ def _figures(summary: RouteSummary) -> str:
         ("max", _seconds(summary.max)),
         ("on CPU", _percent(summary.cpu_share)),
         ("in DB / HTTP spans", shares),
-        ("first seen (UTC)", when(summary.first_seen)),
-        ("last seen (UTC)", when(summary.last_seen)),
+        ("first seen (UTC)", when(summary.first_seen, _MINUTE)),
+        ("last seen (UTC)", when(summary.last_seen, _MINUTE)),
     ]
     cells = "".join(f"<div><b>{_e(value)}</b><span>{_e(name)}</span></div>" for name, value in figures)
     return f"<div class='figures'>{cells}</div>"
@@ -450,7 +458,7 @@ def _scatter_section(summary: RouteSummary, root: str) -> str:
         note += f" The newest {SCATTER_DOTS} of {summary.count} reports."
     return (
         "<h2>Duration over time</h2>"
-        f"<p class='note'>{_e(note)}</p>{scatter(dots, threshold)}"
+        f"<p class='note'>{_e(note)}</p>{scatter(dots, threshold, width=640)}"
     )
 
 
@@ -460,7 +468,7 @@ def _histogram_section(summary: RouteSummary) -> str:
     return (
         "<h2>How long they took</h2>"
         f"<p class='note'>{len(summary.durations)} slow requests by duration.</p>"
-        + histogram(summary.durations)
+        + histogram(summary.durations, width=640, height=240)
     )
 
 
@@ -515,8 +523,11 @@ def route_page(
     body = (
         service
         + _figures(summary)
+        + "<div class='plots'><div>"
         + _scatter_section(summary, root)
+        + "</div><div>"
         + _histogram_section(summary)
+        + "</div></div>"
         + _hot_frames_section(summary)
         + _slow_spans_section(summary)
         + "<h2>Reports</h2>"

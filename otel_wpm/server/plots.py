@@ -47,7 +47,7 @@ def bucket_counts(times: Sequence[float], start: float, end: float, buckets: int
     return counts
 
 
-def sparkline(counts: Sequence[int], title: str, width: int = 120, height: int = 22) -> str:
+def sparkline(counts: Sequence[int], title: str, width: int = 160, height: int = 22) -> str:
     """One bar per count, scaled to the largest."""
     top = max(counts, default=0) or 1
     step = width / max(len(counts), 1)
