@@ -72,8 +72,13 @@ class Chromium:
     def __enter__(self) -> Chromium:
         self.profile.mkdir(parents=True, exist_ok=False)  # new and empty
         self._process = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}",
-             f"--window-size={self.width},{self.height}", "about:blank"],
+            [
+                CHROMIUM,
+                *FLAGS,
+                f"--user-data-dir={self.profile}",
+                f"--window-size={self.width},{self.height}",
+                "about:blank",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -155,8 +160,9 @@ class Chromium:
         navigation = self.call("Page.navigate", url=url)
         if "errorText" in navigation:
             raise RuntimeError(f"{url}: {navigation['errorText']}")
-        self._wait_for_event("Page.lifecycleEvent", name="networkIdle",
-                             loaderId=navigation["loaderId"])
+        self._wait_for_event(
+            "Page.lifecycleEvent", name="networkIdle", loaderId=navigation["loaderId"]
+        )
         visit = Visit(url)
         size = self.call("Page.getLayoutMetrics")["cssContentSize"]
         shot = self.call(
@@ -181,4 +187,6 @@ class Chromium:
             visit.console_errors.append("exception: " + params["exceptionDetails"]["text"])
         elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
             entry = params["entry"]
-            visit.console_errors.append(f"{entry['source']}: {entry['text']} {entry.get('url', '')}")
+            visit.console_errors.append(
+                f"{entry['source']}: {entry['text']} {entry.get('url', '')}"
+            )

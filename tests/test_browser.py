@@ -60,12 +60,16 @@ def write_reports(directory: Path) -> None:
                 "span_seconds": {"db": duration * (1 - cpu_share) * 0.7, "http": 0.05},
                 "slowest_spans": [{"name": "SELECT orders", "kind": "db", "duration_seconds": 0.3}],
                 "top_frames": [
-                    {"function": FRAMES[(i + index) % 7 % 3], "location": "shop/views.py:12",
-                     "seconds": duration / 2},
+                    {
+                        "function": FRAMES[(i + index) % 7 % 3],
+                        "location": "shop/views.py:12",
+                        "seconds": duration / 2,
+                    },
                 ],
             }
-            name = report_file_name(started, method, route, meta["trace_id"], meta["span_id"],
-                                    in_flight=False)
+            name = report_file_name(
+                started, method, route, meta["trace_id"], meta["span_id"], in_flight=False
+            )
             (directory / name).write_text(f"<html><head>{metadata_element(meta)}</head></html>")
 
 
@@ -116,7 +120,6 @@ def test_a_page_loads_without_errors_and_requests_nothing_elsewhere(
     ]
     assert outside == []
     assert visit.screenshot.startswith(b"\x89PNG")
-
 
 
 def test_the_checks_see_errors_and_requests_elsewhere(browser: Chromium) -> None:

@@ -131,7 +131,9 @@ def test_records_keep_only_the_keys_readers_know() -> None:
     st.lists(st.text(max_size=3000), min_size=1, max_size=20),
     st.lists(st.text(max_size=3000), min_size=1, max_size=20),
 )
-def test_text_inside_records_is_cut_to_fit_the_budget(names: list[str], functions: list[str]) -> None:
+def test_text_inside_records_is_cut_to_fit_the_budget(
+    names: list[str], functions: list[str]
+) -> None:
     meta = {
         "slowest_spans": [{"name": name, "duration_seconds": 1.0} for name in names],
         "top_frames": [{"function": function, "seconds": 1.0} for function in functions],

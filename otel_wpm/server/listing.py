@@ -112,7 +112,9 @@ class ListQuery:
             params["min_duration"] = f"{self.min_duration:g}"
         return {key: value for key, value in params.items() if value}
 
-    def link(self, older_than: Optional[SortKey] = None, newer_than: Optional[SortKey] = None) -> str:
+    def link(
+        self, older_than: Optional[SortKey] = None, newer_than: Optional[SortKey] = None
+    ) -> str:
         """The query string of this list's page before or after a cursor."""
         params = self.filter_params()
         if older_than is not None:
@@ -139,7 +141,9 @@ def list_page(snapshot: Snapshot, query: ListQuery, size: int = PAGE_SIZE) -> Li
         after = list(islice(_matching(snapshot.oldest_first(query.newer_than), query), size + 1))
         shown = after[:size][::-1]
         more_newer = len(after) > size
-        more_older = _has_any(snapshot, replace(query, older_than=query.newer_than, newer_than=None))
+        more_older = _has_any(
+            snapshot, replace(query, older_than=query.newer_than, newer_than=None)
+        )
     else:
         before = list(islice(_matching(snapshot.newest_first(query.older_than), query), size + 1))
         shown = before[:size]

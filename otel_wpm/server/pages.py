@@ -30,7 +30,7 @@ from .routes import Recurring, RouteKey, RouteSummary, recurring, route_key
 
 ROUTES_PER_PAGE = 50
 #: The most reports a route's scatter plot shows (the newest).
-SCATTER_DOTS = 500
+SCATTER_DOTS = 400
 SPARK_BUCKETS = 40
 DASH = "—"
 
@@ -50,7 +50,8 @@ padding:6px 14px 6px 0;white-space:nowrap;vertical-align:bottom}
 td{padding:5px 14px 5px 0;border-bottom:1px solid #eaeef2;vertical-align:middle}
 tbody tr:hover td{background:#f6f8fa}
 .num{text-align:right;white-space:nowrap}.nowrap{white-space:nowrap}
-.route{min-width:12em;max-width:34em;overflow-wrap:anywhere}.route small{display:block;color:#656d76}
+.route{min-width:12em;max-width:34em;overflow-wrap:anywhere}
+.route small{display:block;color:#656d76}
 .muted,.note{color:#656d76}.note{margin:.4em 0 .8em}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 form{margin:.6em 0 .4em;display:flex;flex-wrap:wrap;gap:.4em 1em;align-items:center}
@@ -182,11 +183,13 @@ def _pager(shown: ListPage, link: str) -> str:
         return ""
     parts = [f"<a href='{_e(link)}'>Newest</a>"]
     if shown.newer is not None:
-        parts.append(f"<a href='{_e(link)}{_e(_joined(link, 'newer_than', shown.newer))}'>"
-                     "← Newer</a>")
+        parts.append(
+            f"<a href='{_e(link)}{_e(_joined(link, 'newer_than', shown.newer))}'>← Newer</a>"
+        )
     if shown.older is not None:
-        parts.append(f"<a href='{_e(link)}{_e(_joined(link, 'older_than', shown.older))}'>"
-                     "Older →</a>")
+        parts.append(
+            f"<a href='{_e(link)}{_e(_joined(link, 'older_than', shown.older))}'>Older →</a>"
+        )
     return "<p class='pager'>" + "".join(parts) + "</p>"
 
 
@@ -214,8 +217,9 @@ def _unreadable_note(snapshot: Snapshot) -> str:
     )
 
 
-def reports_page(snapshot: Snapshot, query: ListQuery, shown: ListPage, matching: int,
-                 root: str) -> bytes:
+def reports_page(
+    snapshot: Snapshot, query: ListQuery, shown: ListPage, matching: int, root: str
+) -> bytes:
     note = f"{matching} of {len(snapshot)} reports" + _unreadable_note(snapshot)
     if shown.entries:
         note += f"; {len(shown.entries)} shown, newest first"
@@ -434,7 +438,9 @@ def _figures(summary: RouteSummary) -> str:
         ("first seen (UTC)", when(summary.first_seen, _MINUTE)),
         ("last seen (UTC)", when(summary.last_seen, _MINUTE)),
     ]
-    cells = "".join(f"<div><b>{_e(value)}</b><span>{_e(name)}</span></div>" for name, value in figures)
+    cells = "".join(
+        f"<div><b>{_e(value)}</b><span>{_e(name)}</span></div>" for name, value in figures
+    )
     return f"<div class='figures'>{cells}</div>"
 
 
@@ -445,7 +451,7 @@ def _scatter_section(summary: RouteSummary, root: str) -> str:
             entry.started,
             entry.duration,
             report_href(root, entry.file.name),
-            f"{when(entry.started)} UTC, {entry.duration:.3f} s",
+            f"{when(entry.started, _MINUTE)}, {entry.duration:.3f} s",
         )
         for entry in newest
         if entry.duration is not None

@@ -188,14 +188,19 @@ def scatter(
         )
     if dots:
         fmt = _time_format(span)
-        parts += [frame.x_label(0, _time_label(start, fmt)), frame.x_label(1, _time_label(end, fmt))]
+        parts += [
+            frame.x_label(0, _time_label(start, fmt)),
+            frame.x_label(1, _time_label(end, fmt)),
+        ]
         if span > 0:
             parts.append(frame.x_label(0.5, _time_label(start + span / 2, fmt)))
     parts.append("</svg>")
     return "".join(parts)
 
 
-def histogram(durations: Sequence[float], bins: int = 24, width: int = 760, height: int = 200) -> str:
+def histogram(
+    durations: Sequence[float], bins: int = 24, width: int = 760, height: int = 200
+) -> str:
     """How many requests took how long, from 0 to the slowest."""
     frame = _Frame(width, height)
     longest = max(durations, default=0.0)

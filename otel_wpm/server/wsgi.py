@@ -12,7 +12,12 @@ Usage::
     #   DispatcherMiddleware(main_app, {"/reports": app(directory="performance_reports")})
 
 Only GET and HEAD are answered (405 otherwise); every response carries
-:data:`SECURITY_HEADERS`; nothing is ever written.
+:data:`SECURITY_HEADERS`, whose Content-Security-Policy allows no script: the
+browser's pages need none. Report files are served with
+:data:`REPORT_CONTENT_SECURITY_POLICY` instead, which allows their inline
+scripts and nothing from elsewhere. Nothing is ever written. Route summaries
+are computed once per index snapshot, so a page costs a directory listing when
+nothing changed.
 """
 
 from __future__ import annotations
