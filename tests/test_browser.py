@@ -122,6 +122,18 @@ def test_a_page_loads_without_errors_and_requests_nothing_elsewhere(
     assert visit.screenshot.startswith(b"\x89PNG")
 
 
+def test_a_click_on_a_dot_of_the_route_plot_opens_its_report(
+    browser: Chromium, base_url: str
+) -> None:
+    route = base_url + first_route_link(base_url)
+    browser.load(route)
+
+    opened = browser.click("svg.plot a circle")
+
+    assert re.fullmatch(re.escape(base_url) + r"/reports/[^/]+\.html", opened)
+    assert requests.get(opened, timeout=10).status_code == 200
+
+
 def test_the_checks_see_errors_and_requests_elsewhere(browser: Chromium) -> None:
     """A page that breaks both rules, so the test above can fail."""
 

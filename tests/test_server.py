@@ -663,7 +663,7 @@ def test_a_bad_report_file_is_listed_by_name_counted_logged_once_and_breaks_noth
         assert TRACE_B in page.text and "evil" in page.text
         assert "2 of 2 reports; 1 listed by file name only" in page.text
     assert overview.status_code == 200
-    assert "1 routes, 1 slow requests; 1 listed by file name only" in overview.text
+    assert "1 route, 1 slow request; 1 listed by file name only" in overview.text
     assert [r.levelno for r in caplog.records if bad in r.getMessage()] == [logging.WARNING]
     trace = requests.get(f"{base_url}/trace/{TRACE_B}", allow_redirects=False, timeout=10)
     assert trace.headers["Location"] == f"/reports/{bad}"

@@ -82,7 +82,8 @@ class ListQuery:
         older = params.get("older_than")
         newer = params.get("newer_than")
         return cls(
-            route=params.get("route", ""),
+            # on a route's page, "route" names the route (exact_route), it filters nothing
+            route=params.get("route", "") if exact_route is None else "",
             min_duration=min_duration,
             trace_id=trace_id.lower(),
             exact_route=exact_route,

@@ -82,6 +82,14 @@ def report_href(root: str, name: str) -> str:
     return f"{root}/reports/{quote(name)}"
 
 
+def route_label(key: RouteKey) -> str:
+    return f"{key.method} {key.route}".strip() or "(no route)"
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
 def route_href(root: str, key: RouteKey) -> str:
     return f"{root}/route?" + urlencode(key._asdict())
 
@@ -318,7 +326,7 @@ def _route_cell(summary: RouteSummary, root: str) -> str:
     service = f"<small>{_e(key.service)}</small>" if key.service else ""
     return (
         f"<td class='route'><a href=\"{_e(route_href(root, key))}\">"
-        f"{_e(key.method)} {_e(key.route)}</a>{service}</td>"
+        f"{_e(route_label(key))}</a>{service}</td>"
     )
 
 
@@ -366,7 +374,7 @@ def overview_page(
         max((s.last_seen for s in summaries), default=0.0),
     )
     note = (
-        f"{len(shown)} routes, {sum(s.count for s in shown)} slow requests"
+        f"{plural(len(shown), 'route')}, {plural(sum(s.count for s in shown), 'slow request')}"
         f"{_unreadable_note(snapshot)}; sorted by {SORTS[query.sort][0]}"
     )
     form = (
@@ -521,7 +529,7 @@ def route_page(
     shown: ListPage,
     root: str,
 ) -> bytes:
-    title = f"{key.method} {key.route}".strip() or "(no route)"
+    title = route_label(key)
     if summary is None:
         return page(title, "<p>No slow request of this route is in the directory.</p>", root)
     service = f"<p class='muted'>service {_e(key.service)}</p>" if key.service else ""
