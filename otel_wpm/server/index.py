@@ -159,10 +159,6 @@ class ReportIndex:
                 self._snapshot = Snapshot(entries, self._snapshot.version + 1)
             return self._snapshot
 
-    def entries(self) -> list[Entry]:
-        """All reports, newest first."""
-        return list(self.snapshot().newest_first())
-
     def for_trace(self, trace_id: str) -> list[Entry]:
         """The reports of one trace (``trace_id`` in lower-case hex), newest first."""
         files = [file for file in scan(self.directory) if trace_id_of(file.name) == trace_id]

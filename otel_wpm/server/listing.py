@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Optional
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
 from .index import Entry, Snapshot, SortKey
 from .routes import RouteKey, route_key
@@ -112,17 +112,6 @@ class ListQuery:
         if self.min_duration is not None:
             params["min_duration"] = f"{self.min_duration:g}"
         return {key: value for key, value in params.items() if value}
-
-    def link(
-        self, older_than: Optional[SortKey] = None, newer_than: Optional[SortKey] = None
-    ) -> str:
-        """The query string of this list's page before or after a cursor."""
-        params = self.filter_params()
-        if older_than is not None:
-            params["older_than"] = cursor_text(older_than)
-        if newer_than is not None:
-            params["newer_than"] = cursor_text(newer_than)
-        return urlencode(params)
 
 
 @dataclass(frozen=True)
