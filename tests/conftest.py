@@ -25,6 +25,7 @@ SLOW_SUITES = frozenset(
     {
         "test_auto_instrument.py",
         "test_bench.py",
+        "test_browser.py",
         "test_cli.py",
         "test_examples.py",
         "test_hardening_gunicorn.py",

@@ -192,5 +192,5 @@ def test_slow_trace_in_phoenix_links_to_its_report(
     assert missing.status_code == 404
     assert "no report for trace" in missing.text
 
-    index = requests.get(reports_base + "/", timeout=10).text
+    index = requests.get(reports_base + "/reports", timeout=10).text
     assert slow_trace in index and fast_trace not in index

@@ -89,13 +89,65 @@ def test_every_name_the_writer_makes_is_one_readers_recognise(
 
 def test_the_reader_knows_every_field_the_writer_writes(session: Any) -> None:
     slow = slow_request("http://shop/search?q=1", session)
-    written = metadata(slow, SecretMasker())
+    hot = hot_frames(session)
+    written = metadata(slow, SecretMasker(), hot)
 
-    page = render_report(slow, SecretMasker(), hot_frames(session)).encode()
+    page = render_report(slow, SecretMasker(), hot).encode()
 
     assert len(page) > METADATA_READ_BYTES
-    assert set(written) == set(METADATA_FIELDS)
+    assert set(written) <= set(METADATA_FIELDS)
     assert parse_metadata(page[:METADATA_READ_BYTES]) == written
+    assert written["top_frames"] and [f["function"] for f in written["top_frames"]] == [
+        frame.function for frame in hot
+    ]
+
+
+WHERE_TIME_WENT = {
+    "cpu_seconds": 0.6,
+    "wait_seconds": 0.4,
+    "span_seconds": {"db": 0.3, "http": 0.05, "other": 0.0},
+    "slowest_spans": [{"name": "SELECT orders", "kind": "db", "duration_seconds": 0.25}],
+    "top_frames": [{"function": "load_orders", "location": "shop/orders.py:12", "seconds": 0.5}],
+}
+
+
+def test_where_the_time_went_is_read_back_when_a_report_has_it() -> None:
+    written = metadata_element({"route": "/x", **WHERE_TIME_WENT}).encode()
+    older = metadata_element({"route": "/x"}).encode()
+
+    assert parse_metadata(written) == {"route": "/x", **WHERE_TIME_WENT}
+    assert parse_metadata(older) == {"route": "/x"}
+
+
+def test_records_keep_only_the_keys_readers_know() -> None:
+    span = {"name": "GET /api", "kind": "http", "duration_seconds": 0.1, "status": "ERROR"}
+    frame = {"function": "f", "seconds": 0.2, "extra": "\ud800"}
+
+    meta = parse_metadata(element(json.dumps({"slowest_spans": [span], "top_frames": [frame]})))
+
+    assert meta["slowest_spans"] == [{"name": "GET /api", "kind": "http", "duration_seconds": 0.1}]
+    assert meta["top_frames"] == [{"function": "f", "seconds": 0.2}]
+
+
+@given(
+    st.lists(st.text(max_size=3000), min_size=1, max_size=20),
+    st.lists(st.text(max_size=3000), min_size=1, max_size=20),
+)
+def test_text_inside_records_is_cut_to_fit_the_budget(
+    names: list[str], functions: list[str]
+) -> None:
+    meta = {
+        "slowest_spans": [{"name": name, "duration_seconds": 1.0} for name in names],
+        "top_frames": [{"function": function, "seconds": 1.0} for function in functions],
+    }
+
+    element_ = metadata_element(meta).encode()
+    read = parse_metadata(element_)
+
+    assert len(element_) <= METADATA_MAX_BYTES
+    assert len(read["slowest_spans"]) == len(names) and len(read["top_frames"]) == len(functions)
+    for span, name in zip(read["slowest_spans"], names):
+        assert span["name"] == name or name.startswith(span["name"][:-1])
 
 
 @pytest.mark.parametrize("character", ["a", "é", "\U0001f600", "<"])
@@ -150,6 +202,17 @@ def element(payload: str) -> bytes:
         (element('{"status": ' + "5" * 400 + "}"), "status"),
         (element('{"status": "200"}'), "status"),
         (element('{"in_flight": "no"}'), "in_flight"),
+        (element('{"cpu_seconds": -0.5}'), "cpu_seconds"),
+        (element('{"wait_seconds": "1"}'), "wait_seconds"),
+        (element('{"span_seconds": {"db": NaN}}'), "span_seconds"),
+        (element('{"span_seconds": {"\\ud800": 1}}'), "span_seconds"),
+        (element('{"span_seconds": [1, 2]}'), "span_seconds"),
+        (element('{"slowest_spans": {"name": "x"}}'), "slowest_spans"),
+        (element('{"slowest_spans": [{"kind": "db"}]}'), "slowest_spans"),
+        (element('{"slowest_spans": [{"name": "x", "duration_seconds": 1e400}]}'), "slowest"),
+        (element('{"top_frames": [{"function": "f"}' + ', {"function": "f"}' * 20 + "]}"), "top"),
+        (element('{"top_frames": [{"function": "\\udfff"}]}'), "top_frames"),
+        (element('{"top_frames": ["load_orders"]}'), "top_frames"),
         (element("{not json"), "not JSON"),
         (element("[1, 2]"), "not a JSON object"),
         (element("[" * 100_000 + "]" * 100_000), "not JSON"),

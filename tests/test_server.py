@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -13,13 +14,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 import requests
-from apps.helpers import clean_env, free_port, running_server, wait_until
+from apps.helpers import REPO_DIR, clean_env, free_port, running_server, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyinstrument import Profiler
@@ -31,10 +32,18 @@ from otel_wpm.capture.semconv import HttpFacts
 from otel_wpm.masking import SecretMasker
 from otel_wpm.reporting.profile import Profile, hot_frames
 from otel_wpm.reporting.render import render_report
-from otel_wpm.reporting.report_format import report_file_name
+from otel_wpm.reporting.report_format import metadata_element, report_file_name
 from otel_wpm.reporting.slow_request import SlowRequest
 from otel_wpm.reporting.store import ReportStore
-from otel_wpm.server import SECURITY_HEADERS, ReportDirectoryError, app, is_loopback, make_server
+from otel_wpm.server import (
+    SECURITY_HEADERS,
+    ReportDirectoryError,
+    ReportIndex,
+    app,
+    is_loopback,
+    make_server,
+)
+from otel_wpm.server.wsgi import REPORT_CONTENT_SECURITY_POLICY
 
 TRACE_A = "0af7651916cd43dd8448eb211c80319c"
 TRACE_B = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -90,6 +99,22 @@ def write_report(
     return name
 
 
+def write_metadata(directory: Path, meta: dict[str, Any], started: datetime) -> str:
+    """A report file holding only ``meta`` (plus its start time), as the report thread embeds it."""
+    meta = {"service": "shop", "method": "GET", "span_id": SPAN, **meta}
+    meta["start_time"] = started.isoformat()
+    name = report_file_name(
+        started,
+        meta["method"],
+        meta["route"],
+        meta["trace_id"],
+        meta["span_id"],
+        in_flight=bool(meta.get("in_flight")),
+    )
+    (directory / name).write_text(f"<html><head>{metadata_element(meta)}</head></html>")
+    return name
+
+
 @pytest.fixture
 def reports(tmp_path: Path) -> Path:
     directory = tmp_path / "reports"
@@ -121,42 +146,34 @@ def raw_get(base_url: str, path: bytes, method: bytes = b"GET") -> tuple[int, by
     return int(response.split(b" ", 2)[1]), response
 
 
-# --- index ---------------------------------------------------------------------------
+# --- report list ---------------------------------------------------------------------
 
 
-def test_index_lists_reports_newest_first_with_their_metadata(
+def test_report_list_shows_reports_newest_first_with_their_metadata(
     reports: Path, base_url: str, session: Any
 ) -> None:
     write_report(reports, TRACE_A, "/users/<id>", 1.25, when(1), session=session)
     write_report(reports, TRACE_B, "/orders", 3.5, when(3), status=503)
 
-    page = requests.get(base_url + "/", timeout=10).text
+    page = requests.get(base_url + "/reports", timeout=10).text
 
     assert page.index(TRACE_B) < page.index(TRACE_A)
     assert "/users/&lt;id&gt;" in page and "/orders" in page
     assert "1.250 s" in page and "3.500 s" in page and "503" in page
-    assert "2024-05-01T12:03:00+00:00" in page
+    assert "2024-05-01 12:03:00" in page
     assert f'href="/trace/{TRACE_A}"' in page
     assert f'href="http://jaeger.local/trace/{TRACE_A}"' in page
+    assert 'href="/route?service=shop&amp;method=GET&amp;route=%2Forders"' in page
     assert "2 of 2 reports" in page
 
 
-def test_index_escapes_everything_from_the_reports(reports: Path, base_url: str) -> None:
-    write_report(reports, TRACE_A, f"/p{EVIL}", 1.0, when(1))
-
-    page = requests.get(base_url + "/", params={"route": EVIL}, timeout=10).text
-
-    assert EVIL not in page
-    assert "&lt;img src=x onerror=alert(1)&gt;" in page
-
-
-def test_index_filters_by_route_duration_and_trace_id(reports: Path, base_url: str) -> None:
+def test_report_list_filters_by_route_duration_and_trace_id(reports: Path, base_url: str) -> None:
     write_report(reports, TRACE_A, "/users/<id>", 1.0, when(1))
     write_report(reports, TRACE_B, "/orders", 3.0, when(2))
     write_report(reports, TRACE_C, "/users/search", 5.0, when(3))
 
     def traces(**params: str) -> set[str]:
-        response = requests.get(base_url + "/", params=params, timeout=10)
+        response = requests.get(base_url + "/reports", params=params, timeout=10)
         assert response.status_code == 200
         return {t for t in (TRACE_A, TRACE_B, TRACE_C) if t in response.text}
 
@@ -167,49 +184,172 @@ def test_index_filters_by_route_duration_and_trace_id(reports: Path, base_url: s
     assert traces(trace_id=TRACE_A) == {TRACE_A}
 
 
+def test_links_to_the_former_filtered_index_lead_to_the_report_list(
+    reports: Path, base_url: str
+) -> None:
+    write_report(reports, TRACE_A, "/users/<id>", 1.0, when(1))
+    write_report(reports, TRACE_B, "/orders", 3.0, when(2))
+
+    response = requests.get(base_url + "/", params={"min_duration": "2"}, timeout=10)
+
+    assert [r.status_code for r in response.history] == [302]
+    assert response.url == base_url + "/reports?min_duration=2"
+    assert TRACE_B in response.text and TRACE_A not in response.text
+
+
 @pytest.mark.parametrize(
-    "params", [{"min_duration": "fast"}, {"min_duration": "-1"}, {"trace_id": "xyz"}]
+    ("path", "params"),
+    [
+        ("/reports", {"min_duration": "fast"}),
+        ("/reports", {"min_duration": "-1"}),
+        ("/reports", {"min_duration": "inf"}),
+        ("/reports", {"trace_id": "xyz"}),
+        ("/reports", {"older_than": "yesterday"}),
+        ("/reports", {"older_than": "nan_x.html"}),
+        ("/reports", {"newer_than": "1e999_x.html"}),
+        ("/", {"sort": "name"}),
+        ("/", {"page": "0"}),
+        ("/", {"page": "-3"}),
+        ("/route", {"route": "/x", "older_than": "x"}),
+    ],
 )
-def test_bad_filters_get_400(reports: Path, base_url: str, params: dict[str, str]) -> None:
-    response = requests.get(base_url + "/", params=params, timeout=10)
+def test_bad_parameters_get_400(
+    reports: Path, base_url: str, path: str, params: dict[str, str]
+) -> None:
+    response = requests.get(base_url + path, params=params, timeout=10)
 
     assert response.status_code == 400
+    assert "Bad request" in response.text
 
 
 def test_unreadable_metadata_falls_back_to_the_file_name(reports: Path, base_url: str) -> None:
     name = report_file_name(when(1), "POST", "/upload", TRACE_A, SPAN, in_flight=False)
     (reports / name).write_text("<html>" + "x" * 20000 + "</html>")
 
-    page = requests.get(base_url + "/", timeout=10).text
+    page = requests.get(base_url + "/reports", timeout=10).text
 
     assert TRACE_A in page and "POST" in page and "upload" in page
+    assert "2024-05-01 12:01:00" in page  # the start time in the file name
 
 
-def test_index_metadata_is_cached_by_name_mtime_and_size(reports: Path, base_url: str) -> None:
+def test_metadata_is_cached_by_name_mtime_and_size(reports: Path, base_url: str) -> None:
     name = write_report(reports, TRACE_A, "/first", 1.0, when(1))
     path = reports / name
-    assert "/first" in requests.get(base_url + "/", timeout=10).text
+    assert "/first" in requests.get(base_url + "/reports", timeout=10).text
     stat = path.stat()
 
     # same size and mtime: the cached metadata stands
     path.write_bytes(path.read_bytes().replace(b"/first", b"/other"))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert "/first" in requests.get(base_url + "/", timeout=10).text
+    assert "/first" in requests.get(base_url + "/reports", timeout=10).text
 
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    page = requests.get(base_url + "/", timeout=10).text
+    page = requests.get(base_url + "/reports", timeout=10).text
     assert "/other" in page and "/first" not in page
 
 
-def test_index_of_a_thousand_reports(reports: Path, base_url: str) -> None:
+def test_the_index_reads_only_new_and_changed_reports(tmp_path: Path) -> None:
+    first = write_metadata(tmp_path, {"route": "/a", "trace_id": TRACE_A}, when(1))
+    second = write_metadata(tmp_path, {"route": "/b", "trace_id": TRACE_B}, when(2))
+    index = ReportIndex(tmp_path)
+    before = index.snapshot()
+    assert index.snapshot() is before  # nothing changed: the same snapshot
+
+    (tmp_path / first).unlink()
+    third = write_metadata(tmp_path, {"route": "/c", "trace_id": TRACE_C}, when(3))
+    after = index.snapshot()
+
+    assert [entry.file.name for entry in after.newest_first()] == [third, second]
+    assert after.version == before.version + 1
+    assert after.entries[0] is before.entries[1]  # the unchanged report was not read again
+
+
+def rows_of(page: str) -> list[str]:
+    """The trace ids of the report rows of a list page, in order."""
+    return re.findall(r'href="/trace/([0-9a-f]{32})"', page)
+
+
+def older_link(page: str) -> Optional[str]:
+    match = re.search(r"<a href='([^']*)'>Older", page)
+    return html.unescape(match.group(1)) if match else None
+
+
+def newer_link(page: str) -> Optional[str]:
+    match = re.search(r"<a href='([^']*)'>← Newer", page)
+    return html.unescape(match.group(1)) if match else None
+
+
+def test_the_report_list_is_paged_and_pages_stay_put_when_reports_arrive(
+    reports: Path, base_url: str
+) -> None:
+    start = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    for i in range(250):
+        meta = {"route": "/r", "trace_id": f"{i:032x}", "duration_seconds": 1.0}
+        write_metadata(reports, meta, start + timedelta(seconds=i))
+
+    first = requests.get(base_url + "/reports", timeout=10).text
+    assert rows_of(first) == [f"{i:032x}" for i in range(249, 149, -1)]
+    assert "250 of 250 reports; 100 shown" in first
+    assert newer_link(first) is None
+    second_link = older_link(first)
+    assert second_link is not None
+
+    for i in range(250, 300):  # new reports arrive
+        meta = {"route": "/r", "trace_id": f"{i:032x}", "duration_seconds": 1.0}
+        write_metadata(reports, meta, start + timedelta(seconds=i))
+
+    second = requests.get(base_url + second_link, timeout=10).text
+    assert rows_of(second) == [f"{i:032x}" for i in range(149, 49, -1)]
+    third_link = older_link(second)
+    assert third_link is not None
+    third = requests.get(base_url + third_link, timeout=10).text
+    assert rows_of(third) == [f"{i:032x}" for i in range(49, -1, -1)]
+    assert older_link(third) is None
+
+    back_link = newer_link(second)
+    assert back_link is not None
+    back = requests.get(base_url + back_link, timeout=10).text
+    assert rows_of(back) == rows_of(first)
+    assert newer_link(back) is not None  # the 50 that arrived since
+
+
+def test_a_thousand_reports_are_listed_a_hundred_a_page(reports: Path, base_url: str) -> None:
     content = (reports / write_report(reports, TRACE_A, "/r", 1.0, when(1))).read_bytes()
     for i in range(999):
         name = report_file_name(when(2), "GET", "/r", f"{i:032x}", SPAN, in_flight=False)
         (reports / name).write_bytes(content)
 
-    page = requests.get(base_url + "/", timeout=30).text
+    page = requests.get(base_url + "/reports", timeout=30).text
 
     assert "1000 of 1000 reports" in page
+    assert len(rows_of(page)) == 100
+
+
+def test_ten_thousand_reports_first_pages_render_and_stay_small(tmp_path: Path) -> None:
+    directory = tmp_path / "reports"
+    bench = subprocess.run(
+        [sys.executable, str(REPO_DIR / "bench" / "browser.py"), "--dir", str(directory)]
+        + ["--reports", "10000", "--cold", "1", "--warm", "1"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bench.returncode == 0, bench.stdout + bench.stderr
+    assert "routes overview /" in bench.stdout and "KB" in bench.stdout
+
+    with serve_reports(directory) as url:
+        overview = requests.get(url + "/", timeout=60)
+        listing = requests.get(url + "/reports", timeout=60)
+        route_link = html.unescape(re.findall(r'<a href="(/route\?[^"]+)"', overview.text)[0])
+        route = requests.get(url + route_link, timeout=60)
+
+    for response in (overview, listing, route):
+        assert response.status_code == 200
+        assert len(response.content) < 200 * 1024, (response.url, len(response.content))
+    assert "10000 slow requests" in overview.text
+    assert "10000 of 10000 reports" in listing.text and len(rows_of(listing.text)) == 100
+    assert len(rows_of(route.text)) == 100
 
 
 def test_a_directory_that_does_not_exist_is_refused_at_start_up(tmp_path: Path) -> None:
@@ -220,12 +360,253 @@ def test_a_directory_that_does_not_exist_is_refused_at_start_up(tmp_path: Path) 
         make_server(tmp_path / "file", "127.0.0.1", 0)
 
 
-def test_index_of_a_directory_removed_while_serving(tmp_path: Path) -> None:
+def test_a_directory_removed_while_serving_shows_empty_pages(tmp_path: Path) -> None:
     (tmp_path / "gone").mkdir()
     with serve_reports(tmp_path / "gone") as url:
         (tmp_path / "gone").rmdir()
-        response = requests.get(url + "/", timeout=10)
-    assert response.status_code == 200 and "0 of 0 reports" in response.text
+        listing = requests.get(url + "/reports", timeout=10)
+        overview = requests.get(url + "/", timeout=10)
+    assert listing.status_code == 200 and "0 of 0 reports" in listing.text
+    assert overview.status_code == 200 and "No slow requests yet" in overview.text
+
+
+# --- routes overview -----------------------------------------------------------------
+
+
+def overview_rows(page: str) -> list[list[str]]:
+    """The overview's rows as lists of cell texts (tags removed)."""
+    body = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    return [
+        [
+            html.unescape(re.sub(r"<title>.*?</title>|<[^>]+>", "", cell)).strip()
+            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row)
+        ]
+        for row in re.findall(r"<tr>(.*?)</tr>", body)
+    ]
+
+
+def test_the_overview_has_a_row_per_route_with_its_numbers(reports: Path, base_url: str) -> None:
+    for i, duration in enumerate([1.0, 2.0, 3.0, 4.0]):
+        write_metadata(
+            reports,
+            {
+                "route": "/orders",
+                "trace_id": f"{i:032x}",
+                "duration_seconds": duration,
+                "cpu_seconds": duration * 0.25,
+                "wait_seconds": duration * 0.75,
+                "span_seconds": {"db": duration * 0.5, "http": 0.0, "other": 0.1},
+            },
+            when(i),
+        )
+    write_metadata(
+        reports, {"route": "/users/<id>", "trace_id": TRACE_A, "duration_seconds": 0.75}, when(30)
+    )
+    write_metadata(
+        reports,
+        {"route": "/users/<id>", "trace_id": TRACE_A, "method": "POST", "duration_seconds": 0.5},
+        when(31),
+    )
+
+    page = requests.get(base_url + "/", timeout=10).text
+
+    rows = overview_rows(page)
+    assert [row[0] for row in rows] == [
+        "GET /ordersshop",
+        "GET /users/<id>shop",
+        "POST /users/<id>shop",
+    ]
+    orders = rows[0]
+    assert orders[1:5] == ["4", "2.000 s", "4.000 s", "4.000 s"]  # count, p50, p95, max
+    assert orders[5] == "25%" and orders[6] == "50%" and orders[7] == "0%"
+    assert orders[8] == "2024-05-01 12:00" and orders[9] == "2024-05-01 12:03"
+    assert rows[1][5:8] == ["—", "—", "—"]  # these reports do not tell
+    assert page.count("<svg class='spark'") == 3
+    assert "4 slow requests from 2024-05-01 12:00:00 to 2024-05-01 12:31:00" in page
+    assert "3 routes, 6 slow requests" in page
+
+
+def test_the_overview_sorts_by_count_p95_and_last_seen(reports: Path, base_url: str) -> None:
+    # /many: 3 quick ones long ago; /slow: 1 very slow; /recent: 2 medium, the latest
+    for i, (route, duration, minute) in enumerate(
+        [
+            ("/many", 1.0, 1),
+            ("/many", 1.0, 2),
+            ("/many", 1.0, 3),
+            ("/slow", 9.0, 4),
+            ("/recent", 2.0, 5),
+            ("/recent", 2.0, 50),
+        ]
+    ):
+        meta = {"route": route, "trace_id": f"{i:032x}", "duration_seconds": duration}
+        write_metadata(reports, meta, when(minute))
+
+    def order(sort: Optional[str]) -> list[str]:
+        params = {"sort": sort} if sort else {}
+        page = requests.get(base_url + "/", params=params, timeout=10).text
+        return [row[0].removeprefix("GET ").removesuffix("shop") for row in overview_rows(page)]
+
+    assert order(None) == order("count") == ["/many", "/recent", "/slow"]
+    assert order("p95") == ["/slow", "/recent", "/many"]
+    assert order("last") == ["/recent", "/slow", "/many"]
+    page = requests.get(base_url + "/", params={"sort": "p95"}, timeout=10).text
+    assert "href='/?sort=last'" in page and "href='/'" in page
+
+
+def test_a_request_reported_while_running_counts_once(reports: Path, base_url: str) -> None:
+    running = {"route": "/hang", "trace_id": TRACE_A, "duration_seconds": 5.0, "in_flight": True}
+    write_metadata(reports, running, when(1))
+    write_metadata(reports, {**running, "in_flight": False, "duration_seconds": 7.0}, when(1))
+    write_metadata(reports, {**running, "trace_id": TRACE_B}, when(2))  # still running
+
+    rows = overview_rows(requests.get(base_url + "/", timeout=10).text)
+
+    assert rows[0][1:5] == ["2", "5.000 s", "7.000 s", "7.000 s"]
+
+
+def test_the_overview_is_paged_and_filtered_by_route(reports: Path, base_url: str) -> None:
+    for i in range(120):
+        write_metadata(
+            reports,
+            {"route": f"/r{i:03d}", "trace_id": f"{i:032x}", "duration_seconds": 1.0},
+            when(i % 60),
+        )
+
+    first = requests.get(base_url + "/", params={"sort": "p95"}, timeout=10).text
+    third = requests.get(base_url + "/", params={"sort": "p95", "page": "3"}, timeout=10).text
+    found = requests.get(base_url + "/", params={"route": "R11"}, timeout=10).text
+
+    assert len(overview_rows(first)) == 50 and len(overview_rows(third)) == 20
+    assert "Page 1 of 3" in first and "href='/?sort=p95&amp;page=2'" in first
+    assert [row[0] for row in overview_rows(found)] == [f"GET /r11{i}shop" for i in range(10)]
+
+
+# --- a route -------------------------------------------------------------------------
+
+
+def test_the_route_page_plots_each_report_and_names_the_recurring_hot_frame(
+    reports: Path, base_url: str
+) -> None:
+    frames = [
+        [
+            {"function": "load_orders", "location": "shop/orders.py:12", "seconds": 0.8},
+            {"function": "render", "location": "shop/views.py:40", "seconds": 0.1},
+        ],
+        [{"function": "load_orders", "location": "shop/orders.py:12", "seconds": 0.5}],
+        [
+            {"function": "render", "location": "shop/views.py:40", "seconds": 0.9},
+            {"function": "load_orders", "location": "shop/orders.py:12", "seconds": 0.2},
+        ],
+    ]
+    names = [
+        write_metadata(
+            reports,
+            {
+                "route": "/orders",
+                "trace_id": f"{i:032x}",
+                "duration_seconds": 1.0 + i,
+                "threshold_seconds": 0.5,
+                "top_frames": top,
+                "slowest_spans": [{"name": "SELECT orders", "kind": "db", "duration_seconds": 0.4}],
+            },
+            when(i),
+        )
+        for i, top in enumerate(frames)
+    ]
+    write_metadata(
+        reports, {"route": "/other", "trace_id": TRACE_A, "duration_seconds": 1.0}, when(9)
+    )
+
+    overview = requests.get(base_url + "/", timeout=10).text
+    link = html.unescape(re.search(r'<a href="(/route\?[^"]*orders)"', overview).group(1))
+    response = requests.get(base_url + link, timeout=10)
+
+    assert response.status_code == 200
+    page = response.text
+    assert "<h1>GET /orders</h1>" in page
+    for name in names:  # a dot per report, linking to it
+        assert f"<a href='/reports/{name}'><circle" in page
+    assert page.count("<circle") == 3
+    assert page.count("<rect") >= 2  # the histogram's bars
+    assert "<code>load_orders</code> is the top frame in 2 of 3 reports" in page
+    assert "SELECT orders" in page and "3 of 3" in page  # the slowest span in each
+    assert rows_of(page) == [f"{i:032x}" for i in (2, 1, 0)]
+    assert TRACE_A not in page
+
+
+def test_a_route_without_reports_gets_a_404_page(reports: Path, base_url: str) -> None:
+    response = requests.get(base_url + "/route", params={"route": "/none"}, timeout=10)
+
+    assert response.status_code == 404
+    assert "No slow request of this route" in response.text
+
+
+def test_the_route_page_of_many_reports_plots_the_newest_400(reports: Path, base_url: str) -> None:
+    start = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    for i in range(600):
+        write_metadata(
+            reports,
+            {"route": "/busy", "trace_id": f"{i:032x}", "duration_seconds": 1.0},
+            start + timedelta(minutes=i),
+        )
+
+    response = requests.get(
+        base_url + "/route",
+        params={"service": "shop", "method": "GET", "route": "/busy"},
+        timeout=10,
+    )
+
+    assert response.text.count("<circle") == 400
+    assert "The newest 400 of 600 reports." in response.text
+    assert len(rows_of(response.text)) == 100 and older_link(response.text) is not None
+    second = requests.get(base_url + older_link(response.text), timeout=10).text
+    assert rows_of(second)[0] == f"{499:032x}"
+
+
+# --- everything from a report is escaped ---------------------------------------------
+
+XSS_ROUTES = [
+    EVIL,
+    '/x"><script>alert(1)</script>',
+    "/x'><svg onload=alert(1)>",
+    "</title></svg><script>alert(1)</script>",
+    "/x?a=1&b=<b>",
+]
+
+
+@pytest.mark.parametrize("route", XSS_ROUTES)
+def test_an_attackers_route_name_is_escaped_on_every_page(
+    reports: Path, base_url: str, route: str
+) -> None:
+    meta = {
+        "route": route,
+        "service": "<b>svc</b>",
+        "method": "<i>GET</i>",
+        "trace_id": TRACE_A,
+        "duration_seconds": 1.0,
+        "top_frames": [{"function": "<script>f</script>", "location": route}],
+        "slowest_spans": [{"name": route, "kind": "<db>", "duration_seconds": 0.5}],
+        "span_seconds": {"<db>": 0.5},
+    }
+    write_metadata(reports, meta, when(1))
+    write_metadata(reports, {**meta, "trace_id": TRACE_B}, when(2))
+
+    overview = requests.get(base_url + "/", params={"route": route}, timeout=10)
+    link = html.unescape(re.search(r'<a href="(/route\?[^"]*)"', overview.text).group(1))
+    pages = [
+        overview,
+        requests.get(base_url + link, timeout=10),
+        requests.get(base_url + "/reports", params={"route": route}, timeout=10),
+        requests.get(f"{base_url}/trace/{TRACE_A}", allow_redirects=False, timeout=10),
+    ]
+    listing = requests.get(base_url + "/reports", timeout=10)
+
+    assert pages[1].status_code == 200 and "is the top frame in 2 of 2" in pages[1].text
+    for response in [*pages, listing]:
+        text = response.text
+        for raw in (route, "<b>svc</b>", "<i>GET</i>", "<script>", "<db>"):
+            assert raw not in text, (response.url, raw)
+    assert html.escape(route) in pages[1].text
 
 
 # --- bad report files ----------------------------------------------------------------
@@ -273,21 +654,24 @@ def test_a_bad_report_file_is_listed_by_name_counted_logged_once_and_breaks_noth
     HOSTILE_FILES[kind](reports / bad)
 
     with caplog.at_level(logging.WARNING, logger="otel_wpm"):
-        pages = [requests.get(base_url + "/", timeout=10) for _ in range(2)]
+        lists = [requests.get(base_url + "/reports", timeout=10) for _ in range(2)]
+        overview = requests.get(base_url + "/", timeout=10)
 
-    for page in pages:
+    for page in lists:
         assert page.status_code == 200
         assert "/good" in page.text and "1.250 s" in page.text
         assert TRACE_B in page.text and "evil" in page.text
         assert "2 of 2 reports; 1 listed by file name only" in page.text
+    assert overview.status_code == 200
+    assert "1 route, 1 slow request; 1 listed by file name only" in overview.text
     assert [r.levelno for r in caplog.records if bad in r.getMessage()] == [logging.WARNING]
     trace = requests.get(f"{base_url}/trace/{TRACE_B}", allow_redirects=False, timeout=10)
     assert trace.headers["Location"] == f"/reports/{bad}"
 
 
-def wsgi_get(application: Any, path: str) -> tuple[str, bytes]:
+def wsgi_get(application: Any, path: str, query: str = "") -> tuple[str, bytes]:
     """``application``'s answer to GET ``path``, called in this process."""
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "", "SCRIPT_NAME": ""}
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query, "SCRIPT_NAME": ""}
     answer: list[str] = []
     body = b"".join(application(environ, lambda status, headers: answer.append(status)))
     return answer[0], body
@@ -302,25 +686,58 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
     max_leaves=10,
 )
-metadata_fields = st.sampled_from(["route", "duration_seconds", "status", "in_flight", "service"])
+metadata_fields = st.sampled_from(
+    [
+        "route",
+        "duration_seconds",
+        "status",
+        "in_flight",
+        "service",
+        "method",
+        "start_time",
+        "cpu_seconds",
+        "wait_seconds",
+        "span_seconds",
+        "slowest_spans",
+        "top_frames",
+    ]
+)
+record = st.dictionaries(
+    st.sampled_from(["name", "kind", "duration_seconds", "function", "location", "seconds"]),
+    json_values,
+)
+field_values = json_values | st.lists(record, max_size=4) | st.dictionaries(st.text(), json_values)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.binary(max_size=2000).map(lambda raw: METADATA_START.encode() + raw)
-    | st.dictionaries(metadata_fields, json_values).map(
-        lambda meta: with_metadata(json.dumps(meta))
+    st.lists(
+        st.binary(max_size=2000).map(lambda raw: METADATA_START.encode() + raw)
+        | st.dictionaries(metadata_fields, field_values).map(
+            lambda meta: with_metadata(json.dumps(meta))
+        ),
+        min_size=1,
+        max_size=3,
     )
 )
-def test_the_index_renders_whatever_a_report_file_holds(content: bytes) -> None:
+def test_every_page_renders_whatever_the_report_files_hold(contents: list[bytes]) -> None:
     with tempfile.TemporaryDirectory() as directory:
-        name = report_file_name(when(1), "GET", "/fuzz", TRACE_A, SPAN, in_flight=False)
-        Path(directory, name).write_bytes(content)
+        for i, content in enumerate(contents):
+            name = report_file_name(when(i), "GET", "/fuzz", TRACE_A, SPAN, in_flight=False)
+            Path(directory, name).write_bytes(content)
+        application = app(directory)
 
-        status, page = wsgi_get(app(directory), "/")
+        answers = {path: wsgi_get(application, path) for path in ("/", "/reports")}
+        for sort in ("p95", "last"):
+            answers[f"/?sort={sort}"] = wsgi_get(application, "/", f"sort={sort}")
+        links = re.findall(rb'<a href="/route\?([^"]*)"', answers["/"][1])
+        for query in links:
+            answers[query.decode()] = wsgi_get(application, "/route", html.unescape(query.decode()))
 
-    assert status == "200 OK"
-    assert TRACE_A in page.decode("utf-8")
+    for status, page in answers.values():
+        assert status == "200 OK"
+        page.decode("utf-8")
+    assert TRACE_A in answers["/reports"][1].decode()
 
 
 # --- /trace/<trace_id> ---------------------------------------------------------------
@@ -458,21 +875,37 @@ def test_symlinks_are_followed_only_to_reports_in_the_directory(
 def test_every_response_carries_the_security_headers(
     reports: Path, base_url: str, escape_targets: str
 ) -> None:
-    responses = [
+    report = requests.get(f"{base_url}/reports/{escape_targets}", timeout=10)
+    pages = [
         requests.get(base_url + "/", timeout=10),
-        requests.get(f"{base_url}/reports/{escape_targets}", timeout=10),
+        requests.get(base_url + "/reports", timeout=10),
+        requests.get(base_url + "/route", params={"method": "GET", "route": "/x"}, timeout=10),
+        requests.get(
+            base_url + "/", params={"min_duration": "1"}, allow_redirects=False, timeout=10
+        ),
         requests.get(f"{base_url}/trace/{TRACE_A}", allow_redirects=False, timeout=10),
         requests.get(f"{base_url}/trace/{UNKNOWN_TRACE}", timeout=10),
         requests.get(f"{base_url}/trace/nope", timeout=10),
         requests.get(f"{base_url}/nowhere", timeout=10),
+        requests.get(f"{base_url}/", params={"sort": "x"}, timeout=10),
         requests.post(base_url + "/", data=b"x", timeout=10),
     ]
-    assert {r.status_code for r in responses} == {200, 302, 400, 404, 405}
-    for response in responses:
+    assert {r.status_code for r in pages} == {200, 302, 400, 404, 405}
+    for response in [report, *pages]:
         for header, value in SECURITY_HEADERS.items():
-            assert response.headers.get(header) == value, (response.url, header)
-    assert "script-src 'unsafe-inline'" in SECURITY_HEADERS["Content-Security-Policy"]
-    assert "frame-ancestors 'none'" in SECURITY_HEADERS["Content-Security-Policy"]
+            if header != "Content-Security-Policy":
+                assert response.headers.get(header) == value, (response.url, header)
+    # the browser's own pages run no script; a report needs pyinstrument's inline viewer
+    for response in pages:
+        assert (
+            response.headers["Content-Security-Policy"]
+            == SECURITY_HEADERS["Content-Security-Policy"]
+        )
+    assert "script-src" not in SECURITY_HEADERS["Content-Security-Policy"]
+    assert report.headers["Content-Security-Policy"] == REPORT_CONTENT_SECURITY_POLICY
+    assert "script-src 'unsafe-inline'" in REPORT_CONTENT_SECURITY_POLICY
+    for policy in (SECURITY_HEADERS["Content-Security-Policy"], REPORT_CONTENT_SECURITY_POLICY):
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
 
     status, malformed = raw_get(base_url, b"/ HTTP/1.1 junk")
     assert status == 400
@@ -639,7 +1072,7 @@ def test_the_app_factory_runs_under_gunicorn(reports: Path, tmp_path: Path) -> N
         f'otel_wpm.server:app(directory="{reports}")',
     ]
     with running_server(command, clean_env(), tmp_path, port, ready_path="/") as server:
-        index = requests.get(server.url + "/", timeout=10)
+        index = requests.get(server.url + "/reports", timeout=10)
         report = requests.get(f"{server.url}/trace/{TRACE_A}", timeout=10)
         refused = requests.post(server.url + "/", timeout=10)
 
@@ -647,9 +1080,10 @@ def test_the_app_factory_runs_under_gunicorn(reports: Path, tmp_path: Path) -> N
     assert report.url.endswith(f"/reports/{name}")
     assert report.content == (reports / name).read_bytes()
     assert refused.status_code == 405
-    for response in (index, report, refused):
+    for response in (index, refused):
         for header, value in SECURITY_HEADERS.items():
             assert response.headers.get(header) == value
+    assert report.headers["Content-Security-Policy"] == REPORT_CONTENT_SECURITY_POLICY
 
 
 def test_mounted_under_a_prefix_its_links_stay_under_it(reports: Path) -> None:
@@ -661,14 +1095,20 @@ def test_mounted_under_a_prefix_its_links_stay_under_it(reports: Path) -> None:
 
     mounted = DispatcherMiddleware(host_app, {"/wpm": app(reports)})
     with serve_threaded(mounted) as url:
-        index = requests.get(url + "/wpm/", timeout=10).text
+        overview = requests.get(url + "/wpm/", timeout=10).text
+        index = requests.get(url + "/wpm/reports", timeout=10).text
+        route = requests.get(url + "/wpm/route?service=shop&method=GET&route=/x", timeout=10).text
         trace = requests.get(f"{url}/wpm/trace/{TRACE_A}", allow_redirects=False, timeout=10)
         report = requests.get(url + trace.headers["Location"], timeout=10)
         host = requests.get(url + "/", timeout=10).text
 
     assert f'href="/wpm/trace/{TRACE_A}"' in index
     assert f'href="/wpm/reports/{name}"' in index
-    assert 'action="/wpm/"' in index
+    assert 'action="/wpm/reports"' in index
+    assert 'href="/wpm/route?service=shop&amp;method=GET&amp;route=%2Fx"' in overview
+    assert "href='/wpm/reports'" in overview and "href='/wpm/'" in route
+    assert f"<a href='/wpm/reports/{name}'><circle" in route
+    assert f'href="/wpm/trace/{TRACE_A}"' in route
     assert trace.headers["Location"] == f"/wpm/reports/{name}"
     assert report.content == (reports / name).read_bytes()
     assert host == "the host app"

@@ -64,7 +64,9 @@ def _coverage_text(profile: Profile) -> str:
     )
 
 
-def metadata(slow: SlowRequest, masker: SecretMasker) -> dict[str, Any]:
+def metadata(
+    slow: SlowRequest, masker: SecretMasker, hot: Sequence[HotFrame] = ()
+) -> dict[str, Any]:
     """The facts the report server lists; also embedded in the report as JSON."""
     return {
         "service": slow.service,
@@ -79,6 +81,10 @@ def metadata(slow: SlowRequest, masker: SecretMasker) -> dict[str, Any]:
         "span_id": slow.span_id,
         "trace_url": slow.trace_url,
         "in_flight": slow.in_flight,
+        "top_frames": [
+            {"function": f.function, "location": f.location, "seconds": round(f.seconds, 6)}
+            for f in hot
+        ],
     }
 
 
@@ -156,7 +162,7 @@ def render_report(
 ) -> str:
     """The complete HTML page for ``slow``; ``hot`` is ``hot_frames`` of its profile."""
     now = now or datetime.now(timezone.utc)
-    meta = metadata(slow, masker)
+    meta = metadata(slow, masker, hot)
     header = (
         _STYLE
         + metadata_element(meta)

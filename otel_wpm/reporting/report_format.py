@@ -46,6 +46,7 @@ REPORT_FILE_PATTERN = re.compile(
     r"_(?P<trace_id>[0-9a-f]{32})_(?P<span_id>[0-9a-f]{16})(?P<running>_running)?\.html\Z"
 )
 
+_STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _TEMPORARY_FILE_PATTERN = re.compile(r"\A\.(?P<report>.+)\.\d+\.tmp\Z")
 _UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9]+")
 
@@ -58,7 +59,7 @@ def report_file_name(
     started_at: datetime, method: str, route: str, trace_id: str, span_id: str, in_flight: bool
 ) -> str:
     """A file name safe on every OS: no separators, no dots but the extension."""
-    stamp = started_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = started_at.astimezone(timezone.utc).strftime(_STAMP_FORMAT)
     suffix = "_running" if in_flight else ""
     return f"{stamp}_{_slug(method, 10)}_{_slug(route, 60)}_{trace_id}_{span_id}{suffix}.html"
 
@@ -87,13 +88,24 @@ def metadata_from_name(name: str) -> dict[str, Any]:
     match = REPORT_FILE_PATTERN.match(name)
     if match is None:
         raise ValueError(f"not a report file name: {name!r}")
-    return {
+    meta: dict[str, Any] = {
         "method": match["method"],
         "route": match["route"],
         "trace_id": match["trace_id"],
         "span_id": match["span_id"],
         "in_flight": bool(match["running"]),
     }
+    started = _started(match["stamp"])
+    if started is not None:
+        meta["start_time"] = started.isoformat()
+    return meta
+
+
+def _started(stamp: str) -> Optional[datetime]:
+    try:
+        return datetime.strptime(stamp, _STAMP_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:  # digits, but not a date (month 13)
+        return None
 
 
 # --- listing ---------------------------------------------------------------------------
@@ -104,9 +116,13 @@ class ReportFile:
     """One report file as seen by ``os.scandir``."""
 
     name: str
-    path: Path
+    directory: Path
     mtime: float
     size: int
+
+    @property
+    def path(self) -> Path:
+        return self.directory / self.name
 
 
 def scan(
@@ -114,8 +130,9 @@ def scan(
 ) -> list[ReportFile]:
     """The report files (or other ``matches``) directly in ``directory``, if it exists."""
     reports = []
+    folder = Path(directory)
     try:
-        entries = list(os.scandir(directory))
+        entries = list(os.scandir(folder))
     except FileNotFoundError:
         return []
     for entry in entries:
@@ -127,7 +144,7 @@ def scan(
             stat = entry.stat(follow_symlinks=False)
         except FileNotFoundError:  # removed by another process meanwhile
             continue
-        reports.append(ReportFile(entry.name, Path(entry.path), stat.st_mtime, stat.st_size))
+        reports.append(ReportFile(entry.name, folder, stat.st_mtime, stat.st_size))
     return reports
 
 
@@ -155,22 +172,38 @@ def _json(meta: Mapping[str, Any]) -> str:
 
 
 def _shortened(value: Any, limit: int) -> Any:
-    if not isinstance(value, str) or len(value) <= limit:
-        return value
-    return value[: max(limit - 1, 0)] + _SHORTENED
+    """``value`` with every text in it (also in lists and objects) cut to ``limit``."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[: max(limit - 1, 0)] + _SHORTENED
+    if isinstance(value, Mapping):
+        return {key: _shortened(item, limit) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shortened(item, limit) for item in value]
+    return value
+
+
+def _longest_text(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return max((_longest_text(item) for item in value), default=0)
+    return 0
 
 
 def metadata_element(meta: Mapping[str, Any]) -> str:
     """The ``<script>`` element carrying ``meta``, at most :data:`METADATA_MAX_BYTES` long.
 
-    Text values are cut (ending in "…"), the longest first, until it fits.
+    Text values, also those inside lists and objects, are cut (ending in "…"),
+    the longest first, until it fits.
     """
-    limit = max((len(value) for value in meta.values() if isinstance(value, str)), default=0)
+    limit = _longest_text(meta)
     payload = _json(meta)
     overhead = len(_METADATA_START) + len(_METADATA_END)
     while overhead + len(payload) > METADATA_MAX_BYTES and limit > 0:
         limit //= 2
-        payload = _json({key: _shortened(value, limit) for key, value in meta.items()})
+        payload = _json(_shortened(meta, limit))
     return _METADATA_START + payload + _METADATA_END
 
 
@@ -202,7 +235,51 @@ def _is_flag(value: Any) -> bool:
     return isinstance(value, bool)
 
 
+#: The most entries a list or object in the metadata may have.
+MAX_METADATA_ITEMS = 20
+
+
+def _is_seconds_by_kind(value: Any) -> bool:
+    """``{"db": 0.4, "http": 0.1, "other": 0.0}``: seconds by a short name."""
+    return (
+        isinstance(value, dict)
+        and len(value) <= MAX_METADATA_ITEMS
+        and all(_is_text(kind) and len(kind) <= 40 for kind in value)
+        and all(_is_seconds(seconds) for seconds in value.values())
+    )
+
+
+class _Records:
+    """A list of objects; each must have ``required``, and keeps only the keys it knows."""
+
+    def __init__(self, required: str, **fields: Callable[[Any], bool]) -> None:
+        self.required = required
+        self.fields = fields
+
+    def __call__(self, value: Any) -> bool:
+        return (
+            isinstance(value, list)
+            and len(value) <= MAX_METADATA_ITEMS
+            and all(self._is_record(item) for item in value)
+        )
+
+    def _is_record(self, item: Any) -> bool:
+        return (
+            isinstance(item, dict)
+            and item.get(self.required) is not None
+            and all(item.get(key) is None or ok(item[key]) for key, ok in self.fields.items())
+        )
+
+    def known(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {key: record[key] for key in self.fields if record.get(key) is not None}
+            for record in records
+        ]
+
+
 #: What a reader accepts for each field; each may also be null or absent.
+#: The fields after ``in_flight`` say where a request's time went; reports
+#: written before they existed lack them.
 METADATA_FIELDS: dict[str, Callable[[Any], bool]] = {
     "service": _is_text,
     "method": _is_text,
@@ -216,6 +293,15 @@ METADATA_FIELDS: dict[str, Callable[[Any], bool]] = {
     "span_id": _is_text,
     "trace_url": _is_text,
     "in_flight": _is_flag,
+    # the request thread's own CPU time, and the rest of its duration
+    "cpu_seconds": _is_seconds,
+    "wait_seconds": _is_seconds,
+    # time in the request's spans by kind: "db", "http", "other"
+    "span_seconds": _is_seconds_by_kind,
+    # the slowest spans, slowest first
+    "slowest_spans": _Records("name", name=_is_text, kind=_is_text, duration_seconds=_is_seconds),
+    # the application functions with the most time, heaviest first
+    "top_frames": _Records("function", function=_is_text, location=_is_text, seconds=_is_seconds),
 }
 
 
@@ -245,7 +331,7 @@ def parse_metadata(head: bytes) -> dict[str, Any]:
             continue
         if not is_valid(value):
             raise UnreadableMetadata(f"metadata field {key} has an invalid value")
-        meta[key] = value
+        meta[key] = is_valid.known(value) if isinstance(is_valid, _Records) else value
     return meta
 
 

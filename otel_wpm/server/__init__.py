@@ -17,9 +17,20 @@ Usage::
 Pages:
 
 ``/``
-    every report, newest first, from the metadata each report embeds; narrowed
-    by ``?route=`` (substring), ``?min_duration=`` (seconds) and ``?trace_id=``
-    (prefix).
+    the routes overview: one row per (service, method, route) with its number of
+    slow requests, p50 / p95 / max duration, the share of time on CPU and in
+    database and HTTP spans, first and last seen, and a sparkline; ``?sort=``
+    ``count`` (default), ``p95`` or ``last``, ``?route=`` (substring), ``?page=``.
+``/route?service=&method=&route=``
+    one route: its figures, duration over time (each dot links to its report),
+    a histogram of durations, the hot frames and slow spans that recur across
+    its reports, and its reports, newest first.
+``/reports``
+    every report, newest first, 100 a page; narrowed by ``?route=``
+    (substring), ``?min_duration=`` (seconds) and ``?trace_id=`` (prefix).
+    Pages continue from a cursor (``?older_than=`` / ``?newer_than=``), so
+    reports arriving meanwhile do not shift them. ``/?min_duration=`` and
+    ``/?trace_id=`` (links from when ``/`` was this list) redirect here.
 ``/trace/<trace_id>``
     what ``wpm.report.url`` points at when ``report_base_url`` is set: a
     redirect to the trace's report, a list when it has several, and a 404 page
@@ -31,9 +42,11 @@ Pages:
 Set ``report_base_url`` to where this server is reachable so traces link here.
 It binds to 127.0.0.1 unless told otherwise: reports show request parameters.
 
-Modules: :mod:`.index` reads the reports' metadata (cached per file version),
-:mod:`.pages` makes the HTML, :mod:`.wsgi` answers requests, and :mod:`.httpd`
-is the stdlib server with its timeouts and connection bound.
+Modules: :mod:`.index` reads the reports' metadata (cached per file version)
+into sorted snapshots, :mod:`.routes` groups them by route, :mod:`.listing`
+pages the report list, :mod:`.plots` draws SVG, :mod:`.pages` makes the HTML,
+:mod:`.wsgi` answers requests, and :mod:`.httpd` is the stdlib server with its
+timeouts and connection bound.
 """
 
 from .httpd import DEFAULT_HOST, DEFAULT_PORT, ReportServer, is_loopback, make_server, serve

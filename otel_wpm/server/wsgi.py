@@ -12,7 +12,12 @@ Usage::
     #   DispatcherMiddleware(main_app, {"/reports": app(directory="performance_reports")})
 
 Only GET and HEAD are answered (405 otherwise); every response carries
-:data:`SECURITY_HEADERS`; nothing is ever written.
+:data:`SECURITY_HEADERS`, whose Content-Security-Policy allows no script: the
+browser's pages need none. Report files are served with
+:data:`REPORT_CONTENT_SECURITY_POLICY` instead, which allows their inline
+scripts and nothing from elsewhere. Nothing is ever written. Route summaries
+are computed once per index snapshot, so a page costs a directory listing when
+nothing changed.
 """
 
 from __future__ import annotations
@@ -20,28 +25,39 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, BinaryIO, Callable, Optional
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 from wsgiref.util import FileWrapper
 
 from .._runtime.logs import LogOnce
-from .index import ReportIndex
+from .index import ReportIndex, Snapshot
+from .listing import ListQuery, count_matching, last_values, list_page
 from .pages import (
-    IndexFilter,
-    index_page,
+    OverviewQuery,
     message_page,
     no_report_page,
+    overview_page,
     report_href,
+    reports_page,
+    route_page,
+    route_query,
     trace_page,
 )
+from .routes import RouteKey, RouteSummary, summarise
 
 logger = logging.getLogger(__name__)
 
-#: Reports need inline scripts and styles (pyinstrument's viewer); nothing else is allowed.
+#: The browser's own pages need no script: plots are inline SVG, styles inline.
 CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+#: Reports need inline scripts too (pyinstrument's viewer); nothing else is allowed.
+REPORT_CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
     "img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
@@ -52,6 +68,9 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 HTML = "text/html; charset=utf-8"
+
+#: Filters of the report list that ``/`` took before it became the routes overview.
+_LIST_ONLY_PARAMETERS = ("min_duration", "trace_id")
 
 _TRACE_ID = re.compile(r"\A[0-9a-fA-F]{32}\Z")
 _FILE_CHUNK_BYTES = 64 * 1024
@@ -78,6 +97,8 @@ class ReportApp:
     def __init__(self, index: ReportIndex) -> None:
         self.index = index
         self._failures = LogOnce(logger)
+        self._lock = threading.Lock()
+        self._summaries: tuple[int, dict[RouteKey, RouteSummary]] = (-1, {})
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         root = quote(environ.get("SCRIPT_NAME", "").encode("latin-1"), safe="/")
@@ -89,8 +110,10 @@ class ReportApp:
             )
             response = Response(HTTPStatus.INTERNAL_SERVER_ERROR, message_page("Server error"))
         headers = {"Content-Type": HTML, "Content-Length": str(response.length())}
-        headers.update(response.headers)
         headers.update(SECURITY_HEADERS)
+        if response.file:
+            headers["Content-Security-Policy"] = REPORT_CONTENT_SECURITY_POLICY
+        headers.update(response.headers)
         status = response.status
         start_response(f"{status.value} {status.phrase}", list(headers.items()))
         if environ["REQUEST_METHOD"] == "HEAD":
@@ -111,8 +134,16 @@ class ReportApp:
                 headers={"Allow": "GET, HEAD"},
             )
         path = environ.get("PATH_INFO", "") or "/"
-        if path == "/":
-            return self._index(environ.get("QUERY_STRING", ""), root)
+        query = environ.get("QUERY_STRING", "")
+        try:
+            if path == "/":
+                return self._overview(query, root)
+            if path == "/reports":
+                return self._reports(query, root)
+            if path == "/route":
+                return self._route(query, root)
+        except ValueError as exc:  # a bad parameter
+            return Response(HTTPStatus.BAD_REQUEST, message_page("Bad request", str(exc), root))
         if path.startswith("/trace/"):
             return self._trace(path[len("/trace/") :].rstrip("/"), root)
         if path.startswith("/reports/"):
@@ -122,12 +153,40 @@ class ReportApp:
             return Response(HTTPStatus.OK, file=report)
         return Response(HTTPStatus.NOT_FOUND, message_page("Not found", root=root))
 
-    def _index(self, query: str, root: str) -> Response:
-        try:
-            wanted = IndexFilter.from_query(query)
-        except ValueError as exc:
-            return Response(HTTPStatus.BAD_REQUEST, message_page("Bad request", str(exc)))
-        return Response(HTTPStatus.OK, index_page(self.index.entries(), wanted, root))
+    def _routes(self, snapshot: Snapshot) -> dict[RouteKey, RouteSummary]:
+        """The route summaries of ``snapshot``, computed once per snapshot."""
+        with self._lock:
+            version, routes = self._summaries
+        if version != snapshot.version:
+            routes = summarise(snapshot.entries)
+            with self._lock:
+                self._summaries = (snapshot.version, routes)
+        return routes
+
+    def _overview(self, query: str, root: str) -> Response:
+        if any(last_values(query).get(name) for name in _LIST_ONLY_PARAMETERS):
+            # a link made when "/" was the report list
+            location = f"{root}/reports?{urlencode(last_values(query))}"
+            return Response(HTTPStatus.FOUND, headers={"Location": location})
+        wanted = OverviewQuery.from_query(query)
+        snapshot = self.index.snapshot()
+        summaries = list(self._routes(snapshot).values())
+        return Response(HTTPStatus.OK, overview_page(summaries, wanted, snapshot, root))
+
+    def _reports(self, query: str, root: str) -> Response:
+        wanted = ListQuery.from_query(query)
+        snapshot = self.index.snapshot()
+        shown = list_page(snapshot, wanted)
+        matching = count_matching(snapshot, wanted)
+        return Response(HTTPStatus.OK, reports_page(snapshot, wanted, shown, matching, root))
+
+    def _route(self, query: str, root: str) -> Response:
+        key = route_query(query)
+        wanted = ListQuery.from_query(query, exact_route=key)
+        snapshot = self.index.snapshot()
+        summary = self._routes(snapshot).get(key)
+        status = HTTPStatus.OK if summary else HTTPStatus.NOT_FOUND
+        return Response(status, route_page(summary, key, list_page(snapshot, wanted), root))
 
     def _trace(self, trace_id: str, root: str) -> Response:
         if not _TRACE_ID.match(trace_id):
