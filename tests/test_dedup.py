@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 from apps.helpers import free_port
@@ -41,6 +41,12 @@ class FakeClock:
 StoreFactory = Callable[[FakeClock], DedupStore]
 
 
+def decide(store: DedupStore, key: str = KEY, window: float = WINDOW) -> tuple[bool, int]:
+    """A claim's answer: ``(send now?, alerts held back since the last one sent)``."""
+    claim = store.claim(key, window)
+    return claim.send, claim.suppressed
+
+
 @pytest.fixture(params=["memory", "sqlite"])
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     if request.param == "memory":
@@ -52,13 +58,13 @@ def test_one_alert_per_window_then_the_suppressed_count(store_factory: StoreFact
     clock = FakeClock()
     store = store_factory(clock)
 
-    first = store.claim(KEY, WINDOW)
-    held_back = [store.claim(KEY, WINDOW) for _ in range(3)]
+    first = decide(store)
+    held_back = [decide(store) for _ in range(3)]
     clock.now += WINDOW
-    after_window = store.claim(KEY, WINDOW)
-    next_one = store.claim(KEY, WINDOW)
+    after_window = decide(store)
+    next_one = decide(store)
     clock.now += WINDOW
-    quiet_window = store.claim(KEY, WINDOW)
+    quiet_window = decide(store)
 
     assert first == (True, 0)
     assert held_back == [(False, 0)] * 3
@@ -70,29 +76,76 @@ def test_one_alert_per_window_then_the_suppressed_count(store_factory: StoreFact
 def test_keys_are_independent(store_factory: StoreFactory) -> None:
     store = store_factory(FakeClock())
 
-    assert store.claim("GET /a", WINDOW) == (True, 0)
-    assert store.claim("POST /a", WINDOW) == (True, 0)
-    assert store.claim("GET /a", WINDOW) == (False, 0)
+    assert decide(store, "GET /a", WINDOW) == (True, 0)
+    assert decide(store, "POST /a", WINDOW) == (True, 0)
+    assert decide(store, "GET /a", WINDOW) == (False, 0)
 
 
 def test_window_zero_always_sends(store_factory: StoreFactory) -> None:
     store = store_factory(FakeClock())
 
-    assert [store.claim(KEY, 0) for _ in range(3)] == [(True, 0)] * 3
+    assert [decide(store, KEY, 0) for _ in range(3)] == [(True, 0)] * 3
+
+
+def test_a_released_claim_ends_the_window_and_its_alerts_count_again(
+    store_factory: StoreFactory,
+) -> None:
+    clock = FakeClock()
+    store = store_factory(clock)
+    assert [decide(store) for _ in range(3)] == [(True, 0), (False, 0), (False, 0)]
+    clock.now += WINDOW
+
+    claim = store.claim(KEY, WINDOW)
+    meanwhile = decide(store)  # held back while the claimed alert is on its way
+    store.release(claim)  # ... which never arrived
+
+    assert (claim.send, claim.suppressed, meanwhile) == (True, 2, (False, 0))
+    # The two it told of, itself, and the one held back meanwhile.
+    assert decide(store) == (True, 4)
+    assert decide(store) == (False, 0)
+
+
+def test_a_release_never_ends_a_window_opened_since(store_factory: StoreFactory) -> None:
+    clock = FakeClock()
+    store = store_factory(clock)
+    slow = store.claim(KEY, WINDOW)  # its delivery outlasts the window
+    clock.now += WINDOW
+    assert decide(store) == (True, 0)  # e.g. another process alerts
+
+    store.release(slow)
+
+    assert decide(store) == (False, 0)
+    clock.now += WINDOW
+    assert decide(store) == (True, 2)  # the undelivered alert and the one held back
+
+
+def test_releasing_a_claim_that_opened_no_window_changes_nothing(
+    store_factory: StoreFactory,
+) -> None:
+    clock = FakeClock()
+    store = store_factory(clock)
+    store.claim(KEY, WINDOW)
+    held_back = store.claim(KEY, WINDOW)
+    store.release(held_back)
+    store.release(store.claim(KEY, 0))
+
+    assert decide(store) == (False, 0)
+    clock.now += WINDOW
+    assert decide(store) == (True, 2)
 
 
 def test_sqlite_survives_reopening(tmp_path: Path) -> None:
     clock = FakeClock()
     path = tmp_path / "state" / "dedup.sqlite3"
     first = SQLiteDedupStore(path, clock=clock)
-    assert first.claim(KEY, WINDOW) == (True, 0)
-    assert first.claim(KEY, WINDOW) == (False, 0)
+    assert decide(first) == (True, 0)
+    assert decide(first) == (False, 0)
     first.close()
 
     reopened = SQLiteDedupStore(path, clock=clock)
-    assert reopened.claim(KEY, WINDOW) == (False, 0)
+    assert decide(reopened) == (False, 0)
     clock.now += WINDOW
-    assert reopened.claim(KEY, WINDOW) == (True, 2)
+    assert decide(reopened) == (True, 2)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
 
@@ -104,7 +157,7 @@ def test_sqlite_failure_fails_open_and_logs_once(
     blocker.write_text("")
     store = SQLiteDedupStore(blocker / "dedup.sqlite3")
 
-    results = [store.claim(KEY, WINDOW) for _ in range(5)]
+    results = [decide(store) for _ in range(5)]
 
     assert results == [(True, 0)] * 5
     warnings = [r for r in caplog.records if r.name == "otel_wpm.alerting.dedup"]
@@ -164,7 +217,7 @@ def test_sqlite_locked_by_another_process_fails_open_without_stalling(
     caplog.set_level(logging.INFO, logger="otel_wpm.alerting.dedup")
     path = tmp_path / "dedup.sqlite3"
     store = SQLiteDedupStore(path)
-    assert store.claim(KEY, WINDOW) == (True, 0)
+    assert decide(store) == (True, 0)
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLD_THE_LOCK, str(path)],
         stdin=subprocess.PIPE,
@@ -175,9 +228,7 @@ def test_sqlite_locked_by_another_process_fails_open_without_stalling(
     try:
         assert holder.stdout.readline() == "locked\n"
         results: list[tuple[bool, int]] = []
-        claims = threading.Thread(
-            target=lambda: results.extend(store.claim(KEY, WINDOW) for _ in range(4))
-        )
+        claims = threading.Thread(target=lambda: results.extend(decide(store) for _ in range(4)))
         claims.start()
         # Four claims against a held lock end long before the holder lets go (not 4 x 5 s).
         claims.join(10)
@@ -189,7 +240,7 @@ def test_sqlite_locked_by_another_process_fails_open_without_stalling(
     claims.join()
 
     assert results == [(True, 0)] * 4
-    assert store.claim(KEY, WINDOW) == (False, 0)  # the store works again once unlocked
+    assert decide(store) == (False, 0)  # the store works again once unlocked
     messages = [r.getMessage() for r in caplog.records if r.name == "otel_wpm.alerting.dedup"]
     assert len(messages) == 2
     assert "locked" in messages[0] and "sending every alert" in messages[0]
@@ -199,25 +250,53 @@ def test_sqlite_locked_by_another_process_fails_open_without_stalling(
 # -- several processes ---------------------------------------------------------------------
 
 
+RELEASES_PER_PROCESS = 25
+
+
+def _ready_store(
+    kind: str, target: str, barrier: multiprocessing.synchronize.Barrier
+) -> DedupStore:
+    store: DedupStore = SQLiteDedupStore(target) if kind == "sqlite" else RedisDedupStore(target)
+    store.claim("warm up " + str(os.getpid()), WINDOW)  # connect before racing
+    barrier.wait()
+    return store
+
+
 def _claim_in_process(
     kind: str,
     target: str,
     barrier: multiprocessing.synchronize.Barrier,
     results: multiprocessing.Queue[bool],
 ) -> None:
-    store: DedupStore = SQLiteDedupStore(target) if kind == "sqlite" else RedisDedupStore(target)
-    store.claim("warm up " + str(os.getpid()), WINDOW)  # connect before racing
-    barrier.wait()
-    send, _ = store.claim(KEY, WINDOW)
-    results.put(send)
+    results.put(_ready_store(kind, target, barrier).claim(KEY, WINDOW).send)
 
 
-def claims_from_processes(kind: str, target: str, processes: int = 4) -> list[bool]:
+def _claim_and_release_in_process(
+    kind: str,
+    target: str,
+    barrier: multiprocessing.synchronize.Barrier,
+    results: multiprocessing.Queue[int],
+) -> None:
+    """Claims again and again, each alert sent failing to be delivered; puts how many were sent."""
+    store = _ready_store(kind, target, barrier)
+    sent = 0
+    for _ in range(RELEASES_PER_PROCESS):
+        claim = store.claim(KEY, WINDOW)
+        if claim.send:
+            sent += 1
+            store.release(claim)
+    results.put(sent)
+
+
+def from_processes(
+    work: Callable[..., None], kind: str, target: str, processes: int = 4
+) -> list[Any]:
+    """What ``work(kind, target, barrier, results)`` put, run in ``processes`` at once."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(processes)
     results = context.Queue()
     workers = [
-        context.Process(target=_claim_in_process, args=(kind, target, barrier, results))
+        context.Process(target=work, args=(kind, target, barrier, results))
         for _ in range(processes)
     ]
     for worker in workers:
@@ -230,12 +309,30 @@ def claims_from_processes(kind: str, target: str, processes: int = 4) -> list[bo
 
 
 def test_sqlite_exactly_one_of_four_processes_sends(tmp_path: Path) -> None:
-    answers = claims_from_processes("sqlite", str(tmp_path / "dedup.sqlite3"))
+    answers = from_processes(_claim_in_process, "sqlite", str(tmp_path / "dedup.sqlite3"))
 
     assert sorted(answers) == [False, False, False, True]
     clock = FakeClock()
     clock.now = time.time() + WINDOW  # the processes claimed on the real clock
-    assert SQLiteDedupStore(tmp_path / "dedup.sqlite3", clock=clock).claim(KEY, WINDOW) == (True, 3)
+    assert decide(SQLiteDedupStore(tmp_path / "dedup.sqlite3", clock=clock)) == (True, 3)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_concurrent_releases_lose_no_count(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if kind == "sqlite":
+        target = str(tmp_path / "dedup.sqlite3")
+        store: DedupStore = SQLiteDedupStore(target)
+    else:
+        target = request.getfixturevalue("redis_url")
+        store = request.getfixturevalue("redis_store")
+
+    sent = from_processes(_claim_and_release_in_process, kind, target)
+
+    # Every alert was either held back or sent and given back: the next one tells of all.
+    assert sum(sent) >= 1
+    assert decide(store) == (True, 4 * RELEASES_PER_PROCESS)
 
 
 # -- Redis ------------------------------------------------------------------------------------
@@ -254,16 +351,57 @@ def expire_window(store: RedisDedupStore, key: str) -> None:
 
 
 def test_redis_one_alert_per_window_then_the_suppressed_count(redis_store: RedisDedupStore) -> None:
-    first = redis_store.claim(KEY, WINDOW)
-    held_back = [redis_store.claim(KEY, WINDOW) for _ in range(3)]
+    first = decide(redis_store)
+    held_back = [decide(redis_store) for _ in range(3)]
     expire_window(redis_store, KEY)
-    after_window = redis_store.claim(KEY, WINDOW)
-    next_one = redis_store.claim(KEY, WINDOW)
+    after_window = decide(redis_store)
+    next_one = decide(redis_store)
 
     assert first == (True, 0)
     assert held_back == [(False, 0)] * 3
     assert after_window == (True, 3)
     assert next_one == (False, 0)
+
+
+def test_redis_released_claim_ends_the_window_and_its_alerts_count_again(
+    redis_store: RedisDedupStore,
+) -> None:
+    assert [decide(redis_store) for _ in range(3)] == [(True, 0), (False, 0), (False, 0)]
+    expire_window(redis_store, KEY)
+
+    claim = redis_store.claim(KEY, WINDOW)
+    meanwhile = decide(redis_store)
+    redis_store.release(claim)
+
+    assert (claim.send, claim.suppressed, meanwhile) == (True, 2, (False, 0))
+    assert decide(redis_store) == (True, 4)
+    assert decide(redis_store) == (False, 0)
+
+
+def test_redis_release_never_ends_a_window_opened_since(redis_store: RedisDedupStore) -> None:
+    slow = redis_store.claim(KEY, WINDOW)
+    expire_window(redis_store, KEY)
+    assert decide(redis_store) == (True, 0)
+
+    redis_store.release(slow)
+
+    assert decide(redis_store) == (False, 0)
+    expire_window(redis_store, KEY)
+    assert decide(redis_store) == (True, 2)
+
+
+def test_redis_release_failure_is_logged_once_and_never_raises(
+    redis_store: RedisDedupStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    nowhere = RedisDedupStore(f"redis://127.0.0.1:{free_port()}/0")._client
+    redis_store._release_script = nowhere.register_script("return 0")
+    claims = [redis_store.claim(key, WINDOW) for key in ("GET /a", "GET /b")]
+
+    for claim in claims:
+        redis_store.release(claim)
+
+    warnings = [r.getMessage() for r in caplog.records if r.name == "otel_wpm.alerting.dedup"]
+    assert len(warnings) == 1 and "give back the window" in warnings[0]
 
 
 def test_redis_window_is_the_key_expiry(redis_store: RedisDedupStore) -> None:
@@ -284,23 +422,23 @@ def test_redis_count_of_held_back_alerts_expires_too(redis_store: RedisDedupStor
 
 
 def test_redis_window_zero_always_sends(redis_store: RedisDedupStore) -> None:
-    assert [redis_store.claim(KEY, 0) for _ in range(3)] == [(True, 0)] * 3
+    assert [decide(redis_store, KEY, 0) for _ in range(3)] == [(True, 0)] * 3
 
 
 def test_redis_exactly_one_of_four_processes_sends(
     redis_store: RedisDedupStore, redis_url: str
 ) -> None:
-    answers = claims_from_processes("redis", redis_url)
+    answers = from_processes(_claim_in_process, "redis", redis_url)
 
     assert sorted(answers) == [False, False, False, True]
     expire_window(redis_store, KEY)
-    assert redis_store.claim(KEY, WINDOW) == (True, 3)
+    assert decide(redis_store) == (True, 3)
 
 
 def test_redis_down_fails_open_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
     store = RedisDedupStore(f"redis://:hunter2@127.0.0.1:{free_port()}/0")
 
-    results = [store.claim(KEY, WINDOW) for _ in range(5)]
+    results = [decide(store) for _ in range(5)]
 
     assert results == [(True, 0)] * 5
     warnings = [r for r in caplog.records if r.name == "otel_wpm.alerting.dedup"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -10,11 +11,12 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from apps.helpers import wait_until
 from mattermost_server import FakeMattermostServer
 
 from otel_wpm._runtime.stats import Stats
 from otel_wpm.alerting.alert import Alert
-from otel_wpm.alerting.dedup import MemoryDedupStore
+from otel_wpm.alerting.dedup import MemoryDedupStore, SQLiteDedupStore
 from otel_wpm.alerting.dispatch import AlertDispatcher
 from otel_wpm.exporters import AlertExporter, ExportError, LocalFileExporter, MattermostExporter
 
@@ -86,6 +88,25 @@ def dispatcher_with(
     return AlertDispatcher(list(exporters), store, window, stats, queue_size=queue_size)
 
 
+def mattermost_exporter(server: FakeMattermostServer, **options: float) -> MattermostExporter:
+    """A Mattermost exporter of ``server`` with backoffs short enough for a test."""
+    return MattermostExporter(
+        server.url,
+        server.token,
+        server.channel_id,
+        backoff_base_seconds=0.01,
+        max_backoff_seconds=0.05,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def alert_file_routes(directory: Path) -> list[str]:
+    path = directory / "alerts.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["route"] for line in path.read_text().splitlines()]
+
+
 def test_delivers_submitted_alerts_to_every_exporter(stats: Stats, make_alert: MakeAlert) -> None:
     first, second = RecordingExporter("a"), RecordingExporter("b")
     dispatcher = dispatcher_with(stats, first, second)
@@ -95,7 +116,7 @@ def test_delivers_submitted_alerts_to_every_exporter(stats: Stats, make_alert: M
 
     assert dispatcher.flush(timeout=10)
     assert [a.route for a in first.alerts] == ["/one", "/two"] == [a.route for a in second.alerts]
-    assert stats.snapshot()["alerts_sent"] == 2
+    assert stats.snapshot()["alerts_sent"] == 4  # counted per delivery: each alert in each lane
 
 
 def test_submit_never_blocks_and_drops_the_oldest(stats: Stats, make_alert: MakeAlert) -> None:
@@ -161,7 +182,7 @@ def test_failures_are_counted_and_logged_once(
         dispatcher.submit(make_alert(route=f"/{number}"))
     assert dispatcher.flush(timeout=10)
 
-    failures = [r for r in caplog.records if r.name == "otel_wpm.alerting.dispatch"]
+    failures = [r for r in caplog.records if r.name == "otel_wpm.alerting.lane"]
     assert len(failures) == 1
     assert "failing" in failures[0].getMessage() and "did not answer" in failures[0].getMessage()
     counts = stats.snapshot()
@@ -171,7 +192,7 @@ def test_failures_are_counted_and_logged_once(
 def test_a_new_kind_of_failure_and_recovery_are_logged(
     stats: Stats, make_alert: MakeAlert, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="otel_wpm.alerting.dispatch")
+    caplog.set_level(logging.INFO, logger="otel_wpm.alerting.lane")
     exporter = FailingExporter(ExportError("timed out", kind="timeout"))
     dispatcher = dispatcher_with(stats, exporter)
 
@@ -186,7 +207,7 @@ def test_a_new_kind_of_failure_and_recovery_are_logged(
     exporter.error = None
     send(1)
 
-    messages = [r.getMessage() for r in caplog.records if r.name == "otel_wpm.alerting.dispatch"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "otel_wpm.alerting.lane"]
     assert len(messages) == 3
     assert "timed out" in messages[0]
     assert "rejected the token" in messages[1] and "configuration" in messages[1]
@@ -305,33 +326,37 @@ def test_send_test_alert_without_exporters(stats: Stats, make_alert: MakeAlert) 
 def test_a_forked_child_delivers_its_own_alerts(
     stats: Stats, make_alert: MakeAlert, tmp_path: Path
 ) -> None:
-    dispatcher = dispatcher_with(stats, LocalFileExporter(tmp_path), window=WINDOW)
+    recording = RecordingExporter()
+    dispatcher = dispatcher_with(stats, LocalFileExporter(tmp_path), recording, window=WINDOW)
     dispatcher.submit(make_alert(route="/parent"))
-    assert dispatcher.flush(timeout=10)  # the parent's delivery thread is running
+    assert dispatcher.flush(timeout=10)  # the parent's lane threads are running
     store = dispatcher.dedup
     assert isinstance(store, MemoryDedupStore)
 
-    # Fork while the parent holds the locks, as its delivery thread could at any moment.
-    with dispatcher._worker._condition, store._lock:
+    # Fork while the parent holds the locks, as its lane threads could at any moment.
+    with contextlib.ExitStack() as held:
+        for lane in dispatcher.lanes:
+            held.enter_context(lane._worker._condition)
+        held.enter_context(store._lock)
         pid = os.fork()
     if pid == 0:
         ok = False
         try:
             dispatcher.submit(make_alert(route="/child"))
             ok = (
-                dispatcher.flush(timeout=10) and "/child" in (tmp_path / "alerts.jsonl").read_text()
+                dispatcher.flush(timeout=10)
+                and alert_file_routes(tmp_path) == ["/parent", "/child"]
+                and [a.route for a in recording.alerts] == ["/parent", "/child"]
             )
         finally:
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
 
     assert os.waitstatus_to_exitcode(status) == 0
-    routes = [
-        json.loads(line)["route"] for line in (tmp_path / "alerts.jsonl").read_text().splitlines()
-    ]
-    assert routes == ["/parent", "/child"]
+    assert alert_file_routes(tmp_path) == ["/parent", "/child"]
     dispatcher.submit(make_alert(route="/parent-again"))
     assert dispatcher.flush(timeout=10)
+    assert [a.route for a in recording.alerts] == ["/parent", "/parent-again"]
 
 
 def test_the_dedup_key_is_per_service_and_route_and_no_route_ignores_the_method(
@@ -343,3 +368,140 @@ def test_the_dedup_key_is_per_service_and_route_and_no_route_ignores_the_method(
     get_404 = make_alert(method="GET", route="(no route: 404)", status=404)
     post_404 = make_alert(method="POST", route="(no route: 404)", status=404)
     assert get_404.dedup_key == post_404.dedup_key
+
+
+# -- the window: claimed by a delivery, per exporter ---------------------------------------
+
+
+def test_a_failed_delivery_does_not_use_up_the_window(
+    stats: Stats, make_alert: MakeAlert, mattermost_server: FakeMattermostServer, tmp_path: Path
+) -> None:
+    fake = mattermost_server
+    dispatcher = AlertDispatcher(
+        [LocalFileExporter(tmp_path), mattermost_exporter(fake, max_retries=2)],
+        SQLiteDedupStore(tmp_path / "dedup.sqlite3"),
+        WINDOW,
+        stats,
+    )
+    fake.fail_next(3, status=503)  # the first attempt and both retries, then it recovers
+    dispatcher.submit(make_alert(route="/a", trace_id="1" * 32))
+    assert dispatcher.flush(timeout=30)
+    assert fake.posts == []
+
+    dispatcher.submit(make_alert(route="/a", trace_id="2" * 32))
+    assert dispatcher.flush(timeout=30)
+
+    # Mattermost's window was given back: the next slow GET /a is posted, and says
+    # that one alert before it did not reach the channel.
+    [post] = fake.posts
+    assert "2" * 32 in post["message"]
+    assert "1 similar alert suppressed since the last one" in post["message"]
+    # The file had the first alert: its window holds the second back.
+    assert alert_file_routes(tmp_path) == ["/a"]
+    counts = stats.snapshot()
+    assert (counts["alerts_sent"], counts["alerts_failed"], counts["alerts_suppressed"]) == (
+        2,
+        1,
+        1,
+    )
+
+
+def test_each_exporter_keeps_its_own_window(stats: Stats, make_alert: MakeAlert) -> None:
+    clock = FakeClock()
+    steady = RecordingExporter("file")
+    flaky = FailingExporter(ExportError("Mattermost failed (503)", kind="server_error"))
+    dispatcher = dispatcher_with(stats, steady, flaky, window=WINDOW, clock=clock)
+
+    def send(*routes: str) -> None:
+        for route in routes:
+            dispatcher.submit(make_alert(route=route))
+        assert dispatcher.flush(timeout=10)
+
+    send("/a", "/a")  # both fail in the flaky exporter: neither uses its window
+    flaky.error = None
+    send("/a", "/a", "/b")
+    clock.now += WINDOW
+    send("/a")
+
+    assert [(a.route, a.suppressed_since_last) for a in steady.alerts] == [
+        ("/a", 0),
+        ("/b", 0),
+        ("/a", 3),
+    ]
+    delivered = [(a.route, a.suppressed_since_last) for a in flaky.alerts[2:]]
+    assert delivered == [("/a", 2), ("/b", 0), ("/a", 1)]
+    # Counted per delivery: each alert once in each exporter's lane.
+    counts = stats.snapshot()
+    assert counts["alerts_sent"] + counts["alerts_failed"] + counts["alerts_suppressed"] == 2 * 6
+    assert (counts["alerts_sent"], counts["alerts_failed"], counts["alerts_suppressed"]) == (
+        6,
+        2,
+        4,
+    )
+
+
+def test_exporters_of_the_same_name_keep_windows_of_their_own(
+    stats: Stats, make_alert: MakeAlert
+) -> None:
+    first, second = RecordingExporter("same"), RecordingExporter("same")
+    dispatcher = dispatcher_with(stats, first, second, window=WINDOW, clock=FakeClock())
+
+    dispatcher.submit(make_alert())
+    assert dispatcher.flush(timeout=10)
+
+    assert len(first.alerts) == len(second.alerts) == 1
+
+
+# -- lanes: a slow exporter holds back no other --------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["hang", "trickle"])
+def test_the_file_never_waits_for_mattermost(
+    stats: Stats,
+    make_alert: MakeAlert,
+    mattermost_server: FakeMattermostServer,
+    tmp_path: Path,
+    fault: str,
+) -> None:
+    fake = mattermost_server
+    mattermost = mattermost_exporter(fake, timeout_seconds=60.0, max_retries=0)
+    dispatcher = dispatcher_with(stats, LocalFileExporter(tmp_path), mattermost)
+    if fault == "hang":
+        fake.hang()
+    else:
+        fake.trickle(1.0)  # a log-in answer of ~250 bytes would take minutes
+    try:
+        for number in range(3):
+            dispatcher.submit(make_alert(route=f"/{number}"))
+
+        wait_until(lambda: len(alert_file_routes(tmp_path)) == 3, "three lines in alerts.jsonl")
+        assert fake.posts == []  # Mattermost has not even taken the first
+    finally:
+        fake.release()
+        dispatcher.shutdown(timeout=0)
+    assert alert_file_routes(tmp_path) == ["/0", "/1", "/2"]
+
+
+def test_shutdown_drains_the_file_while_mattermost_hangs(
+    stats: Stats, make_alert: MakeAlert, mattermost_server: FakeMattermostServer, tmp_path: Path
+) -> None:
+    fake = mattermost_server
+    mattermost = mattermost_exporter(fake, timeout_seconds=60.0, max_retries=0)
+    dispatcher = dispatcher_with(stats, LocalFileExporter(tmp_path), mattermost)
+    fake.hang()
+    try:
+        for number in range(3):
+            dispatcher.submit(make_alert(route=f"/{number}"))
+        stopping = threading.Thread(target=dispatcher.shutdown, args=(60.0,))
+        stopping.start()
+
+        wait_until(lambda: len(alert_file_routes(tmp_path)) == 3, "three lines in alerts.jsonl")
+        assert stopping.is_alive() and fake.posts == []
+    finally:
+        fake.release()
+    stopping.join(60)
+
+    assert not stopping.is_alive()
+    assert len(fake.posts) == 3
+    counts = stats.snapshot()
+    assert (counts["alerts_sent"], counts["alerts_dropped"]) == (6, 0)

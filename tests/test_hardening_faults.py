@@ -214,7 +214,8 @@ def test_mattermost_500s_are_retried_then_delivered(
         assert len(fake.posts) == 1
         assert [r.status for r in fake.requests][:3] == [500, 500, 500]
         stats = watched.processor.get_stats()
-        assert stats["alerts_sent"] == 1 and stats["alerts_failed"] == 0
+        # Counted per delivery: the line in alerts.jsonl and the post.
+        assert stats["alerts_sent"] == 2 and stats["alerts_failed"] == 0
     _assert_token_never_logged(all_logs, fake.token)
 
 
@@ -286,7 +287,11 @@ def test_hung_mattermost_never_delays_responses_and_bounds_its_queue(
             # Every answer came back while Mattermost was still hanging.
             assert not fake._released.is_set()
             assert [a.status_code for a in answers] == [200] * requests_sent
-            # One alert is stuck in delivery, two wait in the queue, the rest were dropped.
+            # The local file has its own lane: every alert is written while Mattermost hangs.
+            wait_until(lambda: len(alert_lines(output)) == requests_sent, "every alert line")
+            assert not fake._released.is_set()
+            # In Mattermost's lane one alert is stuck in delivery, two wait in its queue,
+            # the rest were dropped.
             wait_until(
                 lambda: processor.get_stats()["alerts_dropped"] == requests_sent - 3,
                 "alerts past the queue bound to be dropped",
@@ -299,8 +304,9 @@ def test_hung_mattermost_never_delays_responses_and_bounds_its_queue(
     assert stats["reports_failed"] == 0
     assert stats["reports_written"] == requests_sent
     assert stats["alerts_dropped"] == requests_sent - 3 and stats["alerts_failed"] == 0
+    assert stats["alerts_sent"] == requests_sent + 3
     assert len(fake.posts) == 3
-    assert len(alert_lines(output)) == 3
+    assert len(alert_lines(output)) == requests_sent
     dropped = [m for m in all_logs.messages() if "Alert queue full" in m]
     assert len(dropped) == 1
     _assert_token_never_logged(all_logs, fake.token)
@@ -338,7 +344,7 @@ def test_update_config_while_mattermost_hangs_returns_at_once_and_loses_no_alert
     finally:
         fake.release()
     assert stats["alerts_dropped"] == 0 and stats["alerts_failed"] == 0
-    assert stats["alerts_sent"] == requests_sent
+    assert stats["alerts_sent"] == 2 * requests_sent  # a line and a post for each
     assert len(fake.posts) == requests_sent
     assert len(alert_lines(output)) == requests_sent
 

@@ -3,15 +3,25 @@
 Usage::
 
     store = SQLiteDedupStore("/var/lib/otel-wpm/dedup.sqlite3")   # or RedisDedupStore(url)
-    send, suppressed = store.claim(alert.dedup_key, window_seconds=3600)
-    if send:
-        deliver(replace(alert, suppressed_since_last=suppressed))
+    claim = store.claim(alert.dedup_key, window_seconds=3600)
+    if claim.send:
+        try:
+            deliver(replace(alert, suppressed_since_last=claim.suppressed))
+        except DeliveryFailed:
+            store.release(claim)   # the window is not used up: the next alert is sent
 
 ``claim`` answers whether to send now and how many alerts were held back for that
-key since the last one sent. A window of 0 turns de-duplication off. A store that
-fails (Redis down, a locked or broken SQLite file) lets every alert through and
-logs that once; it never makes an alert wait more than a moment (a SQLite lock
-is waited for ``SQLiteDedupStore.BUSY_TIMEOUT_SECONDS``).
+key since the last one sent, and opens the key's window when it says send. An
+alert that could not be delivered gives its claim back with ``release``: the
+window ends at once, and the count of held-back alerts grows by the ones the
+claim had reported plus the undelivered alert, so the next alert sent tells of
+them all. A release never ends a window someone else opened since. Both are
+atomic (one transaction in SQLite, one script in Redis).
+
+A window of 0 turns de-duplication off. A store that fails (Redis down, a locked
+or broken SQLite file) lets every alert through and logs that once; it never
+makes an alert wait more than a moment (a SQLite lock is waited for
+``SQLiteDedupStore.BUSY_TIMEOUT_SECONDS``).
 
 Entries expire: a key's entry goes once its window has passed, or, while it
 counts held-back alerts, after :func:`count_ttl_seconds` (SQLite and memory
@@ -22,12 +32,14 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from .._runtime.logs import LogOnce
 from ..masking import SecretMasker
@@ -47,35 +59,81 @@ def count_ttl_seconds(window_seconds: float) -> float:
     return max(COUNT_MIN_TTL_SECONDS, 2 * window_seconds)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A store's answer for one alert of ``key``."""
+
+    key: str
+    window_seconds: float
+    send: bool
+    suppressed: int = 0  # alerts held back for the key since the last one sent
+    #: Names the window this claim opened, so a release ends only that one;
+    #: None when it opened none (held back, de-duplication off, or the store failed).
+    window: Optional[str] = None
+
+
 class DedupStore(ABC):
-    """Decides which alerts to send; subclasses implement :meth:`_claim` atomically."""
+    """Decides which alerts to send; subclasses implement :meth:`_claim` and :meth:`_release`.
+
+    Both must be atomic against other threads, processes and hosts sharing the store.
+    """
 
     def __init__(self) -> None:
         self._failures = LogOnce(logger)
 
-    def claim(self, key: str, window_seconds: float) -> tuple[bool, int]:
-        """``(send now?, alerts suppressed for key since the last one sent)``."""
+    def claim(self, key: str, window_seconds: float) -> Claim:
+        """Whether to send an alert of ``key`` now; if so, its window is opened."""
         if window_seconds <= 0:
-            return True, 0
+            return Claim(key, window_seconds, send=True)
         try:
-            result = self._claim(key, window_seconds)
+            send, suppressed, window = self._claim(key, window_seconds)
         except Exception as error:  # noqa: BLE001 - never let de-duplication stop an alert
             # One warning per outage, not one per alert.
             self._failures.warning(
-                "store",
+                ("store", "claim"),
                 "%s failed (%s: %s); sending every alert until it recovers",
                 self.describe(),
                 type(error).__name__,
                 error,
             )
-            return True, 0
+            return Claim(key, window_seconds, send=True)
+        self._recovered()
+        return Claim(key, window_seconds, send, suppressed, window if send else None)
+
+    def release(self, claim: Claim) -> None:
+        """Give back the window ``claim`` opened: its alert was not delivered.
+
+        The key's window ends now (unless another window was opened since), and
+        the alerts ``claim`` reported as held back, plus its own, count as held
+        back again. Never raises; a failure is logged once.
+        """
+        if claim.window is None:
+            return
+        try:
+            self._release(claim)
+        except Exception as error:  # noqa: BLE001 - a failed release must not stop delivery
+            self._failures.warning(
+                ("store", "release"),
+                "%s failed (%s: %s) to give back the window of an undelivered alert; "
+                "the next alert of that route may wait for the window to pass",
+                self.describe(),
+                type(error).__name__,
+                error,
+            )
+            return
+        self._recovered()
+
+    def _recovered(self) -> None:
         self._failures.recovered(
             "store", "%s works again; alerts are de-duplicated again", self.describe()
         )
-        return result
 
     @abstractmethod
-    def _claim(self, key: str, window_seconds: float) -> tuple[bool, int]: ...
+    def _claim(self, key: str, window_seconds: float) -> tuple[bool, int, Optional[str]]:
+        """``(send now?, held back since the last one sent, the window opened or None)``."""
+
+    @abstractmethod
+    def _release(self, claim: Claim) -> None: ...
 
     def describe(self) -> str:
         return type(self).__name__
@@ -100,7 +158,7 @@ class MemoryDedupStore(DedupStore):
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
 
-    def _claim(self, key: str, window_seconds: float) -> tuple[bool, int]:
+    def _claim(self, key: str, window_seconds: float) -> tuple[bool, int, Optional[str]]:
         now = self._clock()
         with self._lock:
             if now >= self._next_prune:
@@ -109,9 +167,17 @@ class MemoryDedupStore(DedupStore):
             last_sent, suppressed = self._entries.get(key, (None, 0))
             if last_sent is not None and _within(now - last_sent, window_seconds):
                 self._entries[key] = (last_sent, suppressed + 1)
-                return False, 0
+                return False, 0, None
             self._entries[key] = (now, 0)
-            return True, suppressed
+            return True, suppressed, repr(now)
+
+    def _release(self, claim: Claim) -> None:
+        ended = self._clock() - claim.window_seconds
+        with self._lock:
+            last_sent, suppressed = self._entries.get(claim.key, (ended, 0))
+            if repr(last_sent) == claim.window:
+                last_sent = ended
+            self._entries[claim.key] = (last_sent, suppressed + _undelivered(claim))
 
     def _prune(self, now: float, window_seconds: float) -> None:
         count_ttl = count_ttl_seconds(window_seconds)
@@ -150,7 +216,7 @@ class SQLiteDedupStore(DedupStore):
         self._lock = threading.Lock()
         self._connection = None
 
-    def _claim(self, key: str, window_seconds: float) -> tuple[bool, int]:
+    def _claim(self, key: str, window_seconds: float) -> tuple[bool, int, Optional[str]]:
         with self._lock:
             connection = self._connect()
             connection.execute("BEGIN IMMEDIATE")
@@ -162,9 +228,23 @@ class SQLiteDedupStore(DedupStore):
             connection.execute("COMMIT")
             return result
 
+    def _release(self, claim: Claim) -> None:
+        assert claim.window is not None
+        ended = self._clock() - claim.window_seconds
+        with self._lock:
+            # One statement, so one transaction: the window ends only if it is still
+            # the one this claim opened, and the count grows whatever happened since.
+            self._connect().execute(
+                "INSERT INTO dedup (key, last_sent, suppressed) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET "
+                "suppressed = suppressed + excluded.suppressed, "
+                "last_sent = CASE WHEN last_sent = ? THEN excluded.last_sent ELSE last_sent END",
+                (claim.key, ended, _undelivered(claim), float(claim.window)),
+            )
+
     def _claim_in_transaction(
         self, connection: sqlite3.Connection, key: str, window_seconds: float
-    ) -> tuple[bool, int]:
+    ) -> tuple[bool, int, Optional[str]]:
         now = self._clock()
         if now >= self._next_prune:
             _prune_sqlite(connection, now, window_seconds)
@@ -174,13 +254,13 @@ class SQLiteDedupStore(DedupStore):
         ).fetchone()
         if row is not None and _within(now - row[0], window_seconds):
             connection.execute("UPDATE dedup SET suppressed = suppressed + 1 WHERE key = ?", (key,))
-            return False, 0
+            return False, 0, None
         connection.execute(
             "INSERT INTO dedup (key, last_sent, suppressed) VALUES (?, ?, 0) "
             "ON CONFLICT(key) DO UPDATE SET last_sent = excluded.last_sent, suppressed = 0",
             (key, now),
         )
-        return True, row[1] if row is not None else 0
+        return True, row[1] if row is not None else 0, repr(now)
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is not None and self._pid == os.getpid():
@@ -219,9 +299,11 @@ class SQLiteDedupStore(DedupStore):
 class RedisDedupStore(DedupStore):
     """De-duplication shared by every host using the same Redis.
 
-    The claim is ``SET key NX PX window`` (the key expiring ends the window);
-    suppressed alerts ``INCR`` a counter that the next sender reads and deletes.
-    Both run in one Lua script, so no suppressed alert is counted for the wrong send.
+    The claim is ``SET key <random window id> NX PX window`` (the key expiring
+    ends the window); suppressed alerts ``INCR`` a counter that the next sender
+    reads and deletes. A release deletes the key if it still holds its window id
+    and adds to the counter. Each runs as one Lua script, so no suppressed alert
+    is counted for the wrong send and no release ends another's window.
     """
 
     PREFIX = "otel_wpm:dedup:"
@@ -243,24 +325,37 @@ class RedisDedupStore(DedupStore):
             socket_connect_timeout=self.SOCKET_TIMEOUT_SECONDS,
         )
         self._claim_script = self._client.register_script(_REDIS_CLAIM)
+        self._release_script = self._client.register_script(_REDIS_RELEASE)
 
     def describe(self) -> str:
         return f"Redis de-duplication store {SecretMasker().mask_url(self.url)}"
 
-    def _claim(self, key: str, window_seconds: float) -> tuple[bool, int]:
+    def _keys(self, key: str) -> list[str]:
         # The braces are a hash tag: both keys land on the same Redis Cluster slot.
-        keys = [f"{self.PREFIX}{{{key}}}:claim", f"{self.PREFIX}{{{key}}}:suppressed"]
+        return [f"{self.PREFIX}{{{key}}}:claim", f"{self.PREFIX}{{{key}}}:suppressed"]
+
+    def _claim(self, key: str, window_seconds: float) -> tuple[bool, int, Optional[str]]:
+        window = secrets.token_hex(8)
         window_ms = max(1, int(window_seconds * 1000))
         counter_ttl = int(count_ttl_seconds(window_seconds))
-        sent, suppressed = self._claim_script(keys=keys, args=[window_ms, counter_ttl])
-        return bool(sent), int(suppressed)
+        sent, suppressed = self._claim_script(
+            keys=self._keys(key), args=[window_ms, counter_ttl, window]
+        )
+        return bool(sent), int(suppressed), window
+
+    def _release(self, claim: Claim) -> None:
+        assert claim.window is not None
+        counter_ttl = int(count_ttl_seconds(claim.window_seconds))
+        self._release_script(
+            keys=self._keys(claim.key), args=[claim.window, _undelivered(claim), counter_ttl]
+        )
 
     def close(self) -> None:
         self._client.close()
 
 
 _REDIS_CLAIM = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[1]) then
     local suppressed = redis.call('GET', KEYS[2])
     redis.call('DEL', KEYS[2])
     return {1, tonumber(suppressed) or 0}
@@ -269,6 +364,19 @@ redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return {0, 0}
 """
+
+_REDIS_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+end
+redis.call('INCRBY', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+"""
+
+
+def _undelivered(claim: Claim) -> int:
+    """Alerts a release counts as held back again: those the claim reported, and its own."""
+    return claim.suppressed + 1
 
 
 def _within(elapsed: float, window_seconds: float) -> bool:

@@ -14,28 +14,30 @@ Usage::
     dispatcher.shutdown(timeout=5.0)  # at exit
     dispatcher.retire()               # replaced at run time: deliver the queue, then close
 
-One :class:`BackgroundWorker` thread per process delivers the queue. It starts
-on the first ``submit``; after ``fork`` the child starts afresh (its own thread,
-empty queue), so every gunicorn worker delivers its own alerts.
+Each exporter has a lane of its own (:mod:`.lane`): a bounded queue, a thread
+and a de-duplication window, so a slow or hung exporter (Mattermost trickling
+bytes) holds back no other (the local file). Threads start on the first
+``submit``; after ``fork`` the child starts afresh (its own threads, empty
+queues), so every gunicorn worker delivers its own alerts.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from .._runtime import forksafe
 from .._runtime.logs import LogOnce
 from .._runtime.stats import Stats
-from .._runtime.worker import BackgroundWorker
 from ..exporters import LocalFileExporter, MattermostExporter
-from ..exporters.base import AlertExporter, ExportError
+from ..exporters.base import AlertExporter
 from .alert import Alert
 from .dedup import DedupStore, MemoryDedupStore, RedisDedupStore, SQLiteDedupStore
+from .lane import DeliveryLane, export_once
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -60,7 +62,7 @@ ALERT_SETTINGS = (
 
 
 class AlertDispatcher:
-    """Queues alerts and hands them to every exporter from a background thread."""
+    """Hands each alert to one delivery lane per exporter; see the module docstring."""
 
     def __init__(
         self,
@@ -76,9 +78,10 @@ class AlertDispatcher:
         self.stats = stats
         self.queue_size = max(1, queue_size)
         self._log_once = LogOnce(logger)
-        self._worker: BackgroundWorker[Alert] = BackgroundWorker(
-            "otel-wpm-alerts", self._deliver_safely, self.queue_size, self._dropped
-        )
+        self.lanes = [
+            DeliveryLane(exporter, name, dedup, window_seconds, stats, self.queue_size)
+            for exporter, name in zip(self.exporters, _lane_names(self.exporters))
+        ]
         forksafe.register(self)
 
     @classmethod
@@ -93,26 +96,29 @@ class AlertDispatcher:
         )
 
     def submit(self, alert: Alert) -> None:
-        """Queue an alert; when the queue is full the oldest queued alert is dropped."""
-        try:
-            self._worker.submit(alert)
-        except Exception:  # the request path must never see our errors
-            self._log_once.warning(("submit", "error"), "Could not queue an alert", exc_info=True)
-
-    def _dropped(self, alert: Alert) -> None:
-        self.stats.incr("alerts_dropped")
-        self._log_once.warning(
-            ("queue", "full"), "Alert queue full or closed: dropping alerts (counted in stats)"
-        )
+        """Queue an alert in every lane; a full lane drops its oldest queued alert."""
+        for lane in self.lanes:
+            try:
+                lane.submit(alert)
+            except Exception:  # the request path must never see our errors
+                self._log_once.warning(
+                    ("submit", "error"), "Could not queue an alert", exc_info=True
+                )
 
     def flush(self, timeout: float) -> bool:
-        """Wait until every queued alert was handled; False if ``timeout`` ran out first."""
-        return self._worker.flush(timeout)
+        """Wait until every lane handled what it was given; False if ``timeout`` ran out first."""
+        deadline = time.monotonic() + timeout
+        return all(lane.flush(_left(deadline)) for lane in self.lanes)
 
     def shutdown(self, timeout: float) -> None:
-        """Deliver what is queued within ``timeout``, then stop; closes exporters and store."""
-        if not self._worker.shutdown(timeout):
-            logger.warning("Alerts still queued at shutdown after %.1f s; dropping them", timeout)
+        """Deliver what is queued within ``timeout``, then stop; closes exporters and store.
+
+        The lanes drain side by side, each on its own thread: a hung exporter uses
+        up the time of its own lane only, and its queue is dropped at the deadline.
+        """
+        deadline = time.monotonic() + timeout
+        for lane in self.lanes:
+            lane.shutdown(_left(deadline))
         self._close_all()
 
     def retire(self) -> threading.Thread:
@@ -139,18 +145,18 @@ class AlertDispatcher:
                 logger.warning("Could not close %r", closeable, exc_info=True)
 
     def send_test_alert(self, alert: Alert) -> dict[str, Any]:
-        """Send ``alert`` through every exporter now, bypassing queue and de-duplication.
+        """Send ``alert`` through every exporter now, bypassing lanes and de-duplication.
 
         Returns ``{"success": bool, "notifier_results": {name: bool}, "error": str | None}``;
-        the error text is safe to show (no secrets).
+        the error text is safe to show (no secrets). Not counted in the stats.
         """
         results: dict[str, bool] = {}
         errors: list[str] = []
         for exporter in self.exporters:
-            error = self._export_one(exporter, alert, log=False)
+            error = export_once(exporter, alert)
             results[exporter.name] = error is None
             if error is not None:
-                errors.append(f"{exporter.name}: {error}")
+                errors.append(f"{exporter.name}: {error.message}")
         if not self.exporters:
             errors.append("no alert exporters are configured")
         return {
@@ -159,66 +165,8 @@ class AlertDispatcher:
             "error": "; ".join(errors) or None,
         }
 
-    def _deliver_safely(self, alert: Alert) -> None:
-        try:
-            self._deliver(alert)
-        except Exception:  # keep the thread alive whatever happens
-            self.stats.incr("internal_errors")
-            self._log_once.warning(
-                ("deliver", "error"), "Unexpected error delivering an alert", exc_info=True
-            )
-
-    def _deliver(self, alert: Alert) -> None:
-        if not alert.is_test:
-            send, suppressed = self._claim(alert.dedup_key)
-            if not send:
-                self.stats.incr("alerts_suppressed")
-                return
-            alert = replace(alert, suppressed_since_last=suppressed)
-        delivered = False
-        for exporter in self.exporters:
-            if self._export_one(exporter, alert, log=True) is None:
-                delivered = True
-            else:
-                self.stats.incr("alerts_failed")
-        if delivered:
-            self.stats.incr("alerts_sent")
-
-    def _claim(self, key: str) -> tuple[bool, int]:
-        try:
-            return self.dedup.claim(key, self.window_seconds)
-        except Exception:  # noqa: BLE001 - stores fail open themselves; this is for others
-            self._log_once.warning(
-                ("dedup", "error"), "De-duplication failed; sending the alert", exc_info=True
-            )
-            return True, 0
-
-    def _export_one(self, exporter: AlertExporter, alert: Alert, log: bool) -> Optional[str]:
-        """Export through one exporter; the failure reason (safe to show), or None."""
-        try:
-            exporter.export(alert)
-        except ExportError as error:
-            if log:
-                self._log_export_failure(exporter, error.kind, _describe(error))
-            return error.message
-        except Exception as error:  # noqa: BLE001 - a broken exporter must not stop the others
-            if log:
-                self._log_export_failure(exporter, type(error).__name__, _describe(error))
-            return f"{type(error).__name__}: {error}"
-        if log:
-            self._log_once.recovered(exporter.name, "Alert exporter %s works again", exporter.name)
-        return None
-
-    def _log_export_failure(self, exporter: AlertExporter, kind: str, reason: str) -> None:
-        self._log_once.warning(
-            (exporter.name, kind),
-            "Alert exporter %s failed: %s (further failures of this kind are not logged)",
-            exporter.name,
-            reason,
-        )
-
     def after_fork_in_child(self) -> None:
-        # The worker renews its own thread and queue; the parts hold connections and locks.
+        # Each lane's worker renews its own thread and queue; the parts hold connections and locks.
         parts: list[AlertExporter | DedupStore] = [*self.exporters, self.dedup]
         for part in parts:
             try:
@@ -227,11 +175,20 @@ class AlertDispatcher:
                 logger.warning("Could not reset %r after fork", part, exc_info=True)
 
 
-def _describe(error: Exception) -> str:
-    if isinstance(error, ExportError):
-        hint = " - will not work until the configuration is fixed" if error.permanent else ""
-        return f"{error.message}{hint}"
-    return f"{type(error).__name__}: {error}"
+def _lane_names(exporters: Sequence[AlertExporter]) -> list[str]:
+    """Each exporter's name, numbered when several share one (``webhook``, ``webhook-2``)."""
+    names: list[str] = []
+    for exporter in exporters:
+        name, number = exporter.name, 1
+        while name in names:
+            number += 1
+            name = f"{exporter.name}-{number}"
+        names.append(name)
+    return names
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 def _exporters(config: Config) -> list[AlertExporter]:
