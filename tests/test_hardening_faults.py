@@ -219,6 +219,29 @@ def test_mattermost_500s_are_retried_then_delivered(
     _assert_token_never_logged(all_logs, fake.token)
 
 
+def test_mattermost_503_does_not_use_up_the_window_of_the_route(
+    tmp_path: Path, mattermost_server: FakeMattermostServer
+) -> None:
+    fake = mattermost_server
+    config = _mattermost_config(
+        tmp_path, fake.url, fake.token, fake.channel_id, alert_window_days=1
+    )
+    with serving(config) as (stack, url):
+        exporter = _fast_retries(stack)
+        fake.fail_next(exporter.max_retries + 1, status=503)  # every try of the first alert
+        stack.settle(slow_get(url, "/a").headers["X-Trace-Id"])
+        assert fake.posts == []
+        second = slow_get(url, "/a").headers["X-Trace-Id"]
+        stack.settle(second)
+        third = slow_get(url, "/a").headers["X-Trace-Id"]
+        stack.settle(third)
+    # Mattermost recovered: the next slow GET /a is posted; the one after waits out the window.
+    [post] = fake.posts
+    assert second in post["message"] and third not in post["message"]
+    # alerts.jsonl got the first: its window holds the others back.
+    assert len(alert_lines(tmp_path / "reports")) == 1
+
+
 @pytest.mark.parametrize("fault", ["500 storm", "429 storm", "token rejected", "down"])
 def test_mattermost_failures_are_counted_and_logged_once(
     tmp_path: Path, mattermost_server: FakeMattermostServer, all_logs: LogRecords, fault: str
