@@ -226,15 +226,15 @@ def test_mattermost_503_does_not_use_up_the_window_of_the_route(
     config = _mattermost_config(
         tmp_path, fake.url, fake.token, fake.channel_id, alert_window_days=1
     )
-    with serving(config) as (stack, url):
-        exporter = _fast_retries(stack)
+    with serving(config) as watched:
+        exporter = _fast_retries(watched)
         fake.fail_next(exporter.max_retries + 1, status=503)  # every try of the first alert
-        stack.settle(slow_get(url, "/a").headers["X-Trace-Id"])
+        watched.settle(slow_get(watched.url, "/a").headers["X-Trace-Id"])
         assert fake.posts == []
-        second = slow_get(url, "/a").headers["X-Trace-Id"]
-        stack.settle(second)
-        third = slow_get(url, "/a").headers["X-Trace-Id"]
-        stack.settle(third)
+        second = slow_get(watched.url, "/a").headers["X-Trace-Id"]
+        watched.settle(second)
+        third = slow_get(watched.url, "/a").headers["X-Trace-Id"]
+        watched.settle(third)
     # Mattermost recovered: the next slow GET /a is posted; the one after waits out the window.
     [post] = fake.posts
     assert second in post["message"] and third not in post["message"]

@@ -8,7 +8,7 @@ Usage (this is what :class:`~.dispatch.AlertDispatcher` does, one lane an export
     lane.shutdown(timeout=5.0) # handle what is queued within the timeout, drop the rest
 
 The lane's thread takes one alert at a time: it claims the window of
-``"<lane> <method> <route>"`` in the de-duplication store, delivers the alert
+``"<lane> <alert.dedup_key>"`` in the de-duplication store, delivers the alert
 through its exporter, and gives the claim back (:meth:`DedupStore.release`)
 when the delivery failed, so the next alert of that route is tried again. So
 each exporter has a window of its own: the local file has its line once per
