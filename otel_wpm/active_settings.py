@@ -26,11 +26,15 @@ from typing import Optional
 from .capture.precise import OverheadBudget, measure_slowdown
 from .config import Config
 from .masking import SecretMasker
-from .reporting.store import ReportStore
+from .reporting.store import ReportStore, store_from_config
 
 _STORE_SETTINGS = (
     "enable_local_file",
     "local_output_dir",
+    "report_store",
+    "report_store_endpoint_url",
+    "report_spool_max_bytes",
+    "dedup_redis_url",
     "report_max_files",
     "report_max_bytes",
     "report_max_age_days",
@@ -52,7 +56,7 @@ class ActiveSettings:
     captures_request: bool  # headers or a body are shown in reports
     captures_body: bool
     masker: SecretMasker
-    store: Optional[ReportStore]  # None: no report files
+    store: Optional[ReportStore]  # None: no reports kept
     budget: Optional[OverheadBudget]  # the precise engine's; None under the sampling engine
 
     @classmethod
@@ -95,7 +99,7 @@ def _masker(config: Config, previous: Optional[ActiveSettings]) -> SecretMasker:
 def _store(config: Config, previous: Optional[ActiveSettings]) -> Optional[ReportStore]:
     if previous is not None and not changed(previous.config, config, _STORE_SETTINGS):
         return previous.store
-    return ReportStore.from_config(config) if config.enable_local_file else None
+    return store_from_config(config)
 
 
 def _budget(config: Config, previous: Optional[ActiveSettings]) -> Optional[OverheadBudget]:

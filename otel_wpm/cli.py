@@ -6,6 +6,7 @@ Usage::
     otel-wpm config [--file wpm.toml]     # the effective settings as TOML; problems on stderr
     otel-wpm test-alert [--file wpm.toml] # send a test alert through every enabled exporter
     otel-wpm serve --dir performance_reports [--host 127.0.0.1] [--port 8099]
+    otel-wpm serve --store s3://bucket/reports [--endpoint-url http://minio:9000]
 
 Settings come from ``WPM_*`` environment variables over the TOML file named by
 ``--file`` or ``WPM_CONFIG_FILE``, exactly as the monitor reads them.
@@ -17,7 +18,8 @@ problem: unknown ``WPM_*`` variables, invalid black-list regexes, a
 
 Exit status: 0 when all is well; 1 when ``config`` finds problems, a test
 alert fails or ``serve`` cannot listen; 2 when a setting is invalid (the
-monitor would stay off) or ``serve --dir`` is not a directory.
+monitor would stay off) or ``serve`` cannot read its store (``--dir`` is not a
+directory, the bucket of ``--store`` cannot be listed).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from .config import (
     env_var_name,
     read_env,
 )
+from .reporting.store import is_s3_url
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -130,6 +133,17 @@ def problems(config: Config) -> list[str]:
         )
     if not config.enable_local_file and not config.enable_mattermost:
         found.append("enable_local_file and enable_mattermost are both false: no report is kept")
+    if config.report_store and is_s3_url(config.report_store):
+        if not _installed("obstore"):
+            found.append(
+                "report_store is an s3:// URL but obstore is not installed "
+                "(pip install 'otel-wpm[s3]')"
+            )
+        if not config.dedup_redis_url:
+            found.append(
+                "report_store is a bucket shared by hosts but dedup_redis_url is unset: "
+                "each host de-duplicates its own alerts"
+            )
     return found
 
 
@@ -241,8 +255,20 @@ def _add_serve_command(commands: Any) -> None:
     # also ``python -m otel_wpm.server``
     from .server import DEFAULT_HOST, DEFAULT_PORT
 
-    serve = commands.add_parser("serve", help="serve the reports of a directory over HTTP")
-    serve.add_argument("--dir", required=True, help="the reports' directory (must exist)")
+    serve = commands.add_parser(
+        "serve", help="serve the reports of a directory or a bucket over HTTP"
+    )
+    where = serve.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dir", help="the reports' directory (must exist)")
+    where.add_argument(
+        "--store", help="a directory, or s3://bucket/prefix: every host's reports in a bucket"
+    )
+    serve.add_argument(
+        "--endpoint-url",
+        default=os.environ.get(env_var_name("report_store_endpoint_url")),
+        help="the S3-compatible endpoint of --store (default: "
+        f"${env_var_name('report_store_endpoint_url')}, then $AWS_ENDPOINT_URL)",
+    )
     serve.add_argument("--host", default=DEFAULT_HOST, help="default: %(default)s")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
     serve.set_defaults(run=_serve_command)
@@ -253,7 +279,7 @@ def _serve_command(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        serve(args.dir, args.host, args.port)
+        serve(args.store or args.dir, args.host, args.port, args.endpoint_url or None)
     except KeyboardInterrupt:
         pass
     except ReportDirectoryError as err:

@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 
 from .capture.url_filter import UrlFilter
 from .masking import SecretMasker
+from .reporting.store import split_s3_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -172,6 +173,9 @@ class Config:
     report_max_bytes: int = 512 * 1024 * 1024
     report_max_age_days: float = 30.0
     dedup_redis_url: Optional[str] = None
+    report_store: Optional[str] = None
+    report_store_endpoint_url: Optional[str] = None
+    report_spool_max_bytes: int = 128 * 1024 * 1024
     alert_queue_size: int = 1000
     report_queue_size: int = 1000
     shutdown_timeout_seconds: float = 10.0
@@ -384,6 +388,18 @@ def _check_report_base_url(value: Any) -> Optional[str]:
     return text.rstrip("/") if text else text
 
 
+def _check_report_store(value: Any) -> Optional[str]:
+    """Unset (``local_output_dir``), a directory, or an ``s3://bucket/prefix`` URL."""
+    text = _check_optional_text(value if not isinstance(value, os.PathLike) else os.fspath(value))
+    if text is not None and "://" in text:
+        try:
+            split_s3_url(text)
+        except ValueError as err:
+            reason = f"must be a directory or an s3://bucket/prefix URL ({err})"
+            raise _Invalid(f"{reason}, got {_url_masker.mask_url(text)!r}") from None
+    return text
+
+
 def _check_trace_url_template(value: Any) -> Optional[str]:
     template = _check_optional_text(value)
     if template is None:
@@ -478,6 +494,11 @@ SETTING_KINDS: dict[str, SettingKind] = {
         _not_negative, "must be a non-negative number of days (0 = unlimited)"
     ),
     "dedup_redis_url": url(REDIS_SCHEMES, needs_host=False),
+    "report_store": SettingKind(_check_report_store),
+    "report_store_endpoint_url": _HTTP_URL,
+    "report_spool_max_bytes": integer(
+        _not_negative, "must be a non-negative number of bytes (0 = no spool)"
+    ),
     "alert_queue_size": integer(lambda n: n >= 1, "must be an integer of at least 1"),
     "report_queue_size": integer(lambda n: n >= 1, "must be an integer of at least 1"),
     "shutdown_timeout_seconds": SECONDS,
@@ -494,6 +515,8 @@ _URL_SETTINGS = (
     "report_base_url",
     "dedup_redis_url",
     "trace_url_template",
+    "report_store",
+    "report_store_endpoint_url",
 )
 
 

@@ -44,6 +44,9 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "report_max_bytes": 512 * 1024 * 1024,
     "report_max_age_days": 30,
     "dedup_redis_url": None,
+    "report_store": None,
+    "report_store_endpoint_url": None,
+    "report_spool_max_bytes": 128 * 1024 * 1024,
     "alert_queue_size": 1000,
     "report_queue_size": 1000,
     "shutdown_timeout_seconds": 10.0,
@@ -135,6 +138,12 @@ def test_valid_optional_settings() -> None:
         ("report_max_bytes", -1),
         ("report_max_age_days", -1),
         ("dedup_redis_url", "http://cache:6379"),
+        ("report_store", "gs://reports/prefix"),
+        ("report_store", "s3://Reports/prefix"),
+        ("report_store", "s3:///prefix"),
+        ("report_store", "s3://reports/a//b"),
+        ("report_store_endpoint_url", "minio:9000"),
+        ("report_spool_max_bytes", -1),
         ("alert_queue_size", 0),
         ("report_queue_size", 0),
         ("shutdown_timeout_seconds", -3),
@@ -149,6 +158,19 @@ def test_bad_value_names_setting_and_value(setting: str, bad_value: Any) -> None
     if bad_value != "":
         assert repr(bad_value) in message
     assert caught.value.setting == setting
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("s3://reports", "s3://reports"),
+        ("s3://my-reports/shop/prod/", "s3://my-reports/shop/prod/"),
+        ("/var/lib/shop/reports", "/var/lib/shop/reports"),
+        ("  ", None),
+    ],
+)
+def test_report_store_is_a_directory_or_a_bucket_url(value: str, expected: Any) -> None:
+    assert Config(report_store=value).report_store == expected
 
 
 def test_threshold_message_wording() -> None:

@@ -12,11 +12,11 @@ from otel_wpm.alerting.alert import HotFrame
 from otel_wpm.capture.request import RawRequest
 from otel_wpm.capture.semconv import HttpFacts
 from otel_wpm.masking import SecretMasker
+from otel_wpm.reporting.local_store import LocalReportStore
 from otel_wpm.reporting.profile import Profile
 from otel_wpm.reporting.render import render_report
 from otel_wpm.reporting.report_format import report_file_name
 from otel_wpm.reporting.slow_request import SlowRequest
-from otel_wpm.reporting.store import ReportStore
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 TRACE, SPAN = "ab" * 16, "cd" * 8
@@ -32,7 +32,7 @@ def test_file_names_are_plain_and_safe(route: str, method: str) -> None:
 
 def test_traversal_route_cannot_escape_the_directory(tmp_path) -> None:
     name = report_file_name(WHEN, "GET", "/../../etc/passwd", TRACE, SPAN, in_flight=False)
-    path = ReportStore(tmp_path).write(name, b"x")
+    path = LocalReportStore(tmp_path).write(name, b"x")
     assert path.parent == tmp_path
     assert oct(path.stat().st_mode & 0o777) == oct(0o600)
 

@@ -15,6 +15,7 @@ from typing import Callable
 import pytest
 
 from otel_wpm.config import Config
+from otel_wpm.reporting.local_store import LocalReportStore
 from otel_wpm.reporting.report_format import is_report_file, scan, temporary_name
 from otel_wpm.reporting.retention import (
     ABANDONED_AFTER_SECONDS,
@@ -23,7 +24,7 @@ from otel_wpm.reporting.retention import (
     RetentionLimits,
     prune,
 )
-from otel_wpm.reporting.store import ReportStore
+from otel_wpm.reporting.store import store_from_config
 
 NOW = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 DAY = 86400.0
@@ -171,7 +172,7 @@ def test_a_missing_directory_is_not_an_error(tmp_path: Path) -> None:
 
 
 def test_store_writes_stay_within_the_file_limit(tmp_path: Path) -> None:
-    store = ReportStore(tmp_path, limits=RetentionLimits(max_files=10))
+    store = LocalReportStore(tmp_path, limits=RetentionLimits(max_files=10))
 
     counts = []
     for i in range(40):
@@ -186,8 +187,8 @@ def test_store_writes_stay_within_the_file_limit(tmp_path: Path) -> None:
 
 
 def test_store_does_not_scan_on_every_write(tmp_path: Path) -> None:
-    store = ReportStore(tmp_path)
-    store.retention = Retention(
+    store = LocalReportStore(tmp_path)
+    store.retention = Retention.for_directory(
         tmp_path, RetentionLimits(max_age_days=1), every_writes=5, every_seconds=3600
     )
     store.write(report_name(0), b"first")  # the first write always runs a pass
@@ -205,7 +206,7 @@ WRITER = textwrap.dedent(
     """
     import os, random, sys, time
     from pathlib import Path
-    from otel_wpm.reporting.store import ReportStore
+    from otel_wpm.reporting.local_store import LocalReportStore
     from otel_wpm.reporting.retention import RetentionLimits
 
     directory, worker, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
@@ -214,7 +215,7 @@ WRITER = textwrap.dedent(
         if time.monotonic() > deadline:
             sys.exit("no start signal")
         time.sleep(0.001)
-    store = ReportStore(directory, limits=RetentionLimits(max_files=25, max_bytes=40_000))
+    store = LocalReportStore(directory, limits=RetentionLimits(max_files=25, max_bytes=40_000))
     store.retention.every_writes = 3
     rng = random.Random(worker)
     for i in range(80):
@@ -257,7 +258,9 @@ def test_several_processes_writing_and_pruning_end_within_limits(tmp_path: Path)
 
 def test_unlimited_retention_never_prunes_on_write(tmp_path: Path) -> None:
     old = make_report(tmp_path, 1, NOW - 400 * DAY, size=10_000)
-    retention = Retention(tmp_path, RetentionLimits(0, 0, 0), every_writes=1, every_seconds=0)
+    retention = Retention.for_directory(
+        tmp_path, RetentionLimits(0, 0, 0), every_writes=1, every_seconds=0
+    )
 
     assert retention.after_write(10**9) is None
     assert old in names_in(tmp_path)
@@ -271,8 +274,9 @@ def test_store_from_config_takes_the_config_limits(tmp_path: Path) -> None:
         report_max_age_days=7,
     )
 
-    store = ReportStore.from_config(config)
+    store = store_from_config(config)
 
+    assert isinstance(store, LocalReportStore)
     assert store.directory == tmp_path
     assert store.retention.limits == RetentionLimits(3, 4096, 7)
     for i in range(6):
@@ -309,7 +313,7 @@ def test_an_unusable_lock_file_is_logged_once_and_pruning_goes_on(
     tmp_path: Path, make_unusable: Callable[[Path], None], caplog: pytest.LogCaptureFixture
 ) -> None:
     make_unusable(tmp_path)
-    store = ReportStore(tmp_path, limits=RetentionLimits(max_files=3))
+    store = LocalReportStore(tmp_path, limits=RetentionLimits(max_files=3))
     store.retention.every_writes = 1
     with caplog.at_level(logging.WARNING, logger="otel_wpm"):
         for index in range(12):

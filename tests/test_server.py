@@ -30,11 +30,11 @@ from wsgi_servers import serve_reports, serve_threaded
 from otel_wpm.capture.request import RawRequest
 from otel_wpm.capture.semconv import HttpFacts
 from otel_wpm.masking import SecretMasker
+from otel_wpm.reporting.local_store import LocalReportStore
 from otel_wpm.reporting.profile import Profile, hot_frames
 from otel_wpm.reporting.render import render_report
 from otel_wpm.reporting.report_format import metadata_element, report_file_name
 from otel_wpm.reporting.slow_request import SlowRequest
-from otel_wpm.reporting.store import ReportStore
 from otel_wpm.server import (
     SECURITY_HEADERS,
     ReportDirectoryError,
@@ -43,6 +43,7 @@ from otel_wpm.server import (
     is_loopback,
     make_server,
 )
+from otel_wpm.server.index import open_reports
 from otel_wpm.server.wsgi import REPORT_CONTENT_SECURITY_POLICY
 
 TRACE_A = "0af7651916cd43dd8448eb211c80319c"
@@ -93,7 +94,7 @@ def write_report(
         trace_url=f"http://jaeger.local/trace/{trace_id}",
         in_flight=in_flight,
     )
-    ReportStore(directory).write(
+    LocalReportStore(directory).write(
         name, render_report(slow, SecretMasker(), hot_frames(session)).encode()
     )
     return name
@@ -251,7 +252,7 @@ def test_metadata_is_cached_by_name_mtime_and_size(reports: Path, base_url: str)
 def test_the_index_reads_only_new_and_changed_reports(tmp_path: Path) -> None:
     first = write_metadata(tmp_path, {"route": "/a", "trace_id": TRACE_A}, when(1))
     second = write_metadata(tmp_path, {"route": "/b", "trace_id": TRACE_B}, when(2))
-    index = ReportIndex(tmp_path)
+    index = ReportIndex(open_reports(tmp_path))
     before = index.snapshot()
     assert index.snapshot() is before  # nothing changed: the same snapshot
 

@@ -70,6 +70,7 @@ def metadata(
     """The facts the report server lists; also embedded in the report as JSON."""
     return {
         "service": slow.service,
+        "host": slow.host,
         "method": slow.facts.method,
         "route": slow.facts.route_key,
         "url": masker.mask_url(slow.facts.url),

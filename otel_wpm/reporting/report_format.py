@@ -113,16 +113,11 @@ def _started(stamp: str) -> Optional[datetime]:
 
 @dataclass(frozen=True)
 class ReportFile:
-    """One report file as seen by ``os.scandir``."""
+    """One stored report: its file name, when it was last written, and its size."""
 
     name: str
-    directory: Path
-    mtime: float
+    mtime: float  # seconds since the epoch
     size: int
-
-    @property
-    def path(self) -> Path:
-        return self.directory / self.name
 
 
 def scan(
@@ -144,7 +139,7 @@ def scan(
             stat = entry.stat(follow_symlinks=False)
         except FileNotFoundError:  # removed by another process meanwhile
             continue
-        reports.append(ReportFile(entry.name, folder, stat.st_mtime, stat.st_size))
+        reports.append(ReportFile(entry.name, stat.st_mtime, stat.st_size))
     return reports
 
 
@@ -282,6 +277,7 @@ class _Records:
 #: written before they existed lack them.
 METADATA_FIELDS: dict[str, Callable[[Any], bool]] = {
     "service": _is_text,
+    "host": _is_text,
     "method": _is_text,
     "route": _is_text,
     "url": _is_text,

@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
@@ -56,8 +56,9 @@ from .store import ReportStore
 logger = logging.getLogger(__name__)
 _NOT_A_METHOD = re.compile(r"[^A-Za-z_-]")
 
-# A slow request and the settings in force when it started (its store and masker).
-_Job = tuple[SlowRequest, ActiveSettings]
+# A slow request and the settings in force when it started (its store and masker),
+# or a store whose pending reports are due another try.
+_Job = Union[tuple[SlowRequest, ActiveSettings], ReportStore]
 
 
 class Reporter:
@@ -72,6 +73,8 @@ class Reporter:
         self._alerts_lock = threading.Lock()  # the report thread submits, update_config swaps
         self._alerts = AlertDispatcher.from_config(config, stats)
         self._retiring: list[threading.Thread] = []
+        self._retry_lock = threading.Lock()
+        self._retry_timer: Optional[threading.Timer] = None
 
     @property
     def alerts(self) -> AlertDispatcher:
@@ -117,7 +120,7 @@ class Reporter:
         if base:
             return f"{base}/trace/{format_trace_id(span.context.trace_id)}"
         store = request.settings.store
-        return str(store.path_of(file_name)) if store is not None else None
+        return store.link(file_name) if store is not None else None
 
     # --- queueing a report (request thread, sampler thread) ---------------------------
 
@@ -166,6 +169,7 @@ class Reporter:
             profile = Profile(session, "sampling", request.sampled_seconds(), duration)
         return SlowRequest(
             service=config.service_name or _service_name(span),
+            host=_host_name(span),
             facts=facts,
             trace_id=format_trace_id(span.context.trace_id),
             span_id=format_span_id(span.context.span_id),
@@ -185,12 +189,18 @@ class Reporter:
         )
 
     def _report_dropped(self, job: _Job) -> None:
+        if isinstance(job, ReportStore):
+            return  # a retry: the reports stay pending, the next write tries again
         self.stats.incr("reports_failed")
         self._failures.warning("report-queue", "otel-wpm report queue is full; dropping the oldest")
 
     # --- report thread ------------------------------------------------------------------
 
     def _report(self, job: _Job) -> None:
+        if isinstance(job, ReportStore):
+            job.retry_pending()
+            self._retry_later(job)
+            return
         slow, settings = job
         try:
             hot = hot_frames(slow.profile.session)
@@ -206,6 +216,7 @@ class Reporter:
         path = None
         if settings.store is not None:
             path = self._write(settings.store, slow.report_file, content)
+            self._retry_later(settings.store)
         alert = build_alert(slow, path, content, settings.masker, hot)
         with self._alerts_lock:
             self._alerts.submit(alert)
@@ -218,15 +229,29 @@ class Reporter:
             self._failures.warning(
                 "report-write",
                 "otel-wpm cannot write reports to %s: %s",
-                store.directory,
+                store.location,
                 exc.strerror or exc,
             )
             return None
         self._failures.recovered(
-            "report-write", "otel-wpm writes reports to %s again", store.directory
+            "report-write", "otel-wpm writes reports to %s again", store.location
         )
         self.stats.incr("reports_written")
         return path
+
+    def _retry_later(self, store: ReportStore) -> None:
+        """Queue another try of the store's pending reports when it is due (a timer waits)."""
+        delay = store.retry_delay()
+        if delay is None:
+            return
+        with self._retry_lock:
+            if self._retry_timer is not None and self._retry_timer.is_alive():
+                return
+            timer = threading.Timer(delay, self._reports.submit, args=(store,))
+            timer.name = "otel-wpm-report-retry"
+            timer.daemon = True
+            self._retry_timer = timer
+        timer.start()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -246,6 +271,9 @@ class Reporter:
     def shutdown(self, timeout: float) -> None:
         """Write what is queued and deliver its alerts within ``timeout``, then stop."""
         deadline = time.monotonic() + timeout
+        with self._retry_lock:
+            if self._retry_timer is not None:
+                self._retry_timer.cancel()
         self._reports.shutdown(timeout)
         self._alerts.shutdown(_left(deadline))
         for thread in self._retiring:
@@ -268,7 +296,7 @@ def build_alert(
         status=slow.facts.status,
         duration_seconds=slow.duration_seconds,
         threshold_seconds=slow.threshold_seconds,
-        host=socket.gethostname(),
+        host=slow.host,
         trace_id=slow.trace_id,
         span_id=slow.span_id,
         start_time=slow.started_at,
@@ -301,6 +329,11 @@ def _description(method: str) -> str:
 
 def _service_name(span: ReadableSpan) -> str:
     return str(span.resource.attributes.get("service.name", "unknown_service"))
+
+
+def _host_name(span: ReadableSpan) -> str:
+    """The resource's ``host.name`` (``OTEL_RESOURCE_ATTRIBUTES``, a detector), else ours."""
+    return str(span.resource.attributes.get("host.name") or socket.gethostname())
 
 
 def _trace_url(span: ReadableSpan, template: Optional[str]) -> Optional[str]:

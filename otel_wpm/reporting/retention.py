@@ -1,4 +1,4 @@
-"""Keep the report directory within its limits: oldest reports go first.
+"""Keep a report store within its limits: oldest reports go first.
 
 Usage::
 
@@ -7,8 +7,9 @@ Usage::
     limits = RetentionLimits(max_files=1000, max_bytes=512 * 2**20, max_age_days=30)
     prune("performance_reports", limits)         # one pass now; returns what it removed
 
-    retention = Retention("performance_reports", limits)
+    retention = Retention.for_directory("performance_reports", limits)
     retention.after_write(len(content))          # cheap; prunes only when due
+    retention = Retention(store.prune_pass, limits, "s3://bucket/reports")   # any store's pass
 
 A limit of 0 means unlimited. Only report files (:mod:`otel_wpm.reporting.report_format`)
 are ever deleted; their age is their modification time, ties broken by name.
@@ -29,10 +30,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 from .._runtime.logs import LogOnce
 from .report_format import ReportFile, is_temporary_file, scan
@@ -86,9 +87,12 @@ class PruneResult:
     kept_bytes: int = 0
 
 
+Report = TypeVar("Report", bound=ReportFile)
+
+
 def select_expired(
-    reports: list[ReportFile], limits: RetentionLimits, now: float
-) -> tuple[list[ReportFile], list[ReportFile]]:
+    reports: Sequence[Report], limits: RetentionLimits, now: float
+) -> tuple[list[Report], list[Report]]:
     """Split ``reports`` into (to remove, to keep) under ``limits``."""
     oldest_first = sorted(reports, key=lambda report: (report.mtime, report.name))
     if limits.max_age_days:
@@ -195,7 +199,7 @@ def prune(
         ]
         for report in expired + abandoned:
             with contextlib.suppress(FileNotFoundError):
-                report.path.unlink()
+                (directory / report.name).unlink()
         if expired:
             logger.debug("otel-wpm retention removed %d reports from %s", len(expired), directory)
         return PruneResult(
@@ -203,33 +207,56 @@ def prune(
         )
 
 
+#: One pruning pass: ``wait`` for another process's pass to end rather than skip;
+#: returns None when skipped.
+PrunePass = Callable[[bool], Optional[PruneResult]]
+
+
 class Retention:
-    """Decides when a directory is due a pass, so writers do not scan it every time.
+    """Decides when a store is due a pruning pass, so writers do not list it every time.
 
     A pass runs after ``every_writes`` writes or ``every_seconds`` seconds since
     the last one, and at once when this process's own writes alone have taken
-    the directory clearly (over 10 %) past a count or size limit. So a full
-    directory is not scanned on every write; it overshoots by a few reports at most.
+    the store clearly (over 10 %) past a count or size limit. So a full store
+    is not listed on every write; it overshoots by a few reports at most.
+    ``where`` names the store in log messages.
     """
 
     def __init__(
         self,
-        directory: str | os.PathLike[str],
+        prune_pass: PrunePass,
         limits: RetentionLimits,
+        where: str,
         every_writes: int = 20,
         every_seconds: float = 10.0,
     ) -> None:
-        self.directory = Path(directory)
+        self.prune_pass = prune_pass
         self.limits = limits
+        self.where = where
         self.every_writes = every_writes
         self.every_seconds = every_seconds
         self._lock = threading.Lock()
         self._writes = 0
         self._last_pass = float("-inf")
-        # What the directory holds as far as this process knows: the last pass's
+        # What the store holds as far as this process knows: the last pass's
         # result plus our writes since. Other processes' writes come on top.
         self._files = 0
         self._bytes = 0
+
+    @classmethod
+    def for_directory(
+        cls,
+        directory: str | os.PathLike[str],
+        limits: RetentionLimits,
+        every_writes: int = 20,
+        every_seconds: float = 10.0,
+    ) -> Retention:
+        """Retention of a local directory: passes of :func:`prune`."""
+
+        def prune_pass(wait: bool) -> Optional[PruneResult]:
+            return prune(directory, limits, wait=wait)
+
+        return cls(prune_pass, limits, os.fspath(directory), every_writes, every_seconds)
 
     def after_write(self, size: int) -> Optional[PruneResult]:
         """Note a new report of ``size`` bytes; prune if due. Never raises ``OSError``."""
@@ -246,18 +273,18 @@ class Retention:
             result = self.prune()
         except OSError as exc:
             _failures.warning(
-                (_PRUNE_FAILURE, str(self.directory)),
+                (_PRUNE_FAILURE, self.where),
                 "otel-wpm cannot prune reports in %s: %s",
-                self.directory,
+                self.where,
                 exc.strerror or exc,
             )
             return None
-        _failures.recovered(_PRUNE_FAILURE, "otel-wpm prunes reports in %s again", self.directory)
+        _failures.recovered(_PRUNE_FAILURE, "otel-wpm prunes reports in %s again", self.where)
         return result
 
     def prune(self, wait: bool = False) -> Optional[PruneResult]:
         """A pass now; None if another process is doing one (and not ``wait``)."""
-        result = prune(self.directory, self.limits, wait=wait)
+        result = self.prune_pass(wait)
         with self._lock:
             self._writes = 0
             self._last_pass = time.monotonic()

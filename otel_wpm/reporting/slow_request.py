@@ -11,7 +11,8 @@ the alert).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -37,6 +38,8 @@ class SlowRequest:
     report_link: Optional[str]
     trace_url: Optional[str]
     in_flight: bool = False
+    #: the host that served it: the resource's ``host.name``, else this machine's name
+    host: str = field(default_factory=socket.gethostname)
 
     @property
     def started_at(self) -> datetime:

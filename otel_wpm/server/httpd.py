@@ -5,6 +5,7 @@ Usage::
     from otel_wpm.server.httpd import make_server, serve
 
     server = make_server("performance_reports", "127.0.0.1", 0)   # 0: any free port
+    server = make_server("s3://my-bucket/reports", "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(server.server_port)
     server.shutdown(); server.server_close()
@@ -28,7 +29,7 @@ import sys
 import threading
 import time
 from socketserver import ThreadingMixIn
-from typing import IO, Any, cast
+from typing import IO, Any, Optional, cast
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 from .._runtime.logs import LogOnce
@@ -179,18 +180,21 @@ class ReportServer(ThreadingMixIn, WSGIServer):
 
 
 def make_server(
-    directory: str | os.PathLike[str],
+    location: str | os.PathLike[str],
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     *,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    endpoint_url: Optional[str] = None,
 ) -> ReportServer:
-    """A bound server for ``directory``, not yet serving; port 0 picks a free one.
+    """A bound server for ``location`` (a directory or an ``s3://`` URL), not yet serving;
+    port 0 picks a free one.
 
-    Raises ``ReportDirectoryError`` if ``directory`` is not a directory.
+    Raises ``ReportDirectoryError`` if the store cannot be read.
     """
-    return ReportServer(app(directory), host, port, timeout, max_connections)
+    application = app(store=os.fspath(location), endpoint_url=endpoint_url)
+    return ReportServer(application, host, port, timeout, max_connections)
 
 
 def is_loopback(host: str) -> bool:
@@ -202,13 +206,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(directory: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-    """Serve the reports in ``directory`` until interrupted."""
-    server = make_server(directory, host, port)
+def serve(
+    location: str,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    endpoint_url: Optional[str] = None,
+) -> None:
+    """Serve the reports in ``location`` (a directory or an ``s3://`` URL) until interrupted."""
+    server = make_server(location, host, port, endpoint_url=endpoint_url)
     shown_host = f"[{host}]" if ":" in host else host
     logger.info(
         "otel-wpm report server for %s on http://%s:%d/",
-        server.app.index.directory,
+        server.app.index.store.location,
         shown_host,
         server.server_port,
     )

@@ -1,20 +1,23 @@
-"""The reports of one directory and their metadata, read once per file version.
+"""The reports of one store and their metadata, read once per report version.
 
 Usage::
 
-    from otel_wpm.server.index import ReportIndex
+    from otel_wpm.server.index import ReportIndex, open_reports
 
-    index = ReportIndex("performance_reports")   # ReportDirectoryError if it is not a directory
+    store = open_reports("performance_reports")  # or "s3://bucket/prefix"; ReportDirectoryError
+    index = ReportIndex(store)                   # if it cannot be read
     snapshot = index.snapshot()                  # every report, sorted; the same object
-    for entry in snapshot.newest_first():        # until a file is added, changed or removed
+    for entry in snapshot.newest_first():        # until a report is added, changed or removed
         print(entry.file.name, entry.text("route"), entry.duration, entry.problem)
-    report = index.open_report(name)             # an open binary file, or None
+    report = index.open_report(name)             # OpenedReport(stream, size), or None
 
-Each call of :meth:`ReportIndex.snapshot` lists the directory and reads only
-the reports that are new or changed since the last call (by name, mtime and
-size); removed ones are dropped. Reports are ordered by :attr:`Entry.key`, the
-request's start time then the file name, a total order that pages of the report
-list continue from (new reports never shift a page that is already shown).
+Each call of :meth:`ReportIndex.snapshot` lists the store (a bucket at most
+every few seconds) and reads the metadata of only the reports that are new or
+changed since the last call (by name, mtime and size: for a bucket, a ranged
+GET of the report's first bytes); removed ones are dropped. Reports are ordered
+by :attr:`Entry.key`, the request's start time then the file name, a total
+order that pages of the report list continue from (new reports never shift a
+page that is already shown).
 
 A report whose metadata cannot be read (missing, truncated, not JSON, an
 absurd number, text that is not valid Unicode) is listed by what its file name
@@ -28,22 +31,21 @@ import bisect
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, BinaryIO, Optional
+from typing import Any, Optional
 
 from .._runtime.logs import LogOnce
 from ..reporting.report_format import (
     ReportFile,
     UnreadableMetadata,
-    is_report_file,
     metadata_from_name,
-    read_metadata,
-    scan,
-    trace_id_of,
+    parse_metadata,
 )
+from ..reporting.store import OpenedReport, ReportStore, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +54,8 @@ SortKey = tuple[float, str]
 
 
 class ReportDirectoryError(ValueError):
-    """The directory to serve does not exist or is not a directory."""
+    """The store to serve cannot be read: a directory that does not exist, a bucket that
+    cannot be listed."""
 
 
 @dataclass(frozen=True)
@@ -119,38 +122,47 @@ class Snapshot:
             yield self.entries[position]
 
 
-def report_directory(directory: str | os.PathLike[str]) -> Path:
-    """``directory`` as an absolute path; raises :class:`ReportDirectoryError` naming it."""
-    path = Path(directory).expanduser().absolute()
-    if not path.exists():
-        raise ReportDirectoryError(f"report directory {path} does not exist")
-    if not path.is_dir():
-        raise ReportDirectoryError(f"report directory {path} is not a directory")
-    return path
+def open_reports(
+    location: str | os.PathLike[str], endpoint_url: Optional[str] = None
+) -> ReportStore:
+    """The store to serve (a directory or an ``s3://`` URL), checked it can be read.
+
+    Raises :class:`ReportDirectoryError` naming it and saying why not.
+    """
+    try:
+        return open_store(os.fspath(location), endpoint_url, check=True)
+    except OSError as err:
+        raise ReportDirectoryError(str(err)) from None
 
 
 class ReportIndex:
-    """The reports of a directory with their metadata, cached by (name, mtime, size)."""
+    """The reports of a store with their metadata, cached by (name, mtime, size).
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = report_directory(directory)
+    A store whose listing costs requests (a bucket) is listed at most once per its
+    ``refresh_seconds``; new reports are read ``read_concurrency`` at a time.
+    """
+
+    def __init__(self, store: ReportStore) -> None:
+        self.store = store
         self._cache: dict[str, tuple[float, int, Entry]] = {}
         self._snapshot = Snapshot([], version=0)
+        self._listed_at = float("-inf")
         self._lock = threading.Lock()
         self._unreadable = LogOnce(logger)
 
     def snapshot(self) -> Snapshot:
-        """Every report in the directory now; the previous snapshot if nothing changed."""
-        files = scan(self.directory)
+        """Every report in the store now; the previous snapshot if nothing changed."""
         with self._lock:
+            if time.monotonic() - self._listed_at < self.store.refresh_seconds:
+                return self._snapshot
+            files = self.store.reports()
+            self._listed_at = time.monotonic()
             changed = len(files) != len(self._cache)
-            present = set()
-            for file in files:
-                present.add(file.name)
-                cached = self._cache.get(file.name)
-                if cached is None or cached[:2] != (file.mtime, file.size):
-                    self._cache[file.name] = (file.mtime, file.size, self._read(file))
-                    changed = True
+            present = {file.name for file in files}
+            fresh = [file for file in files if not self._cached(file)]
+            for file, entry in zip(fresh, self._read_all(fresh)):
+                self._cache[file.name] = (file.mtime, file.size, entry)
+                changed = True
             for gone in self._cache.keys() - present:
                 del self._cache[gone]
                 changed = True
@@ -159,23 +171,30 @@ class ReportIndex:
                 self._snapshot = Snapshot(entries, self._snapshot.version + 1)
             return self._snapshot
 
+    def _cached(self, file: ReportFile) -> Optional[Entry]:
+        cached = self._cache.get(file.name)
+        if cached is None or cached[:2] != (file.mtime, file.size):
+            return None
+        return cached[2]
+
+    def _read_all(self, files: list[ReportFile]) -> list[Entry]:
+        if self.store.read_concurrency <= 1 or len(files) <= 1:
+            return [self._read(file) for file in files]
+        with ThreadPoolExecutor(self.store.read_concurrency, "otel-wpm-index") as pool:
+            return list(pool.map(self._read, files))
+
     def for_trace(self, trace_id: str) -> list[Entry]:
         """The reports of one trace (``trace_id`` in lower-case hex), newest first."""
-        files = [file for file in scan(self.directory) if trace_id_of(file.name) == trace_id]
-        entries = [self._entry(file) for file in files]
+        files = self.store.reports_of_trace(trace_id)
+        with self._lock:
+            known = [(file, self._cached(file)) for file in files]
+        entries = [entry or self._read(file) for file, entry in known]
         entries.sort(key=lambda entry: entry.key, reverse=True)
         return entries
 
-    def _entry(self, file: ReportFile) -> Entry:
-        with self._lock:
-            cached = self._cache.get(file.name)
-        if cached is not None and cached[:2] == (file.mtime, file.size):
-            return cached[2]
-        return self._read(file)
-
     def _read(self, file: ReportFile) -> Entry:
         try:
-            meta = read_metadata(file.path)
+            meta = parse_metadata(self.store.read_head(file.name))
             return Entry(file, meta, _start_of(meta, file.name))
         except UnreadableMetadata as err:
             problem = str(err)
@@ -191,18 +210,6 @@ class ReportIndex:
         meta = metadata_from_name(file.name)
         return Entry(file, meta, _start_of(meta, file.name), problem)
 
-    def open_report(self, name: str) -> Optional[BinaryIO]:
-        """Report ``name`` opened for reading; None unless it is a report file in the directory."""
-        if not is_report_file(name):
-            return None
-        try:
-            root = self.directory.resolve(strict=True)
-            # a symlink is followed only to another report in this same directory
-            resolved = (root / name).resolve(strict=True)
-            if resolved.parent != root or not is_report_file(resolved.name):
-                return None
-            if not resolved.is_file():
-                return None
-            return open(resolved, "rb")  # noqa: SIM115 - the response closes it once sent
-        except (OSError, RuntimeError):  # RuntimeError: a symlink loop
-            return None
+    def open_report(self, name: str) -> Optional[OpenedReport]:
+        """Report ``name`` opened for reading; None unless it is a report of the store."""
+        return self.store.open_report(name)

@@ -5,6 +5,7 @@ Usage::
     from otel_wpm.server.wsgi import app
 
     application = app(directory="performance_reports")   # ReportDirectoryError if missing
+    application = app(store="s3://my-bucket/reports")     # every host's reports in a bucket
 
     # gunicorn, with its factory syntax:
     #   gunicorn -b 127.0.0.1:8099 'otel_wpm.server:app(directory="performance_reports")'
@@ -29,12 +30,13 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, BinaryIO, Callable, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import quote, urlencode
 from wsgiref.util import FileWrapper
 
 from .._runtime.logs import LogOnce
-from .index import ReportIndex, Snapshot
+from ..reporting.store import OpenedReport
+from .index import ReportIndex, Snapshot, open_reports
 from .listing import ListQuery, count_matching, last_values, list_page
 from .pages import (
     OverviewQuery,
@@ -80,15 +82,15 @@ StartResponse = Callable[..., Any]
 
 @dataclass
 class Response:
-    """What to send: a page, or an open report file."""
+    """What to send: a page, or an opened report."""
 
     status: HTTPStatus
     body: bytes = b""
-    file: Optional[BinaryIO] = None
+    file: Optional[OpenedReport] = None
     headers: dict[str, str] = field(default_factory=dict)
 
     def length(self) -> int:
-        return os.fstat(self.file.fileno()).st_size if self.file else len(self.body)
+        return self.file.size if self.file else len(self.body)
 
 
 class ReportApp:
@@ -118,11 +120,11 @@ class ReportApp:
         start_response(f"{status.value} {status.phrase}", list(headers.items()))
         if environ["REQUEST_METHOD"] == "HEAD":
             if response.file:
-                response.file.close()
+                response.file.stream.close()
             return []
         if response.file:
             wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
-            chunks: Iterable[bytes] = wrapper(response.file, _FILE_CHUNK_BYTES)
+            chunks: Iterable[bytes] = wrapper(response.file.stream, _FILE_CHUNK_BYTES)
             return chunks
         return [response.body]
 
@@ -204,6 +206,17 @@ class ReportApp:
         return Response(HTTPStatus.OK, trace_page(trace_id, entries, root))
 
 
-def app(directory: str | os.PathLike[str]) -> ReportApp:
-    """The report browser for ``directory``; raises ``ReportDirectoryError`` if it is missing."""
-    return ReportApp(ReportIndex(directory))
+def app(
+    directory: Optional[str | os.PathLike[str]] = None,
+    *,
+    store: Optional[str] = None,
+    endpoint_url: Optional[str] = None,
+) -> ReportApp:
+    """The report browser for ``directory``, or for ``store`` (a directory or ``s3://`` URL).
+
+    Raises ``ReportDirectoryError`` if it cannot be read (missing, not listable).
+    """
+    location = store if store is not None else directory
+    if location is None:
+        raise TypeError("app() needs a directory or a store")
+    return ReportApp(ReportIndex(open_reports(location, endpoint_url)))
