@@ -100,11 +100,9 @@ class BucketUnavailable(OSError):
 
 @contextlib.contextmanager
 def _bucket_errors(doing: str) -> Iterator[None]:
-    """Client errors as :class:`BucketUnavailable` (``FileNotFoundError`` passes as it is)."""
+    """Client errors as :class:`BucketUnavailable` (a missing bucket is one too)."""
     try:
         yield
-    except FileNotFoundError:
-        raise
     except _CLIENT_ERRORS as exc:
         raise BucketUnavailable(f"cannot {doing}: {describe_error(exc)}") from None
 
@@ -316,10 +314,11 @@ class S3ReportStore(ReportStore):
         if not is_report_file(file_name):
             return None
         try:
-            with _bucket_errors(f"read {file_name} in {self.location}"):
-                content = bytes(obstore.get(self._client, key_of(file_name)).bytes())
-        except FileNotFoundError:
+            content = bytes(obstore.get(self._client, key_of(file_name)).bytes())
+        except FileNotFoundError:  # no such report (or no such bucket)
             return None
+        except _CLIENT_ERRORS as exc:
+            raise BucketUnavailable(f"cannot read {file_name}: {describe_error(exc)}") from None
         return OpenedReport(BytesIO(content), len(content))
 
 

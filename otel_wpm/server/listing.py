@@ -4,7 +4,7 @@ Usage::
 
     from otel_wpm.server.listing import ListQuery, list_page
 
-    query = ListQuery.from_query("route=users&min_duration=1.5&older_than=...")  # ValueError if bad
+    query = ListQuery.from_query("route=users&host=web-1&older_than=...")  # ValueError if bad
     shown = list_page(snapshot, query)          # at most PAGE_SIZE reports, newest first
     shown.entries, shown.newer, shown.older     # the cursors of the neighbouring pages, or None
 
@@ -58,6 +58,7 @@ class ListQuery:
     """What a report list was asked for: filters, and where the page starts."""
 
     route: str = ""  # a part of the route, any case
+    host: str = ""  # the host that served the request, exactly
     min_duration: Optional[float] = None
     trace_id: str = ""  # a prefix, lower case
     exact_route: Optional[RouteKey] = None  # the reports of one route only
@@ -84,6 +85,7 @@ class ListQuery:
         return cls(
             # on a route's page, "route" names the route (exact_route), it filters nothing
             route=params.get("route", "") if exact_route is None else "",
+            host=params.get("host", ""),
             min_duration=min_duration,
             trace_id=trace_id.lower(),
             exact_route=exact_route,
@@ -96,6 +98,8 @@ class ListQuery:
             return False
         if self.route and self.route.lower() not in entry.text("route").lower():
             return False
+        if self.host and entry.text("host") != self.host:
+            return False
         if self.min_duration is not None:
             duration = entry.duration
             if duration is None or duration < self.min_duration:
@@ -104,11 +108,11 @@ class ListQuery:
 
     @property
     def filtered(self) -> bool:
-        return bool(self.route or self.min_duration is not None or self.trace_id)
+        return bool(self.route or self.host or self.min_duration is not None or self.trace_id)
 
     def filter_params(self) -> dict[str, str]:
         """The filters as URL parameters (without the page cursor)."""
-        params = {"route": self.route, "trace_id": self.trace_id}
+        params = {"route": self.route, "host": self.host, "trace_id": self.trace_id}
         if self.min_duration is not None:
             params["min_duration"] = f"{self.min_duration:g}"
         return {key: value for key, value in params.items() if value}

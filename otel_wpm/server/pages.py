@@ -164,6 +164,7 @@ def _report_row(entry: Entry, root: str) -> str:
         route_cell = f'<a href="{_e(route_href(root, route_key(entry)))}">{route_cell}</a>'
     cells = [
         f"<td class='nowrap'>{_e(when(entry.started))}</td>",
+        f"<td>{_e(entry.text('host'))}</td>",
         f"<td>{_e(entry.text('method'))}</td>",
         f"<td class='route'>{route_cell}</td>",
         f"<td{' class=err' if isinstance(status, int) and status >= 500 else ''}>"
@@ -178,7 +179,7 @@ def _report_row(entry: Entry, root: str) -> str:
 
 def reports_table(entries: Sequence[Entry], root: str) -> str:
     head = (
-        "<thead><tr><th>Started (UTC)</th><th>Method</th><th>Route</th><th>Status</th>"
+        "<thead><tr><th>Started (UTC)</th><th>Host</th><th>Method</th><th>Route</th><th>Status</th>"
         "<th class='num'>Duration</th><th>Trace ID</th><th></th><th>Tracing</th></tr></thead>"
     )
     rows = "".join(_report_row(entry, root) for entry in entries)
@@ -210,6 +211,7 @@ def _filter_form(query: ListQuery, root: str) -> str:
     return (
         f'<form method="get" action="{_e(root)}/reports">'
         f'<label>Route <input name="route" value="{_e(query.route)}"></label>'
+        f'<label>Host <input name="host" size="12" value="{_e(query.host)}"></label>'
         f'<label>Min. duration (s) <input name="min_duration" size="6" value="{_e(minimum)}">'
         f'</label><label>Trace ID <input name="trace_id" size="34" value="{_e(query.trace_id)}">'
         '</label><input type="submit" value="Filter"></form>'
@@ -279,6 +281,8 @@ class OverviewQuery:
     sort: str = "count"
     route: str = ""
     page: int = 1
+    host: str = ""  # exactly; empty: every host
+    service: str = ""  # exactly; empty: every service
 
     @classmethod
     def from_query(cls, query: str) -> OverviewQuery:
@@ -290,10 +294,23 @@ class OverviewQuery:
         number = params.get("page") or "1"
         if not number.isdigit() or not 1 <= int(number) <= 10**6:
             raise ValueError("page must be a page number, 1 or more")
-        return cls(sort, params.get("route", ""), int(number))
+        return cls(
+            sort=sort,
+            route=params.get("route", ""),
+            page=int(number),
+            host=params.get("host", ""),
+            service=params.get("service", ""),
+        )
 
     def link(self, root: str, **changes: Any) -> str:
-        values = {"sort": self.sort, "route": self.route, "page": self.page, **changes}
+        values = {
+            "sort": self.sort,
+            "route": self.route,
+            "host": self.host,
+            "service": self.service,
+            "page": self.page,
+            **changes,
+        }
         params = {key: str(value) for key, value in values.items() if value}
         if params.get("sort") == "count":
             del params["sort"]
@@ -381,7 +398,9 @@ def overview_page(
         f"<form method='get' action='{_e(root)}/'>"
         f"<input type='hidden' name='sort' value='{_e(query.sort)}'>"
         f"<label>Route <input name='route' value='{_e(query.route)}'></label>"
-        "<input type='submit' value='Filter'></form>"
+        + _choice("service", "Service", query.service, snapshot)
+        + _choice("host", "Host", query.host, snapshot)
+        + "<input type='submit' value='Filter'></form>"
     )
     head = (
         "<thead><tr><th>Route</th>"
@@ -404,6 +423,17 @@ def overview_page(
         body += _route_pager(query, root, pages)
     body += _reading_guide()
     return page("Slow routes", body, root, here="routes")
+
+
+def _choice(name: str, label: str, chosen: str, snapshot: Snapshot) -> str:
+    """A drop-down of the values of metadata field ``name`` in the reports (and "all")."""
+    values = sorted({entry.text(name) for entry in snapshot.entries} - {""} | {chosen} - {""})
+    if not values:
+        return ""
+    options = "<option value=''>all</option>" + "".join(
+        f"<option{' selected' if value == chosen else ''}>{_e(value)}</option>" for value in values
+    )
+    return f"<label>{label} <select name='{name}'>{options}</select></label>"
 
 
 def _route_pager(query: OverviewQuery, root: str, pages: int) -> str:

@@ -74,6 +74,8 @@ HTML = "text/html; charset=utf-8"
 #: Filters of the report list that ``/`` took before it became the routes overview.
 _LIST_ONLY_PARAMETERS = ("min_duration", "trace_id")
 
+#: Route summaries kept per index snapshot (one per host and service filter asked for).
+_KEPT_SUMMARIES = 8
 _TRACE_ID = re.compile(r"\A[0-9a-fA-F]{32}\Z")
 _FILE_CHUNK_BYTES = 64 * 1024
 
@@ -100,7 +102,8 @@ class ReportApp:
         self.index = index
         self._failures = LogOnce(logger)
         self._lock = threading.Lock()
-        self._summaries: tuple[int, dict[RouteKey, RouteSummary]] = (-1, {})
+        # by (snapshot version, host, service) of the overview asked for; a few at most
+        self._summaries: dict[tuple[int, str, str], dict[RouteKey, RouteSummary]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         root = quote(environ.get("SCRIPT_NAME", "").encode("latin-1"), safe="/")
@@ -155,14 +158,25 @@ class ReportApp:
             return Response(HTTPStatus.OK, file=report)
         return Response(HTTPStatus.NOT_FOUND, message_page("Not found", root=root))
 
-    def _routes(self, snapshot: Snapshot) -> dict[RouteKey, RouteSummary]:
-        """The route summaries of ``snapshot``, computed once per snapshot."""
+    def _routes(
+        self, snapshot: Snapshot, host: str = "", service: str = ""
+    ) -> dict[RouteKey, RouteSummary]:
+        """The route summaries of ``snapshot`` (of one host, one service), computed once."""
+        key = (snapshot.version, host, service)
         with self._lock:
-            version, routes = self._summaries
-        if version != snapshot.version:
-            routes = summarise(snapshot.entries)
+            routes = self._summaries.get(key)
+        if routes is None:
+            entries = [
+                entry
+                for entry in snapshot.entries
+                if (not host or entry.text("host") == host)
+                and (not service or entry.text("service") == service)
+            ]
+            routes = summarise(entries)
             with self._lock:
-                self._summaries = (snapshot.version, routes)
+                known = {k: v for k, v in self._summaries.items() if k[0] == snapshot.version}
+                self._summaries = dict(list(known.items())[-_KEPT_SUMMARIES:])
+                self._summaries[key] = routes
         return routes
 
     def _overview(self, query: str, root: str) -> Response:
@@ -172,7 +186,7 @@ class ReportApp:
             return Response(HTTPStatus.FOUND, headers={"Location": location})
         wanted = OverviewQuery.from_query(query)
         snapshot = self.index.snapshot()
-        summaries = list(self._routes(snapshot).values())
+        summaries = list(self._routes(snapshot, wanted.host, wanted.service).values())
         return Response(HTTPStatus.OK, overview_page(summaries, wanted, snapshot, root))
 
     def _reports(self, query: str, root: str) -> Response:
