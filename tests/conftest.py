@@ -29,6 +29,7 @@ SLOW_SUITES = frozenset(
         "test_cli.py",
         "test_examples.py",
         "test_hardening_gunicorn.py",
+        "test_store_hosts.py",
         "test_phoenix_e2e.py",
     }
 )
