@@ -46,7 +46,6 @@ from urllib.parse import urlsplit
 
 from .capture.url_filter import UrlFilter
 from .masking import SecretMasker
-from .reporting.store import split_s3_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -392,6 +391,8 @@ def _check_report_store(value: Any) -> Optional[str]:
     """Unset (``local_output_dir``), a directory, or an ``s3://bucket/prefix`` URL."""
     text = _check_optional_text(value if not isinstance(value, os.PathLike) else os.fspath(value))
     if text is not None and "://" in text:
+        from .reporting.store import split_s3_url  # only for a URL: the module costs imports
+
         try:
             split_s3_url(text)
         except ValueError as err:

@@ -74,7 +74,9 @@ def install(provider: TracerProvider, config: Config) -> ProfilingSpanProcessor:
 
 def watching_message(config: Config) -> str:
     """One line that says what a processor with ``config`` watches, and where results go."""
-    reports = os.path.abspath(config.local_output_dir) if config.enable_local_file else "none kept"
+    from .reporting.store import report_location
+
+    reports = report_location(config) or "none kept"
     alerts = []
     if config.enable_local_file:
         alerts.append("alerts.jsonl")

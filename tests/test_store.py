@@ -26,6 +26,7 @@ from s3_server import AWS_ENV, S3Server
 from wsgi_servers import serve_reports
 
 from otel_wpm import Config
+from otel_wpm.cli import problems
 from otel_wpm.reporting.lease import BucketLease
 from otel_wpm.reporting.report_format import metadata_element, parse_metadata, report_file_name
 from otel_wpm.reporting.retention import RetentionLimits
@@ -360,3 +361,11 @@ def test_the_report_server_serves_every_host_of_a_bucket(
 def test_a_bucket_that_cannot_be_listed_stops_the_server_at_start_up(s3: S3Server) -> None:
     with pytest.raises(ReportDirectoryError, match="s3://no-such-bucket"):
         app(store="s3://no-such-bucket/shop", endpoint_url=s3.endpoint)
+
+
+def test_otel_wpm_config_says_when_hosts_sharing_a_bucket_de_duplicate_alone() -> None:
+    shared = Config(report_store="s3://reports/shop")
+
+    assert any("dedup_redis_url is unset" in problem for problem in problems(shared))
+    with_redis = shared.replace(dedup_redis_url="redis://redis:6379/0")
+    assert not any("dedup_redis_url" in problem for problem in problems(with_redis))

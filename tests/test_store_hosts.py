@@ -9,6 +9,7 @@ each host's spool, and are uploaded once the bucket is back on the same port.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,3 +141,16 @@ def test_reports_written_while_the_bucket_is_down_are_uploaded_when_it_returns(
     finally:
         for app in apps.values():
             app.stop()
+
+
+def test_serve_exits_2_naming_a_bucket_it_cannot_list(s3: S3Server, tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "otel_wpm.server", "--store", "s3://no-such-bucket/shop",
+        "--endpoint-url", s3.endpoint, "--port", str(free_port()),
+    ]  # fmt: skip
+    ran = subprocess.run(
+        command, env=clean_env(**AWS_ENV), capture_output=True, text=True, timeout=DEADLINE
+    )
+
+    assert ran.returncode == 2
+    assert "error: cannot list s3://no-such-bucket/shop" in ran.stderr

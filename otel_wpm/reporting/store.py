@@ -25,6 +25,7 @@ bucket, the ``s3`` extra), chosen by the ``report_store`` setting.
 from __future__ import annotations
 
 import abc
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,16 @@ def open_store(
     return store
 
 
+def report_location(config: Config) -> Optional[str]:
+    """Where reports go under ``config``: an absolute directory, an ``s3://`` URL, or None."""
+    location = config.report_store
+    if location is None:
+        if not config.enable_local_file:
+            return None
+        location = config.local_output_dir
+    return location if is_s3_url(location) else os.path.abspath(os.path.expanduser(location))
+
+
 def store_from_config(config: Config) -> Optional[ReportStore]:
     """The store reports are written to under ``config``; None when none are kept.
 
@@ -160,12 +171,10 @@ def store_from_config(config: Config) -> Optional[ReportStore]:
     from .local_store import LocalReportStore
     from .retention import RetentionLimits
 
-    limits = RetentionLimits.from_config(config)
-    location = config.report_store
+    location = report_location(config)
     if location is None:
-        if not config.enable_local_file:
-            return None
-        return LocalReportStore(config.local_output_dir, limits)
+        return None
+    limits = RetentionLimits.from_config(config)
     if not is_s3_url(location):
         return LocalReportStore(location, limits)
     from .s3_store import S3ReportStore
