@@ -29,6 +29,7 @@ from __future__ import annotations
 import abc
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -38,6 +39,8 @@ from typing import Any, Optional
 SAFETY_SECONDS = 5.0
 _PROBE_KEY = ".otel-wpm/conditional-write-probe"
 _REDIS_TIMEOUT_SECONDS = 2.0
+_URL = re.compile(r"https?://\S+")
+_S3_CODE = re.compile(r"<Code>(\w+)</Code>")
 
 
 class LeaseUnsupported(OSError):
@@ -169,6 +172,11 @@ class RedisLease(Lease):
 
 
 def describe_error(exc: BaseException) -> str:
-    """The first line of an error of the S3 client: its long message holds the whole answer."""
+    """An S3 client error in a line: its message holds the URL and the whole answer."""
     text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    first = _URL.sub("", text.splitlines()[0]).split(": <?xml")[0]
+    code = _S3_CODE.search(text)
+    reason = " ".join(first.split())[:300]
+    return f"{reason} ({code[1]})" if code else reason

@@ -168,10 +168,7 @@ class S3ReportStore(ReportStore):
         if spool_directory is not None and spool_max_bytes > 0:
             self._spool = LocalReportStore(spool_directory)
             self._spool_retention = Retention.for_directory(
-                self._spool.directory,
-                RetentionLimits(max_bytes=spool_max_bytes),
-                every_writes=1,
-                every_seconds=0.0,
+                self._spool.directory, RetentionLimits(max_bytes=spool_max_bytes)
             )
             self._spooled = bool(scan(self._spool.directory))
 
