@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .._runtime.logs import LogOnce
+from .._runtime.redis_client import redis_client
 from ..masking import SecretMasker
 
 logger = logging.getLogger(__name__)
@@ -307,23 +308,11 @@ class RedisDedupStore(DedupStore):
     """
 
     PREFIX = "otel_wpm:dedup:"
-    SOCKET_TIMEOUT_SECONDS = 2.0
 
     def __init__(self, url: str) -> None:
         super().__init__()
-        try:
-            import redis
-        except ImportError:
-            raise RuntimeError(
-                "dedup_redis_url is set but the redis package is not installed: "
-                "pip install 'otel-wpm[redis]'"
-            ) from None
         self.url = url
-        self._client: Any = redis.Redis.from_url(
-            url,
-            socket_timeout=self.SOCKET_TIMEOUT_SECONDS,
-            socket_connect_timeout=self.SOCKET_TIMEOUT_SECONDS,
-        )
+        self._client: Any = redis_client(url)
         self._claim_script = self._client.register_script(_REDIS_CLAIM)
         self._release_script = self._client.register_script(_REDIS_RELEASE)
 

@@ -35,10 +35,11 @@ import time
 import uuid
 from typing import Any, Optional
 
+from .._runtime.redis_client import redis_client
+
 #: A pass stops deleting this long before its lease runs out.
 SAFETY_SECONDS = 5.0
 _PROBE_KEY = ".otel-wpm/conditional-write-probe"
-_REDIS_TIMEOUT_SECONDS = 2.0
 _URL = re.compile(r"https?://\S+")
 _S3_CODE = re.compile(r"<Code>(\w+)</Code>")
 
@@ -142,19 +143,8 @@ class RedisLease(Lease):
 
     def __init__(self, url: str, key: str, seconds: float) -> None:
         super().__init__(seconds)
-        try:
-            import redis
-        except ImportError:
-            raise RuntimeError(
-                "dedup_redis_url is set but the redis package is not installed: "
-                "pip install 'otel-wpm[redis]'"
-            ) from None
         self.key = key
-        self._client: Any = redis.Redis.from_url(
-            url,
-            socket_timeout=_REDIS_TIMEOUT_SECONDS,
-            socket_connect_timeout=_REDIS_TIMEOUT_SECONDS,
-        )
+        self._client = redis_client(url)
 
     def _acquire(self, now: float) -> Optional[float]:
         import redis
