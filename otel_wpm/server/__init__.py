@@ -1,12 +1,15 @@
-"""The report browser: a read-only web server for the reports in one output directory.
+"""The report browser: a read-only web server for the reports of one store (a directory or a
+bucket every host writes to).
 
 Runs in its **own process** (``otel-wpm serve``), or inside any WSGI server.
 
 Usage::
 
     otel-wpm serve --dir performance_reports --port 8099
+    otel-wpm serve --store s3://my-bucket/reports --port 8099      # every host's reports
     python -m otel_wpm.server --dir performance_reports --port 8099     # the same
     gunicorn -b 127.0.0.1:8099 'otel_wpm.server:app(directory="performance_reports")'
+    gunicorn -b 0.0.0.0:8099 'otel_wpm.server:app(store="s3://my-bucket/reports")'
 
     from otel_wpm.server import app, make_server
     server = make_server("performance_reports", "127.0.0.1", 0)   # 0: any free port
