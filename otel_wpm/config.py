@@ -160,6 +160,7 @@ class Config:
     service_name: Optional[str] = None
     engine: str = "sampling"
     sampling_interval_seconds: float = 0.01
+    early_sampling_interval_seconds: float = 0.05
     sample_after_fraction: float = 0.25
     report_base_url: Optional[str] = None
     trace_url_template: Optional[str] = None
@@ -480,6 +481,9 @@ SETTING_KINDS: dict[str, SettingKind] = {
     "engine": choice(ENGINES, str.lower),
     "sampling_interval_seconds": number(
         lambda x: 0.001 <= x <= 1, "must be between 0.001 and 1 seconds"
+    ),
+    "early_sampling_interval_seconds": number(
+        lambda x: x == 0 or 0.001 <= x <= 1, "must be 0 (off) or between 0.001 and 1 seconds"
     ),
     "sample_after_fraction": number(lambda x: 0 <= x <= 1, "must be a fraction between 0 and 1"),
     "report_base_url": SettingKind(_check_report_base_url),

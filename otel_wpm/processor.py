@@ -244,14 +244,14 @@ class ProfilingSpanProcessor(SpanProcessor):
         if span.end_time is not None:
             return
         age = (time.time_ns() - request.start_ns) / 1e9
-        samples = list(request.samples)
+        samples = request.samples.snapshot()
         if not samples:
             # The precise engine's profiler owns this thread and the sampler leaves it
             # alone; its profile can only be read when the request ends. Show where the
             # request is stuck now instead of an empty report.
             frame = sys._current_frames().get(request.thread_id)
             if frame is not None:
-                samples = [(stack_of(frame), age)]
+                samples.add(stack_of(frame), age)
             del frame
         self._reporter.report_running(span, request, age, samples)
 

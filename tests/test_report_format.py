@@ -57,7 +57,7 @@ def slow_request(url: str, session: Any) -> SlowRequest:
         duration_seconds=1.25,
         threshold_seconds=0.5,
         raw_request=RawRequest(),
-        profile=Profile(session, "pyinstrument", 1.25, 1.25),
+        profile=Profile(session, "pyinstrument", 1.25, 1.25, cpu_seconds=0.75, wait_seconds=0.5),
         report_file="r.html",
         report_link=None,
         trace_url=f"http://jaeger.local/trace/{TRACE}",

@@ -14,21 +14,26 @@ import pytest
 
 from otel_wpm.active_settings import ActiveSettings
 from otel_wpm.capture.inflight import InFlightRequest, InFlightRequests
+from otel_wpm.capture.samples import Stack
 from otel_wpm.capture.sampler import StackSampler, stack_of
 from otel_wpm.config import Config
 
 MS = 1_000_000
 _span_ids = itertools.count(1)
-# sample after 50 ms, slow at 100 ms, hung at 500 ms, a tick every 10 ms
+# every request sampled every 30 ms, full rate (a tick every 10 ms) after 50 ms,
+# slow at 100 ms, hung at 500 ms
 SETTINGS = ActiveSettings.from_config(
     Config(
         threshold_seconds=0.1,
         sample_after_fraction=0.5,
         hung_request_factor=5,
         sampling_interval_seconds=0.01,
+        early_sampling_interval_seconds=0.03,
         enable_local_file=False,
     )
 )
+# the same without early sampling
+NO_EARLY = ActiveSettings.from_config(SETTINGS.config.replace(early_sampling_interval_seconds=0))
 
 
 class Recorder:
@@ -135,23 +140,59 @@ def rig(parked_thread: threading.Thread) -> Iterator[Rig]:
     sampler.stop()
 
 
-def test_young_requests_are_not_sampled(rig: Rig) -> None:
+def records(request: InFlightRequest) -> list[tuple[Stack, float, float, float]]:
+    return list(request.samples.snapshot().records())
+
+
+def test_without_early_sampling_young_requests_are_not_sampled(rig: Rig) -> None:
+    rig.sampler.configure(NO_EARLY)
     span = rig.start()
     rig.advance(40)
-    assert rig.state(span).samples == []
+    assert not rig.state(span).samples
 
 
 def test_requests_past_the_delay_are_sampled_with_their_own_stack(rig: Rig) -> None:
+    rig.sampler.configure(NO_EARLY)
     span = rig.start()
     rig.advance(30, times=3)
     request = rig.state(span)
-    assert len(request.samples) == 2  # at 60 and 90 ms; 30 ms was too young
-    stack, seconds = request.samples[0]
+    [(stack, seconds, _, _)] = records(request)  # at 60 and 90 ms, the same stack
     assert any(frame.startswith("parked_in_this_function\x00") for frame in stack)
     assert not any("test_requests_past_the_delay" in frame for frame in stack)
-    assert seconds == pytest.approx(0.01)
-    assert request.samples[1][1] == pytest.approx(0.03)
+    # the first sample stands for one interval, the second for the 30 ms since the first
+    assert seconds == pytest.approx(0.04)
     assert request.sampled_seconds() == pytest.approx(0.04)
+
+
+def test_young_requests_are_sampled_each_early_round_without_being_admitted(rig: Rig) -> None:
+    span = rig.start()
+    rig.advance(10, times=4)  # early rounds at 10 and 40 ms (30 ms apart); due at 50 ms
+    request = rig.state(span)
+    assert rig.listener.admitted == []
+    assert request.sampled_seconds() == pytest.approx(0.04)
+    rig.advance(10)
+    assert [admitted for admitted, _ in rig.listener.admitted] == [request]
+    assert request.sampled_seconds() == pytest.approx(0.05)
+
+
+def test_the_first_sample_stands_for_the_time_since_the_request_started(rig: Rig) -> None:
+    rig.advance(10)  # an early round with nothing in flight
+    rig.clock.now += 5 * MS
+    span = rig.start()  # 5 ms after that round
+    rig.advance(25)  # the next early round
+    assert rig.state(span).sampled_seconds() == pytest.approx(0.025)
+    rig.advance(10, times=10)
+    assert rig.state(span).sampled_seconds() == pytest.approx(0.125)  # its whole age
+
+
+def test_a_waiting_thread_is_sampled_as_waiting(rig: Rig) -> None:
+    span = rig.start()
+    rig.advance(10, times=10)
+    samples = rig.state(span).samples.snapshot()
+    # the parked thread uses no CPU; the first sample's CPU time is not measured
+    assert samples.cpu_seconds is not None and samples.wait_seconds is not None
+    assert samples.cpu_seconds < samples.wait_seconds
+    assert samples.cpu_seconds + samples.wait_seconds < samples.seconds
 
 
 def test_admit_is_asked_once_with_the_frame_the_thread_runs(rig: Rig) -> None:
@@ -162,13 +203,15 @@ def test_admit_is_asked_once_with_the_frame_the_thread_runs(rig: Rig) -> None:
     assert "parked_in_this_function" in frame_names
 
 
-def test_an_ignored_request_is_not_sampled(rig: Rig) -> None:
+def test_an_ignored_request_is_not_sampled_once_due(rig: Rig) -> None:
     rig.listener.admit_answer = False
     span = rig.start()
-    rig.advance(30, times=5)
+    rig.advance(30)
     request = rig.state(span)
+    young = request.sampled_seconds()
+    rig.advance(30, times=5)
     assert request.ignored
-    assert request.samples == []
+    assert request.sampled_seconds() == young
     assert rig.listener.crossed == []
 
 
@@ -183,9 +226,10 @@ def test_an_ended_span_is_not_sampled(rig: Rig) -> None:
     span = rig.start()
     rig.advance(60)
     request = rig.state(span)
+    sampled = request.sampled_seconds()
     span.end_time = rig.clock.now  # ended; on_end has not run yet
     rig.advance(30, times=3)
-    assert len(request.samples) == 1
+    assert request.sampled_seconds() == sampled
 
 
 def test_nested_requests_share_the_thread_and_both_get_samples(rig: Rig) -> None:
@@ -193,7 +237,7 @@ def test_nested_requests_share_the_thread_and_both_get_samples(rig: Rig) -> None
     inner = InFlightRequest(rig.new_span(), rig.thread_id, SETTINGS, nested=True)
     rig.requests.keep(inner)
     rig.advance(60)
-    assert len(rig.state(outer).samples) == len(inner.samples) == 1
+    assert rig.state(outer).sampled_seconds() == inner.sampled_seconds() == pytest.approx(0.06)
     assert rig.requests.end_nested(inner.span, rig.thread_id) is inner
     assert rig.requests.nested() == []
 
@@ -207,14 +251,26 @@ def test_stack_of_is_outermost_first() -> None:
     assert stack[-2].startswith("test_stack_of_is_outermost_first\x00")
 
 
-def test_an_idle_sampler_sleeps_until_the_oldest_request_is_due(rig: Rig) -> None:
+def test_without_early_sampling_an_idle_sampler_sleeps_until_a_request_is_due(rig: Rig) -> None:
+    rig.sampler.configure(NO_EARLY)
     assert rig.sampler.tick() == pytest.approx(0.05)  # nothing in flight: sample_after
     span = rig.start()
     rig.clock.now += 20 * MS
     assert rig.sampler.tick() == pytest.approx(0.03)  # due in 30 ms
     rig.clock.now += 30 * MS
     assert rig.sampler.tick() == pytest.approx(0.01)  # sampling: one interval
-    assert len(rig.state(span).samples) == 1
+    assert rig.state(span).samples
+
+
+def test_an_idle_sampler_wakes_for_each_early_round(rig: Rig) -> None:
+    assert rig.sampler.tick() == pytest.approx(0.03)  # nothing in flight: the next round
+    rig.clock.now += 30 * MS
+    span = rig.start()
+    rig.clock.now += 10 * MS
+    assert rig.sampler.tick() == pytest.approx(0.03)  # a round now, the next in 30 ms
+    assert rig.state(span).sampled_seconds() == pytest.approx(0.01)
+    rig.clock.now += 30 * MS
+    assert rig.sampler.tick() == pytest.approx(0.01)  # due in 10 ms: sooner than a round
 
 
 def test_a_request_keeps_the_thresholds_it_started_under(rig: Rig) -> None:

@@ -25,11 +25,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from .._runtime import forksafe
+from .samples import FoldedSamples, Stack
 
 if TYPE_CHECKING:
     from ..active_settings import ActiveSettings
-
-Stack = tuple[str, ...]
 
 
 class InFlightRequest:
@@ -44,8 +43,9 @@ class InFlightRequest:
     recorder: Any = None  # the RecordingInput in front of wsgi.input, if any
     profiler: Any = None  # a pyinstrument Profiler when the precise engine picked this one
     report_file: Optional[str] = None
-    first_sample_ns: Optional[int] = None
     last_sample_ns: Optional[int] = None
+    last_cpu_ns: Optional[int] = None  # the thread's CPU clock at the last sample
+    cpu_clock: Optional[int] = None  # the clock id of the thread's CPU time, once sampled
     checked: bool = False  # the owner was asked whether to sample it
     ignored: bool = False  # the owner said no (a black-listed URL)
     crossed_threshold: bool = False
@@ -60,20 +60,32 @@ class InFlightRequest:
         self.settings = settings  # the settings in force when the span started
         self.start_ns: int = span.start_time
         self.nested = nested
-        self.samples: list[tuple[Stack, float]] = []
+        self.samples = FoldedSamples()
 
-    def add_sample(self, stack: Stack, now_ns: int, interval_ns: int) -> None:
+    def add_sample(
+        self, stack: Stack, now_ns: int, cpu_ns: Optional[int], since_ns: int = 0
+    ) -> None:
+        """``stack`` is what the thread runs at ``now_ns``; its CPU clock reads ``cpu_ns``.
+
+        A sample stands for the time since the previous one, as in pyinstrument. The
+        first stands for the time since the request started, or since ``since_ns``
+        if later: the last time the sampler looked at every request in flight.
+        Its CPU time is the clock's advance since the previous sample, so the
+        first sample's is not measured.
+        """
         previous = self.last_sample_ns
         if previous is None:
-            previous = max(self.start_ns, now_ns - interval_ns)
-            self.first_sample_ns = previous
-        self.samples.append((stack, (now_ns - previous) / 1e9))
+            previous = max(self.start_ns, since_ns)
+        cpu = None
+        if cpu_ns is not None and self.last_cpu_ns is not None:
+            cpu = (cpu_ns - self.last_cpu_ns) / 1e9
+        self.samples.add(stack, max(now_ns - previous, 0) / 1e9, cpu)
         self.last_sample_ns = now_ns
+        self.last_cpu_ns = cpu_ns
 
     def sampled_seconds(self) -> float:
-        if self.first_sample_ns is None or self.last_sample_ns is None:
-            return 0.0
-        return (self.last_sample_ns - self.first_sample_ns) / 1e9
+        """The time the samples stand for, from the request's start to the last sample."""
+        return self.samples.seconds
 
 
 class InFlightRequests:

@@ -14,6 +14,10 @@ GIL hand-offs, and the comparison mistook profiled requests for cheap ones.
 
 Requests the budget does not pick are still covered by the sampler, so every
 slow request gets a report.
+
+pyinstrument's ``session.cpu_time`` is the whole process's CPU time, which
+under a threaded server counts other requests too; :func:`stop_profiler`
+replaces it with the request thread's own, read at start and stop.
 """
 
 from __future__ import annotations
@@ -99,19 +103,34 @@ class OverheadBudget:
         }
 
 
-def start_profiler(interval: float) -> Optional[Profiler]:
+class ThreadProfiler:
+    """A pyinstrument profiler running on the thread that started it, and that thread's
+    CPU clock when it started."""
+
+    def __init__(self, profiler: Profiler, cpu_at_start_ns: int) -> None:
+        self.profiler = profiler
+        self.cpu_at_start_ns = cpu_at_start_ns
+
+
+def start_profiler(interval: float) -> Optional[ThreadProfiler]:
     """Start profiling this thread; None when another profiler already runs here."""
     profiler = Profiler(interval=interval, async_mode="disabled")
     try:
         profiler.start()
     except RuntimeError:
         return None
-    return profiler
+    return ThreadProfiler(profiler, time.thread_time_ns())
 
 
-def stop_profiler(profiler: Profiler) -> Optional[Session]:
-    """Stop a profiler started on this thread; None if it cannot be stopped from here."""
+def stop_profiler(running: ThreadProfiler) -> Optional[Session]:
+    """Stop a profiler started on this thread; None if it cannot be stopped from here.
+
+    The session's ``cpu_time`` is this thread's CPU time while it ran.
+    """
+    cpu_ns = time.thread_time_ns() - running.cpu_at_start_ns
     try:
-        return profiler.stop()
+        session = running.profiler.stop()
     except RuntimeError:
         return None
+    session.cpu_time = cpu_ns / 1e9
+    return session

@@ -13,13 +13,28 @@ Usage::
     sampler.configure(new_settings)
 
 This is the default profiling engine. Nothing runs on the request path but the
-registry's dict writes at start and deletes at end. Every ``interval`` seconds
-the sampler thread looks at the requests in flight; those older than their
-``sample_after`` get their thread's current stack recorded
-(``sys._current_frames()``). Requests that finish sooner cost nothing more. The
-same tick calls ``on_threshold_crossed`` when a request passes its slow threshold
-and ``on_hung`` when it passes its hung threshold, while it still runs. Each
-request is judged by the thresholds of the settings it started under.
+registry's dict writes at start and deletes at end. The sampler thread records
+the current stack of each request's thread (``sys._current_frames()``) in two
+phases, so a slow request is covered from its start while fast ones cost next
+to nothing:
+
+* early: every ``early_interval`` (50 ms by default), every request in flight
+  gets a sample, whatever its age. Nothing else is done for it: no black-list,
+  no WSGI environ, no callbacks. At 20 ticks a second this is far too rare to
+  show in a request's cost, and the first sample of a request stands for the
+  time since its start, so coverage starts with the request.
+* full rate: once older than its ``sample_after``, a request is admitted
+  (``admit``) and sampled every ``interval`` (10 ms).
+
+Each sample also reads the thread's own CPU clock (:mod:`.thread_cpu`): the
+clock's advance since the previous sample is the CPU time of that slice, the
+rest of it the thread waited (on I/O, a lock, a sleep, or the GIL held by
+another thread).
+
+The full-rate tick calls ``on_threshold_crossed`` when a request passes its
+slow threshold and ``on_hung`` when it passes its hung threshold, while it
+still runs. Each request is judged by the thresholds of the settings it
+started under.
 """
 
 from __future__ import annotations
@@ -32,7 +47,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .._runtime import forksafe
-from .inflight import InFlightRequest, InFlightRequests, Stack
+from .inflight import InFlightRequest, InFlightRequests
+from .samples import Stack
+from .thread_cpu import cpu_clock_of, cpu_time_ns
 
 if TYPE_CHECKING:
     from ..active_settings import ActiveSettings
@@ -96,8 +113,10 @@ class StackSampler:
         forksafe.register(self)
 
     def configure(self, settings: ActiveSettings) -> None:
-        """The settings in force: the tick, and how soon a request starting now becomes due."""
-        self._interval = settings.config.sampling_interval_seconds
+        """The settings in force: the ticks, and how soon a request starting now becomes due."""
+        config = settings.config
+        self._interval = config.sampling_interval_seconds
+        self._early_interval_ns = int(config.early_sampling_interval_seconds * 1e9)
         self._sample_after_ns = settings.sample_after_ns
 
     def after_fork_in_child(self) -> None:
@@ -106,6 +125,7 @@ class StackSampler:
         self._stop = threading.Event()
         self._cpu_seconds = 0.0
         self._process_cpu_at_start = time.process_time()
+        self._last_early_ns = 0  # when every request in flight was last sampled
 
     def cpu_share(self) -> float:
         """CPU time of the sampler thread / CPU time of this process since it started."""
@@ -145,50 +165,70 @@ class StackSampler:
         """Sample what is due and report threshold crossings (also callable from tests).
 
         Returns how long the thread may sleep before the next tick: one interval
-        while requests are being sampled, else until the oldest request becomes
-        due. A request registered while we sleep is due ``sample_after`` after
-        its start, never sooner than that wake-up, so an idle process wakes a
-        few times a second instead of a hundred.
+        while requests are sampled at full rate, else until the next early round
+        or until the oldest request becomes due, whichever comes first. Without
+        early sampling, an idle process sleeps until a request starting now
+        would be due.
         """
         now = self._clock_ns()
-        due, until_due = self._due(now)
-        frames = sys._current_frames() if due else {}
+        early = self._early_interval_ns > 0 and now - self._last_early_ns >= self._early_interval_ns
+        since = self._last_early_ns if self._early_interval_ns else now - int(self._interval * 1e9)
+        due, young, until_due = self._in_flight(now, early)
+        frames = sys._current_frames() if due or young else {}
         due = [r for r in due if self._keep(r, frames.get(r.thread_id))]
-        if not due:
-            return max(self._interval, min([self._sample_after_ns, *until_due]) / 1e9)
-        interval_ns = int(self._interval * 1e9)
-        stacks: dict[int, Stack] = {}
-        for request in due:
-            frame = frames.get(request.thread_id)
-            if frame is None or request.sampling_paused:
-                continue
-            if request.thread_id not in stacks:
-                stacks[request.thread_id] = stack_of(frame)
-            request.add_sample(stacks[request.thread_id], now, interval_ns)
+        self._sample([*due, *young], frames, now, since)
         del frames
+        if early:
+            self._last_early_ns = now
         for request in due:
             self._notify(request, now - request.start_ns)
-        return self._interval
+        if due:
+            return self._interval
+        if self._early_interval_ns:
+            until_due.append(self._last_early_ns + self._early_interval_ns - now)
+        else:
+            until_due.append(self._sample_after_ns)
+        return max(self._interval, min(until_due) / 1e9)
 
-    def _due(self, now: int) -> tuple[list[InFlightRequest], list[int]]:
-        """The requests old enough to sample, and how long until each younger one is."""
+    def _in_flight(
+        self, now: int, early: bool
+    ) -> tuple[list[InFlightRequest], list[InFlightRequest], list[int]]:
+        """The requests old enough for full-rate sampling; the younger ones if this is an
+        early round; and how long until each younger one is due."""
         due: list[InFlightRequest] = []
+        young: list[InFlightRequest] = []
         until_due: list[int] = []
         self._requests.prune()
         for thread_id, span, settings in self._requests.running():
             wait = span.start_time + settings.sample_after_ns - now
             if wait > 0:
                 until_due.append(wait)
-                continue
+                if not early:
+                    continue
             request = self._requests.state_of(thread_id, span, settings)
             if request is not None:
+                (young if wait > 0 else due).append(request)
+        for request in self._requests.nested():
+            if now - request.start_ns >= request.settings.sample_after_ns:
                 due.append(request)
-        due += [
-            request
-            for request in self._requests.nested()
-            if now - request.start_ns >= request.settings.sample_after_ns
-        ]
-        return due, until_due
+            elif early:
+                young.append(request)
+        return due, young, until_due
+
+    def _sample(
+        self, requests: list[InFlightRequest], frames: dict[int, FrameType], now: int, since: int
+    ) -> None:
+        stacks: dict[int, Stack] = {}
+        for request in requests:
+            frame = frames.get(request.thread_id)
+            if frame is None or request.sampling_paused or request.ignored:
+                continue
+            stack = stacks.get(request.thread_id)
+            if stack is None:
+                stack = stacks[request.thread_id] = stack_of(frame)
+            if request.last_sample_ns is None:
+                request.cpu_clock = cpu_clock_of(request.thread_id)
+            request.add_sample(stack, now, cpu_time_ns(request.cpu_clock), since)
 
     def _keep(self, request: InFlightRequest, frame: Optional[FrameType]) -> bool:
         if not request.checked:

@@ -28,7 +28,7 @@ from ..capture.route import matched_no_route
 from ..capture.semconv import HttpFacts
 from ..masking import SecretMasker
 from .params import RequestParams, request_params
-from .profile import Profile
+from .profile import Profile, cpu_and_wait_by_function
 from .report_format import metadata_element
 from .slow_request import SlowRequest
 
@@ -64,6 +64,18 @@ def _coverage_text(profile: Profile) -> str:
     )
 
 
+def cpu_text(profile: Profile) -> str:
+    """ "CPU x s, waiting y s" of the request thread, or why it is not known."""
+    cpu, wait = profile.cpu_seconds, profile.wait_seconds
+    if cpu is None or wait is None:
+        return "CPU time not measured on this platform"
+    return f"CPU {cpu:.3f} s, waiting {wait:.3f} s (over {cpu + wait:.3f} s measured)"
+
+
+def _rounded(seconds: Optional[float]) -> Optional[float]:
+    return None if seconds is None else round(seconds, 6)
+
+
 def metadata(
     slow: SlowRequest, masker: SecretMasker, hot: Sequence[HotFrame] = ()
 ) -> dict[str, Any]:
@@ -76,6 +88,8 @@ def metadata(
         "url": masker.mask_url(slow.facts.url),
         "status": slow.facts.status,
         "duration_seconds": round(slow.duration_seconds, 6),
+        "cpu_seconds": _rounded(slow.profile.cpu_seconds),
+        "wait_seconds": _rounded(slow.profile.wait_seconds),
         "threshold_seconds": slow.threshold_seconds,
         "start_time": slow.started_at.isoformat(),
         "trace_id": slow.trace_id,
@@ -103,6 +117,7 @@ def _summary_section(slow: SlowRequest, meta: dict[str, Any]) -> str:
         ("Span ID", slow.span_id),
         ("Trace", _link(slow.trace_url, "open the trace")),
         ("Profile", _coverage_text(slow.profile)),
+        ("Request thread", cpu_text(slow.profile)),
     ]
     return f"<h1>{_e(title)}: {_e(meta['method'])} {_e(meta['route'])}</h1>" + _table(
         rows, frozenset({"Trace"})
@@ -115,12 +130,30 @@ def _route_text(facts: HttpFacts) -> str:
     return f"{facts.route_key} (no route template: ids in the path shown as {{id}})"
 
 
-def _hot_frames_section(hot: Sequence[HotFrame]) -> str:
-    rows: list[tuple[str, Any]] = [
-        (frame.function, f"{frame.seconds:.3f} s ({frame.share:.0%}) at {frame.location}")
-        for frame in hot
-    ]
-    return "<h2>Where the time went</h2>" + _table(rows)
+def _hot_frames_section(hot: Sequence[HotFrame], profile: Profile) -> str:
+    if not hot:
+        return "<h2>Where the time went</h2>" + _table([])
+    split = cpu_and_wait_by_function(profile)
+    head = "<tr><th>Function</th><th>Time</th><th>CPU</th><th>Waiting</th><th>Where</th></tr>"
+    rows = []
+    for frame in hot:
+        cpu, wait = split.get((frame.function, frame.location), (None, None))
+        cells = (
+            frame.function,
+            f"{frame.seconds:.3f} s ({frame.share:.0%})",
+            "-" if cpu is None else f"{cpu:.3f} s",
+            "-" if wait is None else f"{wait:.3f} s",
+            frame.location,
+        )
+        rows.append("<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in cells) + "</tr>")
+    note = (
+        "<p class='note'>CPU: the request thread ran. Waiting: it did not (I/O, sleep, "
+        "a lock, or the GIL held by another thread).</p>"
+        if split
+        else "<p class='note'>CPU and waiting per function are measured by the stack "
+        "sampler only.</p>"
+    )
+    return f"<h2>Where the time went</h2><table class='hot'>{head}{''.join(rows)}</table>{note}"
 
 
 def _request_section(params: RequestParams) -> str:
@@ -149,6 +182,7 @@ _STYLE = """<style>
 #otel-wpm table{border-collapse:collapse;margin:.3em 0}
 #otel-wpm th{text-align:left;padding:2px 12px 2px 0;color:#555;vertical-align:top}
 #otel-wpm td{padding:2px 0;word-break:break-all}
+#otel-wpm .hot td{padding:2px 12px 2px 0}
 #otel-wpm pre{background:#f4f4f4;padding:.5em;max-height:20em;overflow:auto}
 #otel-wpm .none,#otel-wpm .note{color:#777}
 #otel-wpm-profile{position:relative;height:85vh;min-height:480px}
@@ -169,7 +203,7 @@ def render_report(
         + metadata_element(meta)
         + '<section id="otel-wpm">'
         + _summary_section(slow, meta)
-        + _hot_frames_section(hot)
+        + _hot_frames_section(hot, slow.profile)
         + _request_section(request_params(slow.raw_request, masker))
         + _system_section(now)
         + "<h2>Profile</h2></section>"

@@ -41,13 +41,14 @@ from .._runtime.worker import BackgroundWorker
 from ..active_settings import ActiveSettings, changed
 from ..alerting.alert import Alert, HotFrame, test_alert
 from ..alerting.dispatch import ALERT_SETTINGS, AlertDispatcher
-from ..capture.inflight import InFlightRequest, Stack
+from ..capture.inflight import InFlightRequest
 from ..capture.request import snapshot
 from ..capture.route import route_template
+from ..capture.samples import FoldedSamples
 from ..capture.semconv import HttpFacts, http_facts
 from ..config import Config
 from ..masking import SecretMasker
-from .profile import Profile, hot_frames, session_from_samples
+from .profile import hot_frames, precise_profile, sampled_profile
 from .render import render_report
 from .report_format import report_file_name
 from .slow_request import SlowRequest
@@ -129,7 +130,8 @@ class Reporter:
     ) -> None:
         """Queue the report of a slow request that has ended; ``session`` is pyinstrument's."""
         file_name = request.report_file or self.report_file(span, request)
-        slow = self._slow_request(span, request, duration, session, file_name, request.samples)
+        samples = request.samples.snapshot()
+        slow = self._slow_request(span, request, duration, session, file_name, samples)
         self._reports.submit((slow, request.settings))
 
     def report_running(
@@ -137,7 +139,7 @@ class Reporter:
         span: ReadableSpan,
         request: InFlightRequest,
         age: float,
-        samples: Sequence[tuple[Stack, float]],
+        samples: FoldedSamples,
     ) -> None:
         """Queue the report of a request still running past its hung threshold."""
         file_name = self.report_file(span, request, in_flight=True)
@@ -151,22 +153,21 @@ class Reporter:
         duration: float,
         session: Any,
         file_name: str,
-        samples: Sequence[tuple[Stack, float]],
+        samples: FoldedSamples,
         in_flight: bool = False,
     ) -> SlowRequest:
         facts = _facts_of(span, request)
         config = request.settings.config
         if session is not None:
-            profile = Profile(session, "pyinstrument", session.duration, duration)
+            profile = precise_profile(session, duration)
         else:
-            session = session_from_samples(
-                list(samples),
+            profile = sampled_profile(
+                samples,
                 request.start_ns / 1e9,
                 duration,
                 config.sampling_interval_seconds,
                 _description(facts.method),
             )
-            profile = Profile(session, "sampling", request.sampled_seconds(), duration)
         return SlowRequest(
             service=config.service_name or _service_name(span),
             host=_host_name(span),
