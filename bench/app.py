@@ -1,10 +1,13 @@
-"""Reference Flask app for the overhead benchmark.
+"""Reference Flask app for the overhead benchmark, and the watching stacks of every app.
 
 Endpoints: ``/fast`` (tiny JSON), ``/cpu`` (recursive fib, call-dense, ~20 ms),
 ``/cpu_mix`` (comprehensions, json, sorting, formatting, ~20 ms), ``/io``
-(sleeps 20 ms), ``/slow`` (sleeps 1.2 s, for soak tests) and ``/_bench/config``
-(which configuration is installed; used by ``bench/run.py`` to wait for readiness)
-and ``/_bench/stats`` (the processor's ``get_stats()``, ``{}`` without one).
+(sleeps 20 ms), ``/slow`` (sleeps 1.2 s, for soak tests), ``/phases`` and
+``/busy`` (for ``bench/fidelity.py``: 0.6 s of CPU then 0.4 s of sleep, and 1 s
+of CPU), and, on every benchmark app (:func:`add_bench_routes`),
+``/_bench/config`` (which configuration is installed; used by ``bench/run.py``
+to wait for readiness) and ``/_bench/stats`` (the processor's ``get_stats()``,
+``{}`` without one).
 
 The watching stack is chosen by the ``BENCH_CONFIG`` environment variable:
 
@@ -13,14 +16,21 @@ The watching stack is chosen by the ``BENCH_CONFIG`` environment variable:
   processor drops every span (so the SDK span path is paid, export is not).
 * ``wpm``: ``otel`` + ``ProfilingSpanProcessor`` with the default engine.
 * ``wpm_precise``: ``otel`` + ``ProfilingSpanProcessor(engine="pyinstrument")``.
+* ``wpm_late``: ``wpm`` without early sampling (``early_sampling_interval_seconds=0``):
+  requests are sampled only from ``sample_after_fraction`` x threshold on.
 * ``otel_noop``: ``otel`` + a span processor that does nothing: what the SDK
   charges for one more processor.
 * ``otel_minimal``: ``otel`` + the least a processor that watches requests can
   do (recognise a request span, keep it under its thread, count it, check its
   duration): the floor under any design like otel-wpm's.
 
+The ``wpm*`` configurations use :data:`WPM_OPTIONS` (threshold 1 s, ...), over
+which an app module's own ``WPM_OPTIONS`` and then the JSON object in
+``BENCH_WPM_OPTIONS`` (any ``Config`` keywords) are applied.
+
 The stack must be installed in each worker after fork; ``bench/gunicorn_conf.py``
-does that from its ``post_fork`` hook::
+does that from its ``post_fork`` hook, in the app module named by ``BENCH_APP``
+(default ``bench.app``)::
 
     BENCH_CONFIG=wpm gunicorn -c bench/gunicorn_conf.py -w 1 -k gthread \\
         --threads 4 -b 127.0.0.1:8000 bench.app:app
@@ -43,7 +53,7 @@ from typing import Any, Optional
 
 from flask import Flask, jsonify
 
-CONFIGS = ("bare", "otel", "wpm", "wpm_precise", "otel_noop", "otel_minimal")
+CONFIGS = ("bare", "otel", "wpm", "wpm_precise", "wpm_late", "otel_noop", "otel_minimal")
 
 #: fib(27) takes ~17-20 ms on the 2-core benchmark machine (Python 3.11).
 FIB_N = 27
@@ -55,6 +65,25 @@ SLOW_SLEEP_SECONDS = 1.2
 URL_BLACKLIST = (r"^/_bench/", r"^/static/")
 #: Extra keys masked in captured request data in the ``wpm*`` configurations.
 MASK_KEYS = ("password", "api_key")
+#: The ``Config`` of the ``wpm*`` configurations, before an app's and the environment's.
+WPM_OPTIONS: dict[str, Any] = {
+    "threshold_seconds": 1.0,
+    "enable_local_file": True,
+    "enable_url_blacklist": True,
+    "url_blacklist": list(URL_BLACKLIST),
+    "capture_headers": True,
+    "mask_keys": list(MASK_KEYS),
+}
+#: The engines and settings of the ``wpm*`` configurations.
+_WPM_CONFIGS: dict[str, dict[str, Any]] = {
+    "wpm": {},
+    "wpm_precise": {"engine": "pyinstrument"},
+    "wpm_late": {"early_sampling_interval_seconds": 0},
+}
+#: The phases of ``/phases`` (seconds of CPU, then of sleep) and the CPU of ``/busy``.
+PHASE_CPU_SECONDS = 0.6
+PHASE_IO_SECONDS = 0.4
+BUSY_SECONDS = 1.0
 
 app = Flask(__name__)
 _state: dict[str, Any] = {"config": None, "provider": None, "processor": None}
@@ -122,7 +151,47 @@ def slow() -> Any:
     return jsonify(slept=SLOW_SLEEP_SECONDS)
 
 
-@app.route("/_bench/config")
+def burn(seconds: float) -> int:
+    """Python work for ``seconds`` of wall-clock time."""
+    deadline = time.perf_counter() + seconds
+    count = 0
+    while time.perf_counter() < deadline:
+        count += sum(i * i for i in range(200))
+    return count
+
+
+def phase_cpu() -> float:
+    started = time.perf_counter()
+    burn(PHASE_CPU_SECONDS)
+    return time.perf_counter() - started
+
+
+def phase_io() -> float:
+    started = time.perf_counter()
+    time.sleep(PHASE_IO_SECONDS)
+    return time.perf_counter() - started
+
+
+@app.route("/phases")
+def phases() -> Any:
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    cpu_at_start = time.thread_time()
+    cpu_seconds, io_seconds = phase_cpu(), phase_io()
+    return jsonify(
+        phase_cpu=cpu_seconds,
+        phase_io=io_seconds,
+        cpu=time.thread_time() - cpu_at_start,
+        trace_id=f"{context.trace_id:032x}",
+    )
+
+
+@app.route("/busy")
+def busy() -> Any:
+    return jsonify(count=burn(BUSY_SECONDS))
+
+
 def bench_config() -> Any:
     provider = _state["provider"]
     processors = _processor_names(provider) if provider is not None else []
@@ -135,10 +204,18 @@ def bench_config() -> Any:
     )
 
 
-@app.route("/_bench/stats")
 def bench_stats() -> Any:
     processor = _state["processor"]
     return jsonify(processor.get_stats() if processor is not None else {})
+
+
+def add_bench_routes(flask_app: Flask) -> None:
+    """``/_bench/config`` and ``/_bench/stats``, which ``bench/run.py`` reads."""
+    flask_app.add_url_rule("/_bench/config", view_func=bench_config)
+    flask_app.add_url_rule("/_bench/stats", view_func=bench_stats)
+
+
+add_bench_routes(app)
 
 
 def _processor_names(provider: Any) -> list[str]:
@@ -195,30 +272,24 @@ def _add_reference_processor(provider: Any, config: str) -> None:
     )
 
 
-def _add_profiler(provider: Any, engine: Optional[str], output_dir: str) -> Any:
+def _add_profiler(provider: Any, options: dict[str, Any]) -> Any:
     from otel_wpm import Config, ProfilingSpanProcessor
 
-    options: dict[str, Any] = {
-        "threshold_seconds": 1.0,
-        "enable_local_file": True,
-        "local_output_dir": output_dir,
-        "enable_url_blacklist": True,
-        "url_blacklist": list(URL_BLACKLIST),
-        "capture_headers": True,
-        "mask_keys": list(MASK_KEYS),
-    }
-    if engine is not None:
-        options["engine"] = engine
     processor = ProfilingSpanProcessor(Config(**options))
     provider.add_span_processor(processor)
     return processor
 
 
 def watched(
-    config: str, wsgi_app: Any, output_dir: Optional[str] = None, set_global: bool = True
+    config: str,
+    wsgi_app: Any,
+    output_dir: Optional[str] = None,
+    set_global: bool = True,
+    wpm_options: Optional[dict[str, Any]] = None,
 ) -> tuple[Any, Any, Any]:
     """``wsgi_app`` wrapped in the watching stack named by ``config``.
 
+    ``wpm_options`` apply over :data:`WPM_OPTIONS` in the ``wpm*`` configurations.
     Returns (the WSGI app, its tracer provider or None, its processor or None).
     """
     if config not in CONFIGS:
@@ -231,25 +302,40 @@ def watched(
     processor = None
     if config in ("otel_noop", "otel_minimal"):
         _add_reference_processor(provider, config)
-    if config.startswith("wpm"):
+    if config in _WPM_CONFIGS:
         out = output_dir or tempfile.mkdtemp(prefix="otel-wpm-bench-")
-        engine = "pyinstrument" if config == "wpm_precise" else None
-        processor = _add_profiler(provider, engine, out)
+        options = {**WPM_OPTIONS, "local_output_dir": out, **_WPM_CONFIGS[config]}
+        processor = _add_profiler(provider, {**options, **(wpm_options or {})})
     return OpenTelemetryMiddleware(wsgi_app, tracer_provider=provider), provider, processor
 
 
-def install(config: str, output_dir: Optional[str] = None) -> None:
-    """Wrap ``app.wsgi_app`` with the watching stack named by ``config`` (once per process)."""
+def install(
+    config: str,
+    output_dir: Optional[str] = None,
+    flask_app: Flask = app,
+    wpm_options: Optional[dict[str, Any]] = None,
+) -> None:
+    """Wrap ``flask_app.wsgi_app`` with the watching stack named by ``config`` (once per
+    process)."""
     if _state["config"] is not None:
         raise RuntimeError(f"already installed: {_state['config']}")
-    wrapped, _state["provider"], _state["processor"] = watched(config, app.wsgi_app, output_dir)
+    wrapped, _state["provider"], _state["processor"] = watched(
+        config, flask_app.wsgi_app, output_dir, wpm_options=wpm_options
+    )
     _state["config"] = config
-    app.wsgi_app = wrapped  # type: ignore[method-assign]
+    flask_app.wsgi_app = wrapped  # type: ignore[method-assign]
 
 
-def install_from_env() -> None:
-    """``install()`` with ``BENCH_CONFIG`` (default ``bare``) and ``BENCH_OUTPUT_DIR``."""
-    install(os.environ.get("BENCH_CONFIG", "bare"), os.environ.get("BENCH_OUTPUT_DIR") or None)
+def install_from_env(flask_app: Flask = app, wpm_options: Optional[dict[str, Any]] = None) -> None:
+    """``install()`` with ``BENCH_CONFIG`` (default ``bare``), ``BENCH_OUTPUT_DIR``, and
+    ``BENCH_WPM_OPTIONS`` over ``wpm_options`` (an app's own)."""
+    from_env = json.loads(os.environ.get("BENCH_WPM_OPTIONS") or "{}")
+    install(
+        os.environ.get("BENCH_CONFIG", "bare"),
+        os.environ.get("BENCH_OUTPUT_DIR") or None,
+        flask_app,
+        {**(wpm_options or {}), **from_env},
+    )
 
 
 def shutdown() -> None:

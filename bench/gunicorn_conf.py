@@ -2,14 +2,18 @@
 
 The stack (tracer provider, span processors, any profiler threads) is built in
 ``post_fork``, i.e. in the worker after fork, never in the master; don't combine
-this file with ``--preload``. Usage::
+this file with ``--preload``. ``BENCH_APP`` names the app's module (default
+``bench.app``; ``bench.shop_app`` for the second app). Usage::
 
     BENCH_CONFIG=otel gunicorn -c bench/gunicorn_conf.py --chdir . \\
         -w 1 -k gthread --threads 4 -b 127.0.0.1:8000 bench.app:app
+    BENCH_APP=bench.shop_app BENCH_CONFIG=wpm gunicorn -c bench/gunicorn_conf.py --chdir . \\
+        -w 1 -k gthread --threads 4 -b 127.0.0.1:8000 bench.shop_app:app
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -33,7 +37,8 @@ def post_fork(server: Any, worker: Any) -> None:
         sys.path.insert(0, src)
     from bench import app as bench_app
 
-    bench_app.install_from_env()
+    module = importlib.import_module(os.environ.get("BENCH_APP") or "bench.app")
+    bench_app.install_from_env(module.app, getattr(module, "WPM_OPTIONS", None))
     worker.log.info("bench: installed %s in pid %s", bench_app._state["config"], os.getpid())
 
 
