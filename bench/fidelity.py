@@ -173,10 +173,7 @@ def _spread(values: Sequence[Optional[float]], percent: bool = True) -> str:
     scale, unit = (100, "%") if percent else (1, " s")
     median, low, high = statistics.median(known), min(known), max(known)
     digits = 0 if percent else 2
-    return (
-        f"{median * scale:.{digits}f}{unit} "
-        f"[{low * scale:.{digits}f}-{high * scale:.{digits}f}]"
-    )
+    return f"{median * scale:.{digits}f}{unit} [{low * scale:.{digits}f}-{high * scale:.{digits}f}]"
 
 
 def summary(results: dict[str, list[dict[str, Any]]]) -> None:

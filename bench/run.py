@@ -70,6 +70,10 @@ class Sample:
     non_2xx: int
     #: Requests/s of each wrk burst; ``rps`` is their median.
     burst_rps: list[float] = dataclasses.field(default_factory=list)
+    #: CPU time of the server process per request in each burst (µs), and their median:
+    #: what watching costs, whoever else uses the machine's cores meanwhile.
+    burst_cpu_us: list[float] = dataclasses.field(default_factory=list)
+    cpu_us: float = float("nan")
     #: What the processor says about the measured run (``wpm*`` configs only).
     wpm: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -266,6 +270,13 @@ def _describe(sample: Sample) -> str:
     return "  ".join(parts)
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def combined(bursts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One measurement from several wrk bursts: median throughput and latencies, sums.
 
@@ -279,6 +290,8 @@ def combined(bursts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "rps": statistics.median(b["rps"] for b in bursts),
         "burst_rps": [b["rps"] for b in bursts],
+        "burst_cpu_us": [b["cpu_us"] for b in bursts],
+        "cpu_us": statistics.median(b["cpu_us"] for b in bursts),
         "p50_ms": statistics.median(b["p50_ms"] for b in bursts),
         "p99_ms": statistics.median(b["p99_ms"] for b in bursts),
         "requests": sum(b["requests"] for b in bursts),
@@ -296,11 +309,15 @@ def measure_endpoint(
         for url in urls.values():
             run_wrk(url, args.warmup, latency=False)
     before = {c: _get_json(f"http://{HOST}:{port}/_bench/stats") or {} for c, port in ports.items()}
+    pids = {c: _get_json(f"http://{HOST}:{port}/_bench/config")["pid"] for c, port in ports.items()}
     bursts: dict[str, list[dict[str, Any]]] = {config: [] for config in ports}
     for burst in range(args.bursts):
         for config in rotated(list(ports), burst):
-            wrk_output = run_wrk(urls[config], args.duration / args.bursts)
-            bursts[config].append(parse_wrk(wrk_output))
+            cpu_before = process_cpu_seconds(pids[config])
+            result = parse_wrk(run_wrk(urls[config], args.duration / args.bursts))
+            cpu = process_cpu_seconds(pids[config]) - cpu_before
+            result["cpu_us"] = cpu / max(result["requests"], 1) * 1e6
+            bursts[config].append(result)
     samples = []
     for config in args.configs:
         sample = Sample(rep=rep, config=config, endpoint=endpoint, **combined(bursts[config]))
@@ -346,18 +363,26 @@ def run_all(args: argparse.Namespace, workdir: str, issues: RunIssues) -> list[S
 # ----------------------------------------------------------------------- summary
 
 
-def _rps(samples: Sequence[Sample]) -> dict[tuple[int, str, str], float]:
-    return {(s.rep, s.config, s.endpoint): s.rps for s in samples}
-
-
 def ratios(samples: Sequence[Sample], num: str, den: str, endpoint: str) -> list[float]:
     """Per-repetition throughput ratio ``num / den`` on ``endpoint``."""
-    rps = _rps(samples)
+    rps = {(s.rep, s.config, s.endpoint): s.rps for s in samples}
     reps = sorted({s.rep for s in samples})
     return [
         rps[(r, num, endpoint)] / rps[(r, den, endpoint)]
         for r in reps
         if (r, num, endpoint) in rps and rps.get((r, den, endpoint))
+    ]
+
+
+def cpu_ratios(samples: Sequence[Sample], num: str, den: str, endpoint: str) -> list[float]:
+    """Per-repetition ratio of requests per CPU-second of the server, ``num / den``: like
+    throughput, 0.98 means ``num`` spends 2 % more CPU on each request."""
+    cpu = {(s.rep, s.config, s.endpoint): s.cpu_us for s in samples}
+    reps = sorted({s.rep for s in samples})
+    return [
+        cpu[(r, den, endpoint)] / cpu[(r, num, endpoint)]
+        for r in reps
+        if cpu.get((r, num, endpoint)) and (r, den, endpoint) in cpu
     ]
 
 
@@ -397,6 +422,10 @@ def summarise(samples: Sequence[Sample], args: argparse.Namespace) -> dict[str, 
         for config in args.configs:
             rows[config] = {
                 "ratio_vs_baseline": spread(ratios(samples, config, args.baseline, endpoint)),
+                "cpu_ratio_vs_baseline": spread(
+                    cpu_ratios(samples, config, args.baseline, endpoint)
+                ),
+                "cpu_us_median": _median_of(samples, config, endpoint, "cpu_us"),
                 "rps_median": _median_of(samples, config, endpoint, "rps"),
                 "p50_ms_median": _median_of(samples, config, endpoint, "p50_ms"),
                 "p99_ms_median": _median_of(samples, config, endpoint, "p99_ms"),
@@ -423,11 +452,15 @@ def _pct(value: Optional[float]) -> str:
 def print_tables(summary: dict[str, Any], args: argparse.Namespace) -> None:
     for endpoint, block in summary.items():
         print(f"\n{endpoint}   throughput vs {args.baseline} (same repetition): median [min-max]")
-        head = ("config", "ratio", "p50 ms", "p99 ms", "req/s", "errors", "self-est.", "profiled")
-        print("  {:<12} {:<20} {:>8} {:>8} {:>9} {:>7} {:>10} {:>9}".format(*head))
+        head = (
+            "config", "ratio", "CPU ratio", "CPU us/req", "p50 ms", "p99 ms", "req/s", "errors",
+            "self-est.", "profiled",
+        )  # fmt: skip
+        print("  {:<12} {:<20} {:<20} {:>10} {:>8} {:>8} {:>9} {:>7} {:>10} {:>9}".format(*head))
         for config, row in block["configs"].items():
             print(
                 f"  {config:<12} {_fmt_spread(row['ratio_vs_baseline']):<20} "
+                f"{_fmt_spread(row['cpu_ratio_vs_baseline']):<20} {row['cpu_us_median']:10.1f} "
                 f"{row['p50_ms_median']:8.2f} {row['p99_ms_median']:8.2f} "
                 f"{row['rps_median']:9.1f} {row['errors']:7d} "
                 f"{_pct(row.get('self_estimated_overhead_median')):>10} "
@@ -441,16 +474,21 @@ def print_markdown(summary: dict[str, Any], args: argparse.Namespace) -> None:
     """The headline matrix, ready to paste into bench/README.md."""
     eps = list(summary)
     rev = getattr(args, "revision", None) or "unknown"
-    head = f"Throughput vs {args.baseline}, median [min-max] over {args.reps} reps"
-    print(f"\n{head} (otel_wpm {rev}):\n")
-    print("| config | " + " | ".join(f"`{e}`" for e in eps) + " |")
-    print("|---" * (len(eps) + 1) + "|")
-    for config in args.configs:
-        cells = [_fmt_spread(summary[e]["configs"][config]["ratio_vs_baseline"]) for e in eps]
-        print(f"| {config} | " + " | ".join(cells) + " |")
+    titles = {
+        "ratio_vs_baseline": "Throughput",
+        "cpu_ratio_vs_baseline": "Requests per CPU-second of the server",
+    }
+    for key, title in titles.items():
+        head = f"{title} vs {args.baseline}, median [min-max] over {args.reps} reps"
+        print(f"\n{head} (otel_wpm {rev}):\n")
+        print("| config | " + " | ".join(f"`{e}`" for e in eps) + " |")
+        print("|---" * (len(eps) + 1) + "|")
+        for config in args.configs:
+            cells = [_fmt_spread(summary[e]["configs"][config][key]) for e in eps]
+            print(f"| {config} | " + " | ".join(cells) + " |")
     if all(summary[e]["otel_vs_bare"]["n"] for e in eps):
         cells = [_fmt_spread(summary[e]["otel_vs_bare"]) for e in eps]
-        print("| otel / bare | " + " | ".join(cells) + " |")
+        print("| otel / bare (throughput) | " + " | ".join(cells) + " |")
 
 
 def print_issues(samples: Sequence[Sample], issues: RunIssues) -> None:
@@ -466,7 +504,8 @@ def print_issues(samples: Sequence[Sample], issues: RunIssues) -> None:
     for line in issues.log_lines[:20]:
         print("    " + line)
     print(
-        f"  HTML reports written (expected 0: nothing should reach the threshold): {len(issues.report_files)}"
+        "  HTML reports written (expected 0: nothing should reach the threshold): "
+        f"{len(issues.report_files)}"
     )
 
 

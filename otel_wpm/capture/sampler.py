@@ -43,8 +43,8 @@ import logging
 import sys
 import threading
 import time
-from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from types import CodeType, FrameType
+from typing import TYPE_CHECKING, Callable, Optional
 
 from .._runtime import forksafe
 from .inflight import InFlightRequest, InFlightRequests
@@ -60,27 +60,28 @@ Notify = Callable[[InFlightRequest], None]
 logger = logging.getLogger(__name__)
 
 _MAX_STACK_DEPTH = 256
-_identifier_cache: dict[Any, str] = {}
+_identifier_cache: dict[CodeType, str] = {}
 _IDENTIFIER_CACHE_LIMIT = 20_000
 
 
-def _identifier(frame: FrameType) -> str:
-    code = frame.f_code
-    identifier = _identifier_cache.get(code)
-    if identifier is None:
-        if len(_identifier_cache) >= _IDENTIFIER_CACHE_LIMIT:
-            _identifier_cache.clear()
-        # pyinstrument's frame identifier format: name NUL file NUL first line
-        identifier = f"{code.co_name}\x00{code.co_filename}\x00{code.co_firstlineno}"
-        _identifier_cache[code] = identifier
+def _identifier(code: CodeType) -> str:
+    if len(_identifier_cache) >= _IDENTIFIER_CACHE_LIMIT:
+        _identifier_cache.clear()
+    # pyinstrument's frame identifier format: name NUL file NUL first line
+    identifier = f"{code.co_name}\x00{code.co_filename}\x00{code.co_firstlineno}"
+    _identifier_cache[code] = identifier
     return identifier
 
 
 def stack_of(frame: Optional[FrameType]) -> Stack:
     """Identifiers of ``frame`` and its callers, outermost first."""
     identifiers: list[str] = []
-    while frame is not None and len(identifiers) < _MAX_STACK_DEPTH:
-        identifiers.append(_identifier(frame))
+    known = _identifier_cache.get  # the loop runs for every frame of every sample
+    for _ in range(_MAX_STACK_DEPTH):
+        if frame is None:
+            break
+        code = frame.f_code
+        identifiers.append(known(code) or _identifier(code))
         frame = frame.f_back
     identifiers.reverse()
     return tuple(identifiers)
