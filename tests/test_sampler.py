@@ -14,8 +14,8 @@ import pytest
 
 from otel_wpm.active_settings import ActiveSettings
 from otel_wpm.capture.inflight import InFlightRequest, InFlightRequests
-from otel_wpm.capture.samples import Stack
 from otel_wpm.capture.sampler import StackSampler, stack_of
+from otel_wpm.capture.samples import Stack
 from otel_wpm.config import Config
 
 MS = 1_000_000
@@ -183,6 +183,16 @@ def test_the_first_sample_stands_for_the_time_since_the_request_started(rig: Rig
     assert rig.state(span).sampled_seconds() == pytest.approx(0.025)
     rig.advance(10, times=10)
     assert rig.state(span).sampled_seconds() == pytest.approx(0.125)  # its whole age
+
+
+def test_an_early_round_leaves_a_request_younger_than_an_interval_to_the_next(rig: Rig) -> None:
+    rig.advance(10)  # an early round with nothing in flight; the next is 30 ms later
+    rig.clock.now += 25 * MS
+    span = rig.start()
+    rig.advance(5)  # the next round: the request is 5 ms old, most end sooner
+    assert not rig.state(span).samples
+    rig.advance(30)  # the round after: one sample, standing for its 35 ms
+    assert rig.state(span).sampled_seconds() == pytest.approx(0.035)
 
 
 def test_a_waiting_thread_is_sampled_as_waiting(rig: Rig) -> None:

@@ -69,7 +69,7 @@ class InFlightRequest:
 
         A sample stands for the time since the previous one, as in pyinstrument. The
         first stands for the time since the request started, or since ``since_ns``
-        if later: the last time the sampler looked at every request in flight.
+        if later (when the sampler cannot tell it did not run unseen before that).
         Its CPU time is the clock's advance since the previous sample, so the
         first sample's is not measured.
         """

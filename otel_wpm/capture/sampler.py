@@ -19,10 +19,11 @@ phases, so a slow request is covered from its start while fast ones cost next
 to nothing:
 
 * early: every ``early_interval`` (50 ms by default), every request in flight
-  gets a sample, whatever its age. Nothing else is done for it: no black-list,
-  no WSGI environ, no callbacks. At 20 ticks a second this is far too rare to
-  show in a request's cost, and the first sample of a request stands for the
-  time since its start, so coverage starts with the request.
+  for at least one ``interval`` gets a sample. Nothing else is done for it: no
+  black-list, no WSGI environ, no callbacks. Most requests end before they are
+  ever looked at, the others get a sample or two at 20 rounds a second, and the
+  first sample of a request stands for the time since its start (at most one
+  early interval and one interval), so coverage starts with the request.
 * full rate: once older than its ``sample_after``, a request is admitted
   (``admit``) and sampled every ``interval`` (10 ms).
 
@@ -117,6 +118,7 @@ class StackSampler:
         """The settings in force: the ticks, and how soon a request starting now becomes due."""
         config = settings.config
         self._interval = config.sampling_interval_seconds
+        self._interval_ns = int(self._interval * 1e9)
         self._early_interval_ns = int(config.early_sampling_interval_seconds * 1e9)
         self._sample_after_ns = settings.sample_after_ns
 
@@ -126,7 +128,7 @@ class StackSampler:
         self._stop = threading.Event()
         self._cpu_seconds = 0.0
         self._process_cpu_at_start = time.process_time()
-        self._last_early_ns = 0  # when every request in flight was last sampled
+        self._last_early_ns = 0  # when the last early round was
 
     def cpu_share(self) -> float:
         """CPU time of the sampler thread / CPU time of this process since it started."""
@@ -173,7 +175,10 @@ class StackSampler:
         """
         now = self._clock_ns()
         early = self._early_interval_ns > 0 and now - self._last_early_ns >= self._early_interval_ns
-        since = self._last_early_ns if self._early_interval_ns else now - int(self._interval * 1e9)
+        # A request's first sample stands for the time since it started when early rounds
+        # look at every request (they leave one only while it is younger than an interval);
+        # without them, for one interval at most.
+        since = 0 if self._early_interval_ns else now - self._interval_ns
         due, young, until_due = self._in_flight(now, early)
         frames = sys._current_frames() if due or young else {}
         due = [r for r in due if self._keep(r, frames.get(r.thread_id))]
@@ -195,24 +200,27 @@ class StackSampler:
         self, now: int, early: bool
     ) -> tuple[list[InFlightRequest], list[InFlightRequest], list[int]]:
         """The requests old enough for full-rate sampling; the younger ones if this is an
-        early round; and how long until each younger one is due."""
+        early round (but those younger than one interval: most requests are, and end
+        before the next round); and how long until each younger one is due."""
         due: list[InFlightRequest] = []
         young: list[InFlightRequest] = []
         until_due: list[int] = []
         self._requests.prune()
         for thread_id, span, settings in self._requests.running():
-            wait = span.start_time + settings.sample_after_ns - now
+            age = now - span.start_time
+            wait = settings.sample_after_ns - age
             if wait > 0:
                 until_due.append(wait)
-                if not early:
+                if not early or age < self._interval_ns:
                     continue
             request = self._requests.state_of(thread_id, span, settings)
             if request is not None:
                 (young if wait > 0 else due).append(request)
         for request in self._requests.nested():
-            if now - request.start_ns >= request.settings.sample_after_ns:
+            age = now - request.start_ns
+            if age >= request.settings.sample_after_ns:
                 due.append(request)
-            elif early:
+            elif early and age >= self._interval_ns:
                 young.append(request)
         return due, young, until_due
 
