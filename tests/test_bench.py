@@ -92,3 +92,40 @@ def test_import_time_measures_each_way_in_and_names_what_dominates(tmp_path) -> 
     ]
     monitor_section = result.stdout.split("from otel_wpm import PerformanceMonitor (SDK loaded)")[1]
     assert "opentelemetry.instrumentation.wsgi" in monitor_section.split("\n\n")[0]
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (.ci/run installs it)")
+def test_throughput_harness_serves_the_second_app_and_reads_cpu_per_request(tmp_path) -> None:
+    out = tmp_path / "shop.json"
+    result = run_bench(
+        "run.py",
+        *("--app", "shop", "--configs", "otel,wpm", "--endpoints", "/api/health"),
+        *("--reps", "1", "--duration", "1", "--bursts", "1", "--warmup", "0"),
+        *("--json", str(out)),
+        cwd=tmp_path,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(out.read_text())
+    assert data["meta"]["app"] == "shop"
+    for sample in data["samples"]:
+        assert sample["endpoint"] == "/api/health"
+        assert (sample["non_2xx"], sample["socket_errors"]) == (0, {})
+        assert sample["cpu_us"] > 0 and len(sample["burst_cpu_us"]) == 1
+    assert "Requests per CPU-second of the server" in result.stdout
+
+
+def test_fidelity_harness_compares_each_engines_report_with_the_truth(tmp_path) -> None:
+    out = tmp_path / "fidelity.json"
+    result = run_bench(
+        "fidelity.py", "--reps", "1", "--configs", "wpm,wpm_precise", "--json", str(out),
+        cwd=tmp_path, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"wpm", "wpm_precise"}
+    for [measured] in results.values():
+        assert 0 < measured["phase_cpu_share"] < 1 and 0 < measured["phase_io_share"] < 1
+        assert 0 < measured["coverage"] <= 1.01
+        assert not measured["other_request_in_report"]
+    assert "reports of /phases holding a frame of /busy: 0" in result.stdout

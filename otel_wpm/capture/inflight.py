@@ -41,7 +41,7 @@ class InFlightRequest:
     environ: Optional[dict[str, Any]] = None
     route: Optional[str] = None  # the framework's route template, read while the request runs
     recorder: Any = None  # the RecordingInput in front of wsgi.input, if any
-    profiler: Any = None  # a pyinstrument Profiler when the precise engine picked this one
+    profiler: Any = None  # a precise.ThreadProfiler when the precise engine picked this one
     report_file: Optional[str] = None
     last_sample_ns: Optional[int] = None
     last_cpu_ns: Optional[int] = None  # the thread's CPU clock at the last sample
