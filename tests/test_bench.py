@@ -49,18 +49,21 @@ def test_inprocess_harness_rejects_an_unknown_configuration(tmp_path) -> None:
     assert "unknown config 'nope'" in result.stderr
 
 
+def run_throughput(tmp_path, *args: str):
+    """``bench/run.py`` with ``args`` and ``--json``; its output and the saved run."""
+    out = tmp_path / "run.json"
+    result = run_bench("run.py", *args, "--json", str(out), cwd=tmp_path, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout, json.loads(out.read_text())
+
+
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (.ci/run installs it)")
 def test_throughput_harness_measures_bursts_of_each_configuration_against_otel(tmp_path) -> None:
-    out = tmp_path / "run.json"
-    result = run_bench(
-        "run.py",
+    stdout, data = run_throughput(
+        tmp_path,
         *("--configs", "otel,wpm", "--endpoints", "/fast", "--reps", "1"),
-        *("--duration", "2", "--bursts", "2", "--warmup", "1", "--json", str(out)),
-        cwd=tmp_path,
-        timeout=180,
+        *("--duration", "2", "--bursts", "2", "--warmup", "1"),
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    data = json.loads(out.read_text())
     samples = {sample["config"]: sample for sample in data["samples"]}
     assert set(samples) == {"otel", "wpm"}
     for sample in samples.values():
@@ -69,7 +72,7 @@ def test_throughput_harness_measures_bursts_of_each_configuration_against_otel(t
         assert (sample["non_2xx"], sample["socket_errors"]) == (0, {})
     assert samples["wpm"]["wpm"]["total_requests"] >= samples["wpm"]["requests"]
     assert data["summary"]["/fast"]["configs"]["otel"]["ratio_vs_baseline"]["median"] == 1.0
-    assert "| wpm |" in result.stdout
+    assert "| wpm |" in stdout
 
 
 def test_throughput_harness_rejects_bursts_wrk_cannot_run() -> None:
@@ -96,23 +99,17 @@ def test_import_time_measures_each_way_in_and_names_what_dominates(tmp_path) -> 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (.ci/run installs it)")
 def test_throughput_harness_serves_the_second_app_and_reads_cpu_per_request(tmp_path) -> None:
-    out = tmp_path / "shop.json"
-    result = run_bench(
-        "run.py",
+    stdout, data = run_throughput(
+        tmp_path,
         *("--app", "shop", "--configs", "otel,wpm", "--endpoints", "/api/health"),
         *("--reps", "1", "--duration", "1", "--bursts", "1", "--warmup", "0"),
-        *("--json", str(out)),
-        cwd=tmp_path,
-        timeout=180,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    data = json.loads(out.read_text())
     assert data["meta"]["app"] == "shop"
     for sample in data["samples"]:
         assert sample["endpoint"] == "/api/health"
         assert (sample["non_2xx"], sample["socket_errors"]) == (0, {})
         assert sample["cpu_us"] > 0 and len(sample["burst_cpu_us"]) == 1
-    assert "Requests per CPU-second of the server" in result.stdout
+    assert "Requests per CPU-second of the server" in stdout
 
 
 def test_fidelity_harness_compares_each_engines_report_with_the_truth(tmp_path) -> None:
