@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import tracemalloc
@@ -9,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 from apps.helpers import wait_until
+from test_report import slow_request
 
 from otel_wpm.active_settings import ActiveSettings
 from otel_wpm.capture.inflight import InFlightRequest
@@ -16,7 +18,10 @@ from otel_wpm.capture.precise import start_profiler, stop_profiler
 from otel_wpm.capture.samples import MAX_ENTRIES, MAX_STACKS_PER_SLICE, FoldedSamples, Stack
 from otel_wpm.capture.thread_cpu import cpu_clock_of, cpu_time_ns
 from otel_wpm.config import Config
+from otel_wpm.masking import SecretMasker
 from otel_wpm.reporting.profile import cpu_and_wait_by_function, hot_frames, sampled_profile
+from otel_wpm.reporting.render import render_report
+from otel_wpm.reporting.report_format import parse_metadata
 
 MS = 1_000_000
 SETTINGS = ActiveSettings.from_config(Config(threshold_seconds=1.0, enable_local_file=False))
@@ -36,6 +41,10 @@ QUERY: Stack = (*HANDLER, frame("run_query", 200))
 RENDER: Stack = (*HANDLER, frame("render_page", 300))
 #: One second of the request: 0.5 s in run_query, 0.3 s in render_page, 0.2 s in the handler.
 ONE_SECOND: list[Stack] = [QUERY] * 50 + [RENDER] * 30 + [HANDLER] * 20
+
+
+def read_metadata_of(page: str) -> dict:
+    return parse_metadata(page.encode("utf-8"))
 
 
 def long_request(seconds: int, cpu_of: dict[Stack, float]) -> InFlightRequest:
@@ -99,6 +108,19 @@ def test_a_short_request_keeps_every_sample_in_order() -> None:
         ("handle_request", 0.01),
     ]
     assert samples.cpu_seconds is None and samples.wait_seconds is None
+
+
+def test_without_a_cpu_clock_the_report_says_cpu_time_was_not_measured() -> None:
+    samples = FoldedSamples()
+    for stack in ONE_SECOND:
+        samples.add(stack, 0.01)  # no CPU reading: the platform cannot read the clock
+    profile = sampled_profile(samples, 0.0, 1.0, 0.01, "GET request")
+    assert profile.cpu_seconds is None and profile.wait_seconds is None
+    slow = dataclasses.replace(slow_request("/orders", "", []), profile=profile)
+    page = render_report(slow, SecretMasker(), hot_frames(profile.session))
+    assert "CPU time not measured on this platform" in page
+    assert "CPU 0.000 s" not in page
+    assert "cpu_seconds" not in read_metadata_of(page)
 
 
 def test_a_time_slice_with_too_many_stacks_charges_the_rarest_to_their_callers() -> None:

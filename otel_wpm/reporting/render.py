@@ -146,14 +146,20 @@ def _hot_frames_section(hot: Sequence[HotFrame], profile: Profile) -> str:
             frame.location,
         )
         rows.append("<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in cells) + "</tr>")
-    note = (
-        "<p class='note'>CPU: the request thread ran. Waiting: it did not (I/O, sleep, "
-        "a lock, or the GIL held by another thread).</p>"
-        if split
-        else "<p class='note'>CPU and waiting per function are measured by the stack "
-        "sampler only.</p>"
-    )
-    return f"<h2>Where the time went</h2><table class='hot'>{head}{''.join(rows)}</table>{note}"
+    table = f"<table class='hot'>{head}{''.join(rows)}</table>"
+    note = f"<p class='note'>{_e(_split_note(profile, split))}</p>"
+    return f"<h2>Where the time went</h2>{table}{note}"
+
+
+def _split_note(profile: Profile, split: dict[tuple[str, str], tuple[float, float]]) -> str:
+    if split:
+        return (
+            "CPU: the request thread ran. Waiting: it did not (I/O, sleep, a lock, "
+            "or the GIL held by another thread)."
+        )
+    if profile.engine == "pyinstrument":
+        return "The pyinstrument engine measures the request's CPU time, not each function's."
+    return "CPU time not measured on this platform."
 
 
 def _request_section(params: RequestParams) -> str:
