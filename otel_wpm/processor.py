@@ -60,6 +60,7 @@ from .capture.request import find_wsgi_environ, start_recording
 from .capture.route import keep_framework_request, route_template
 from .capture.sampler import StackSampler, stack_of
 from .capture.semconv import http_facts, may_carry_body
+from .capture.trace_spans import KeptSpans, TraceSpans
 from .config import Config
 from .reporting.reporter import Reporter
 
@@ -89,6 +90,7 @@ class ProfilingSpanProcessor(SpanProcessor):
         self._failures = LogOnce(logger)
         self._requests = InFlightRequests()
         self._functions: dict[int, bool] = {}  # decorated functions' span ids: nested?
+        self._trace_spans = TraceSpans()  # the spans of watched requests, for their reports
         self._settings = ActiveSettings.from_config(config)
         self._sampler = StackSampler(
             self._requests,
@@ -154,6 +156,7 @@ class ProfilingSpanProcessor(SpanProcessor):
         stale = self._requests.start(span, thread_id, settings)
         if stale:
             self._forget_stale(stale)
+        self._trace_spans.watch(span)
         self._sampler.ensure_started()
         record_body = settings.captures_body and may_carry_body(span)
         if record_body or settings.budget is not None:
@@ -199,6 +202,7 @@ class ProfilingSpanProcessor(SpanProcessor):
     def _forget_stale(self, stale: Sequence[InFlightRequest]) -> None:
         for request in stale:
             self._functions.pop(request.span.context.span_id, None)
+            self._trace_spans.leave(request.span)
             if request.profiler is not None:
                 stop_profiler(request.profiler)
         self._failures.warning(
@@ -253,7 +257,8 @@ class ProfilingSpanProcessor(SpanProcessor):
             if frame is not None:
                 samples.add(stack_of(frame), age)
             del frame
-        self._reporter.report_running(span, request, age, samples)
+        spans = self._trace_spans.so_far(span)
+        self._reporter.report_running(span, request, age, samples, spans)
 
     # --- span end (request thread) -------------------------------------------------------
 
@@ -261,8 +266,11 @@ class ProfilingSpanProcessor(SpanProcessor):
         try:
             if span.kind is SpanKind.SERVER and (span.parent is None or span.parent.is_remote):
                 self._end_request(span)
-            elif self._functions and span.context.span_id in self._functions:
+                return
+            if self._functions and span.context.span_id in self._functions:
                 self._end_function(span)
+            # any other span: one dict lookup, unless its trace's request is watched
+            self._trace_spans.add(span)
         except Exception:
             self._failures.warning("on_end", "otel-wpm failed to finish a span", exc_info=True)
 
@@ -272,33 +280,38 @@ class ProfilingSpanProcessor(SpanProcessor):
         # under, whatever the config is now, and its profiler always stops.
         thread_id = threading.get_ident()
         duration_ns = (span.end_time or time.time_ns()) - (span.start_time or 0)
+        spans = self._trace_spans.leave(span)
         settings = self._requests.leave(span, thread_id)
         if settings is None:  # not watched, or it started on another thread
             if duration_ns >= self._settings.threshold_ns:
-                self._end_elsewhere(span, thread_id, duration_ns)
+                self._end_elsewhere(span, thread_id, duration_ns, spans)
             return
         self.stats.count_request(thread_id)
         if duration_ns < settings.threshold_ns and not self._requests.has_state(thread_id):
             return
         request = self._requests.take_state(span, thread_id)
-        self._finish(span, request, settings, duration_ns)
+        self._finish(span, request, settings, duration_ns, spans)
 
-    def _end_elsewhere(self, span: ReadableSpan, thread_id: int, duration_ns: int) -> None:
+    def _end_elsewhere(
+        self, span: ReadableSpan, thread_id: int, duration_ns: int, spans: Optional[KeptSpans]
+    ) -> None:
         settings, request = self._requests.end(span, thread_id)
         if settings is not None:
             self.stats.count_request(thread_id)
-            self._finish(span, request, settings, duration_ns)
+            self._finish(span, request, settings, duration_ns, spans)
 
     def _end_function(self, span: ReadableSpan) -> None:
         thread_id = threading.get_ident()
         self.stats.count_request(thread_id)
+        spans = None
         if self._functions.pop(span.context.span_id, False):
             request = self._requests.end_nested(span, thread_id)
             settings = request.settings if request is not None else None
         else:
+            spans = self._trace_spans.leave(span)
             settings, request = self._requests.end(span, thread_id)
         duration_ns = (span.end_time or time.time_ns()) - (span.start_time or 0)
-        self._finish(span, request, settings or self._settings, duration_ns)
+        self._finish(span, request, settings or self._settings, duration_ns, spans)
 
     def _finish(
         self,
@@ -306,6 +319,7 @@ class ProfilingSpanProcessor(SpanProcessor):
         request: Optional[InFlightRequest],
         settings: ActiveSettings,
         duration_ns: int,
+        spans: Optional[KeptSpans],
     ) -> None:
         session = None
         if request is not None and request.profiler is not None:
@@ -324,7 +338,7 @@ class ProfilingSpanProcessor(SpanProcessor):
         duration = duration_ns / 1e9
         self.stats.incr("slow_requests")
         self.stats.record_slow_duration(duration)
-        self._reporter.report(span, request, duration, session)
+        self._reporter.report(span, request, duration, session, spans)
 
     # --- stats, alerts, lifecycle ---------------------------------------------------------
 

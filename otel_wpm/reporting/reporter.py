@@ -5,8 +5,8 @@ Usage (this is what ``ProfilingSpanProcessor`` does)::
     reporter = Reporter(config, stats)
     name = reporter.report_file(span, request)         # sampler thread: named before the end,
     link = reporter.report_link(span, request, name)   # so the live span can link to it
-    reporter.report(span, request, duration, session)  # request thread: copy, queue, return
-    reporter.report_running(span, request, age, samples)  # sampler thread: a hung request
+    reporter.report(span, request, duration, session, spans)  # request thread: copy, queue
+    reporter.report_running(span, request, age, samples, spans)  # sampler thread: hung
     reporter.update_config(old_config, new_config)     # rebuilds alerting only if it changed
     reporter.flush(timeout_seconds)
     reporter.shutdown(timeout_seconds)
@@ -39,19 +39,21 @@ from .._runtime.logs import LogOnce
 from .._runtime.stats import Stats
 from .._runtime.worker import BackgroundWorker
 from ..active_settings import ActiveSettings, changed
-from ..alerting.alert import Alert, HotFrame, test_alert
+from ..alerting.alert import Alert, HotFrame, SlowSpan, test_alert
 from ..alerting.dispatch import ALERT_SETTINGS, AlertDispatcher
 from ..capture.inflight import InFlightRequest
 from ..capture.request import snapshot
 from ..capture.route import route_template
 from ..capture.samples import FoldedSamples
 from ..capture.semconv import HttpFacts, http_facts
+from ..capture.trace_spans import KeptSpans
 from ..config import Config
 from ..masking import SecretMasker
 from .profile import hot_frames, precise_profile, sampled_profile
 from .render import render_report
 from .report_format import report_file_name
 from .slow_request import SlowRequest
+from .spans import SpanSummary, summarise_spans
 from .store import ReportStore
 
 logger = logging.getLogger(__name__)
@@ -126,12 +128,20 @@ class Reporter:
     # --- queueing a report (request thread, sampler thread) ---------------------------
 
     def report(
-        self, span: ReadableSpan, request: InFlightRequest, duration: float, session: Any
+        self,
+        span: ReadableSpan,
+        request: InFlightRequest,
+        duration: float,
+        session: Any,
+        spans: Optional[KeptSpans] = None,
     ) -> None:
-        """Queue the report of a slow request that has ended; ``session`` is pyinstrument's."""
+        """Queue the report of a slow request that has ended; ``session`` is pyinstrument's,
+        ``spans`` those of its trace that ended while it ran."""
         file_name = request.report_file or self.report_file(span, request)
         samples = request.samples.snapshot()
-        slow = self._slow_request(span, request, duration, session, file_name, samples)
+        slow = self._slow_request(
+            span, request, duration, session, file_name, samples, spans
+        )
         self._reports.submit((slow, request.settings))
 
     def report_running(
@@ -140,10 +150,13 @@ class Reporter:
         request: InFlightRequest,
         age: float,
         samples: FoldedSamples,
+        spans: Optional[KeptSpans] = None,
     ) -> None:
         """Queue the report of a request still running past its hung threshold."""
         file_name = self.report_file(span, request, in_flight=True)
-        slow = self._slow_request(span, request, age, None, file_name, samples, in_flight=True)
+        slow = self._slow_request(
+            span, request, age, None, file_name, samples, spans, in_flight=True
+        )
         self._reports.submit((slow, request.settings))
 
     def _slow_request(
@@ -154,9 +167,11 @@ class Reporter:
         session: Any,
         file_name: str,
         samples: FoldedSamples,
+        spans: Optional[KeptSpans],
         in_flight: bool = False,
     ) -> SlowRequest:
         facts = _facts_of(span, request)
+        kept, not_kept = spans or ((), 0)
         config = request.settings.config
         if session is not None:
             profile = precise_profile(session, duration)
@@ -187,6 +202,8 @@ class Reporter:
             report_link=self.report_link(span, request, file_name),
             trace_url=_trace_url(span, config.trace_url_template),
             in_flight=in_flight,
+            spans=kept,
+            spans_not_kept=not_kept,
         )
 
     def _report_dropped(self, job: _Job) -> None:
@@ -205,9 +222,17 @@ class Reporter:
         slow, settings = job
         try:
             hot = hot_frames(slow.profile.session)
+            spans = summarise_spans(
+                slow.spans,
+                slow.start_time,
+                slow.duration_seconds,
+                settings.masker,
+                slow.spans_not_kept,
+            )
             # "replace": request data can hold lone surrogates (a JSON body with "\ud800",
             # multipart names decoded with surrogateescape), which UTF-8 cannot encode.
-            content = render_report(slow, settings.masker, hot).encode("utf-8", "replace")
+            page = render_report(slow, settings.masker, hot, spans)
+            content = page.encode("utf-8", "replace")
         except Exception:
             self.stats.incr("internal_errors")
             self._failures.warning(
@@ -218,7 +243,7 @@ class Reporter:
         if settings.store is not None:
             path = self._write(settings.store, slow.report_file, content)
             self._retry_later(settings.store)
-        alert = build_alert(slow, path, content, settings.masker, hot)
+        alert = build_alert(slow, path, content, settings.masker, hot, spans)
         with self._alerts_lock:
             self._alerts.submit(alert)
 
@@ -287,8 +312,10 @@ def build_alert(
     report: bytes,
     masker: SecretMasker,
     hot: Sequence[HotFrame],
+    spans: Optional[SpanSummary] = None,
 ) -> Alert:
     """The alert about ``slow``, whose report was written to ``report_path`` (if it was)."""
+    slowest = spans.slowest[0] if spans is not None and spans.slowest else None
     return Alert(
         service=slow.service,
         method=slow.facts.method,
@@ -307,6 +334,9 @@ def build_alert(
         report_filename=slow.report_file,
         report_html=report,
         hot_frames=tuple(hot),
+        slowest_span=SlowSpan(slowest.description, slowest.kind, slowest.duration_seconds)
+        if slowest is not None
+        else None,
         in_flight=slow.in_flight,
     )
 

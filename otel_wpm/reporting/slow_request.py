@@ -6,15 +6,19 @@ Usage::
     reporter.queue(slow)              # built on the request thread, rendered on the report thread
 
 Nothing in it is masked yet: masking happens where it is shown (the report page,
-the alert).
+the alert). Nor is anything worked out: the hot frames and what the spans add up
+to are, on the report thread.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Optional
+
+from opentelemetry.sdk.trace import ReadableSpan
 
 from ..capture.request import RawRequest
 from ..capture.semconv import HttpFacts
@@ -40,6 +44,10 @@ class SlowRequest:
     in_flight: bool = False
     #: the host that served it: the resource's ``host.name``, else this machine's name
     host: str = field(default_factory=socket.gethostname)
+    # the spans of its trace that ended while it ran (ended spans do not change), and
+    # how many more there were past the limit
+    spans: Sequence[ReadableSpan] = ()
+    spans_not_kept: int = 0
 
     @property
     def started_at(self) -> datetime:
