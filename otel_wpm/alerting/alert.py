@@ -28,6 +28,15 @@ class HotFrame:
 
 
 @dataclass(frozen=True)
+class SlowSpan:
+    """The slowest span of a slow request: a database call, an HTTP call, ..."""
+
+    description: str  # what it did: the masked statement, "GET <masked URL>", else its name
+    kind: str  # "db", "http" or "other"
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Alert:
     """A slow request, ready to be told about.
 
@@ -51,6 +60,7 @@ class Alert:
     report_filename: str
     report_html: bytes = field(repr=False, default=b"")
     hot_frames: tuple[HotFrame, ...] = ()
+    slowest_span: Optional[SlowSpan] = None
     suppressed_since_last: int = 0  # alerts held back by de-duplication since the last one
     in_flight: bool = False  # the request had not finished when this was sent
     is_test: bool = False

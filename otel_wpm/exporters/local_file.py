@@ -16,6 +16,7 @@ twice ``max_bytes``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -60,6 +61,7 @@ def alert_record(alert: Alert) -> dict[str, Any]:
             }
             for frame in alert.hot_frames
         ],
+        "slowest_span": dataclasses.asdict(alert.slowest_span) if alert.slowest_span else None,
         "suppressed_since_last": alert.suppressed_since_last,
         "in_flight": alert.in_flight,
         "is_test": alert.is_test,

@@ -14,7 +14,7 @@ report keeps it whole.
 
 from __future__ import annotations
 
-from ..alerting.alert import Alert, HotFrame
+from ..alerting.alert import Alert, HotFrame, SlowSpan
 
 #: Mattermost refuses a post whose message is longer (400).
 MAX_MESSAGE_CHARS = 16_383
@@ -46,6 +46,8 @@ def format_markdown(alert: Alert) -> str:
         count = alert.suppressed_since_last
         noun = "alert" if count == 1 else "alerts"
         lines.append(f"_{count} similar {noun} suppressed since the last one_")
+    if alert.slowest_span is not None:
+        lines.append(f"**Slowest span:** {_slow_span(alert.slowest_span)}")
     if alert.hot_frames:
         lines.append("**Where the time went:**")
         lines.extend(_hot_frame_line(frame) for frame in alert.hot_frames[:MAX_HOT_FRAMES])
@@ -87,6 +89,10 @@ def _hot_frame_line(frame: HotFrame) -> str:
         f"- {_code(frame.function)} — {_code(frame.location)} — "
         f"{frame.seconds:.2f} s — {frame.share * 100:.0f} %"
     )
+
+
+def _slow_span(span: SlowSpan) -> str:
+    return f"{_code(span.description)} — {span.kind} — {span.seconds:.2f} s"
 
 
 #: Ends a code span that was cut. Request text has no backticks left, so only a cut makes this.
