@@ -1,18 +1,22 @@
-"""The HTML report of one slow request: who, what, how slow, and pyinstrument's profile.
+"""The HTML report of one slow request, read top-down.
 
 Usage::
 
     hot = hot_frames(slow.profile.session)        # also what the alert shows
-    page = render_report(slow, masker, hot)       # a str holding the whole page
+    spans = summarise_spans(slow.spans, slow.start_time, slow.duration_seconds, masker)
+    page = render_report(slow, masker, hot, spans)  # a str holding the whole page
 
-Everything taken from the request is masked (:mod:`otel_wpm.masking`) and
-HTML-escaped here. The profile is rendered by pyinstrument's own HTML renderer;
-our header is placed above it in the same page.
+The page, from the top: a summary (:mod:`.summary`: duration against the
+threshold, CPU against waiting, time in spans, the hottest functions and the
+slowest spans); pyinstrument's profile (call stack and timeline, its own HTML
+renderer); the request's spans as a waterfall (:mod:`.waterfall`); then the
+request details (parameters, headers, ids, system), collapsed. Everything taken
+from the request is masked (:mod:`otel_wpm.masking`) and HTML-escaped, and the
+page loads nothing from the network (:mod:`.offline`).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import platform
@@ -27,33 +31,21 @@ from ..alerting.alert import HotFrame
 from ..capture.route import matched_no_route
 from ..capture.semconv import HttpFacts
 from ..masking import SecretMasker
+from .markup import escape, link, table
+from .offline import offline
 from .params import RequestParams, request_params
-from .profile import Profile, cpu_and_wait_by_function
+from .profile import Profile
 from .report_format import metadata_element
 from .slow_request import SlowRequest
+from .spans import SpanSummary, summarise_spans
+from .summary import summary_section
+from .waterfall import waterfall_section
 
 _PROFILE_ANCHOR = '<div id="app"></div>'
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _link(url: Optional[str], text: str) -> str:
-    if not url:
-        return "not configured"
-    if not url.startswith(("http://", "https://", "/")):
-        return _e(url)
-    return f'<a href="{_e(url)}">{_e(text)}</a>'
-
-
-def _table(rows: list[tuple[str, Any]], raw_html_keys: frozenset[str] = frozenset()) -> str:
-    if not rows:
-        return "<p class='none'>none</p>"
-    cells = "".join(
-        f"<tr><th>{_e(k)}</th><td>{v if k in raw_html_keys else _e(v)}</td></tr>" for k, v in rows
-    )
-    return f"<table>{cells}</table>"
+_EMPTY_PAGE = (
+    "<!DOCTYPE html><html><head><meta charset='utf-8'><title>otel-wpm report</title>"
+    f"</head><body>{_PROFILE_ANCHOR}</body></html>"
+)
 
 
 def _coverage_text(profile: Profile) -> str:
@@ -77,10 +69,13 @@ def _rounded(seconds: Optional[float]) -> Optional[float]:
 
 
 def metadata(
-    slow: SlowRequest, masker: SecretMasker, hot: Sequence[HotFrame] = ()
+    slow: SlowRequest,
+    masker: SecretMasker,
+    hot: Sequence[HotFrame] = (),
+    spans: Optional[SpanSummary] = None,
 ) -> dict[str, Any]:
     """The facts the report server lists; also embedded in the report as JSON."""
-    return {
+    meta = {
         "service": slow.service,
         "host": slow.host,
         "method": slow.facts.method,
@@ -101,27 +96,40 @@ def metadata(
             for f in hot
         ],
     }
+    if spans is not None and spans.count:
+        meta.update(spans.metadata())
+    return meta
 
 
-def _summary_section(slow: SlowRequest, meta: dict[str, Any]) -> str:
-    title = "Request still running" if slow.in_flight else "Slow request"
+def _profile_section(profile: Profile) -> str:
+    note = f'<p class="wpm-note">{escape(_coverage_text(profile))}</p>'
+    if profile.session is None:
+        return (
+            '<section class="wpm"><h2>Profile</h2>'
+            f"<p>No stack samples were taken for this request.</p>{note}</section>"
+        )
+    # pyinstrument's viewer fills its containing block; give it one of its own
+    return (
+        f'<section class="wpm wpm-profile-head"><h2>Profile</h2>{note}</section>'
+        f'<div id="otel-wpm-profile">{_PROFILE_ANCHOR}</div>'
+    )
+
+
+def _ids_section(slow: SlowRequest, masked_url: str) -> str:
     rows: list[tuple[str, Any]] = [
-        ("Service", meta["service"]),
-        ("Method", meta["method"]),
-        ("URL", meta["url"]),
+        ("Service", slow.service),
+        ("Method", slow.facts.method),
+        ("URL", masked_url),
         ("Route", _route_text(slow.facts)),
-        ("Status", meta["status"] if meta["status"] is not None else "(not finished)"),
+        ("Status", slow.facts.status if slow.facts.status is not None else "(not finished)"),
         ("Duration", f"{slow.duration_seconds:.3f} s (threshold {slow.threshold_seconds:.3f} s)"),
-        ("Started", meta["start_time"]),
+        ("Started", slow.started_at.isoformat()),
         ("Trace ID", slow.trace_id),
         ("Span ID", slow.span_id),
-        ("Trace", _link(slow.trace_url, "open the trace")),
-        ("Profile", _coverage_text(slow.profile)),
+        ("Trace", link(slow.trace_url, "open the trace")),
         ("Request thread", cpu_text(slow.profile)),
     ]
-    return f"<h1>{_e(title)}: {_e(meta['method'])} {_e(meta['route'])}</h1>" + _table(
-        rows, frozenset({"Trace"})
-    )
+    return "<h3>Request</h3>" + table(rows, frozenset({"Trace"}))
 
 
 def _route_text(facts: HttpFacts) -> str:
@@ -130,46 +138,14 @@ def _route_text(facts: HttpFacts) -> str:
     return f"{facts.route_key} (no route template: ids in the path shown as {{id}})"
 
 
-def _hot_frames_section(hot: Sequence[HotFrame], profile: Profile) -> str:
-    if not hot:
-        return "<h2>Where the time went</h2>" + _table([])
-    split = cpu_and_wait_by_function(profile)
-    head = "<tr><th>Function</th><th>Time</th><th>CPU</th><th>Waiting</th><th>Where</th></tr>"
-    rows = []
-    for frame in hot:
-        cpu, wait = split.get((frame.function, frame.location), (None, None))
-        cells = (
-            frame.function,
-            f"{frame.seconds:.3f} s ({frame.share:.0%})",
-            "-" if cpu is None else f"{cpu:.3f} s",
-            "-" if wait is None else f"{wait:.3f} s",
-            frame.location,
-        )
-        rows.append("<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in cells) + "</tr>")
-    table = f"<table class='hot'>{head}{''.join(rows)}</table>"
-    note = f"<p class='note'>{_e(_split_note(profile, split))}</p>"
-    return f"<h2>Where the time went</h2>{table}{note}"
-
-
-def _split_note(profile: Profile, split: dict[tuple[str, str], tuple[float, float]]) -> str:
-    if split:
-        return (
-            "CPU: the request thread ran. Waiting: it did not (I/O, sleep, a lock, "
-            "or the GIL held by another thread)."
-        )
-    if profile.engine == "pyinstrument":
-        return "The pyinstrument engine measures the request's CPU time, not each function's."
-    return "CPU time not measured on this platform."
-
-
-def _request_section(params: RequestParams) -> str:
-    parts = ["<h2>Request</h2>", "<h3>Query parameters</h3>", _table(params.query)]
-    parts += ["<h3>Form fields</h3>", _table(params.form)]
+def _params_section(params: RequestParams) -> str:
+    parts = ["<h3>Query parameters</h3>", table(params.query)]
+    parts += ["<h3>Form fields</h3>", table(params.form)]
     if params.has_json:
         pretty = json.dumps(params.json_body, indent=2, ensure_ascii=False, default=str)
-        parts += ["<h3>JSON body</h3>", f"<pre>{_e(pretty)}</pre>"]
-    parts += [f"<p class='note'>{_e(params.body_note)}</p>", "<h3>Headers</h3>"]
-    parts.append(_table(params.headers))
+        parts += ["<h3>JSON body</h3>", f"<pre>{escape(pretty)}</pre>"]
+    parts += [f"<p class='note'>{escape(params.body_note)}</p>", "<h3>Headers</h3>"]
+    parts.append(table(params.headers))
     return "".join(parts)
 
 
@@ -180,18 +156,55 @@ def _system_section(now: datetime) -> str:
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("Server time", now.isoformat()),
     ]
-    return "<h2>System</h2>" + _table(rows)
+    return "<h3>System</h3>" + table(rows)
 
 
 _STYLE = """<style>
-#otel-wpm{font:14px/1.4 system-ui,sans-serif;margin:0;padding:1em 1.5em;color:#222;background:#fff}
-#otel-wpm table{border-collapse:collapse;margin:.3em 0}
-#otel-wpm th{text-align:left;padding:2px 12px 2px 0;color:#555;vertical-align:top}
-#otel-wpm td{padding:2px 0;word-break:break-all}
-#otel-wpm .hot td{padding:2px 12px 2px 0}
-#otel-wpm pre{background:#f4f4f4;padding:.5em;max-height:20em;overflow:auto}
-#otel-wpm .none,#otel-wpm .note{color:#777}
+.wpm{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;padding:1em 1.5em;
+ color:#1f2328;background:#fff}
+.wpm h1{font-size:20px;margin:0 0 .1em}.wpm h2{font-size:15px;margin:0 0 .4em}
+.wpm h3{font-size:14px;margin:1em 0 .3em}
+.wpm table{border-collapse:collapse;margin:.3em 0}
+.wpm th{text-align:left;padding:2px 12px 2px 0;color:#57606a;vertical-align:top;font-weight:600}
+.wpm td{padding:2px 0;word-break:break-all}
+.wpm .hot td{padding:2px 12px 2px 0;word-break:normal}
+.wpm pre{background:#f6f8fa;padding:.5em;max-height:20em;overflow:auto}
+.wpm code{font:12.5px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;word-break:break-all}
+.wpm .none,.wpm .note,.wpm-note,.wpm-dim{color:#6e7781}.wpm-note{margin:.3em 0 0;font-size:13px}
+.wpm-url{margin:0 0 .2em;color:#57606a;word-break:break-all}
+.wpm-facts{margin:0 0 1em;font-size:13px;color:#57606a}
+.wpm-cards{display:flex;flex-wrap:wrap;gap:12px;margin-bottom:12px}
+.wpm-card{flex:1 1 240px;border:1px solid #d0d7de;border-radius:8px;padding:10px 14px}
+.wpm-card.wpm-wide{flex:1 1 420px}
+.wpm-big{font-size:20px;font-weight:600;margin:0 0 .35em}
+.wpm-bar{position:relative;display:flex;height:14px;border-radius:4px;background:#eaeef2;
+ overflow:visible}
+.wpm-bar>span:first-child{border-radius:4px 0 0 4px}
+.wpm-marker{position:absolute;top:-4px;bottom:-4px;width:2px;background:#1f2328}
+.wpm-within{background:#d4a72c}.wpm-over{background:#cf222e}
+.wpm-cpu{background:#0969da}.wpm-wait{background:#afb8c1}
+.wpm-db{background:#8250df}.wpm-http{background:#1a7f37}.wpm-other{background:#bc4c00}
+.wpm-rest{background:#eaeef2}
+.wpm-legend{margin:0 0 .45em;font-size:13px}
+.wpm-key{margin-right:12px;white-space:nowrap}
+.wpm-key i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px}
+.wpm-list{margin:0;padding-left:1.3em}.wpm-list li{margin:.15em 0 .35em}
+.wpm-tag{display:inline-block;color:#fff;border-radius:3px;padding:0 5px;font-size:12px;
+ font-weight:600}
+.wpm-profile-head{padding-bottom:.5em}
 #otel-wpm-profile{position:relative;height:85vh;min-height:480px}
+.wpm-waterfall{width:100%;font-size:13px}
+.wpm-waterfall th,.wpm-waterfall td{padding:3px 8px 3px 0;border-bottom:1px solid #eaeef2;
+ vertical-align:top;white-space:nowrap;word-break:normal}
+.wpm-waterfall td.wpm-name{white-space:normal;word-break:break-all;min-width:20em}
+.wpm-details{color:#57606a;font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+.wpm-attr{color:#8c959f}
+th.wpm-axis{display:flex;justify-content:space-between;font-weight:400}
+.wpm-axis{width:35%}
+.wpm-track{position:relative;height:12px;margin-top:3px;background:#f6f8fa}
+.wpm-track span{position:absolute;top:0;bottom:0;border-radius:2px}
+.wpm-error{color:#cf222e;font-weight:600}
+details.wpm>summary{cursor:pointer;font-weight:600;font-size:15px}
 </style>"""
 
 
@@ -199,28 +212,35 @@ def render_report(
     slow: SlowRequest,
     masker: SecretMasker,
     hot: Sequence[HotFrame],
+    spans: Optional[SpanSummary] = None,
     now: Optional[datetime] = None,
 ) -> str:
-    """The complete HTML page for ``slow``; ``hot`` is ``hot_frames`` of its profile."""
+    """The complete HTML page for ``slow``; ``hot`` is ``hot_frames`` of its profile and
+    ``spans`` what its spans add up to (worked out here when not given)."""
     now = now or datetime.now(timezone.utc)
-    meta = metadata(slow, masker, hot)
-    header = (
-        _STYLE
-        + metadata_element(meta)
-        + '<section id="otel-wpm">'
-        + _summary_section(slow, meta)
-        + _hot_frames_section(hot, slow.profile)
-        + _request_section(request_params(slow.raw_request, masker))
-        + _system_section(now)
-        + "<h2>Profile</h2></section>"
-    )
-    if slow.profile.session is None:
-        return (
-            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>otel-wpm report</title>"
-            f"</head><body>{header}<p>No stack samples were taken for this request.</p>"
-            "</body></html>"
+    if spans is None:
+        spans = summarise_spans(
+            slow.spans, slow.start_time, slow.duration_seconds, masker, slow.spans_not_kept
         )
-    profile_page = HTMLRenderer().render(slow.profile.session)
-    # pyinstrument's viewer fills its containing block; give it one below our header
-    viewer = f'<div id="otel-wpm-profile">{_PROFILE_ANCHOR}</div>'
-    return profile_page.replace(_PROFILE_ANCHOR, header + viewer, 1)
+    masked_url = masker.mask_url(slow.facts.url)
+    content = (
+        # first, so that readers find it in the first bytes of the file
+        metadata_element(metadata(slow, masker, hot, spans))
+        + _STYLE
+        + '<section id="otel-wpm" class="wpm">'
+        + summary_section(slow, hot, spans, masked_url, cpu_text(slow.profile))
+        + "</section>"
+        + _profile_section(slow.profile)
+        + '<section class="wpm">'
+        + waterfall_section(spans, slow.duration_seconds)
+        + "</section>"
+        + '<details class="wpm" id="otel-wpm-details"><summary>Request details</summary>'
+        + _ids_section(slow, masked_url)
+        + _params_section(request_params(slow.raw_request, masker))
+        + _system_section(now)
+        + "</details>"
+    )
+    page = _EMPTY_PAGE
+    if slow.profile.session is not None:
+        page = HTMLRenderer().render(slow.profile.session)
+    return offline(page).replace(_PROFILE_ANCHOR, content, 1)

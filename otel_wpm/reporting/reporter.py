@@ -139,9 +139,7 @@ class Reporter:
         ``spans`` those of its trace that ended while it ran."""
         file_name = request.report_file or self.report_file(span, request)
         samples = request.samples.snapshot()
-        slow = self._slow_request(
-            span, request, duration, session, file_name, samples, spans
-        )
+        slow = self._slow_request(span, request, duration, session, file_name, samples, spans)
         self._reports.submit((slow, request.settings))
 
     def report_running(
