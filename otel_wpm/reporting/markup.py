@@ -42,13 +42,15 @@ def table(rows: Sequence[tuple[str, Any]], raw_html_keys: frozenset[str] = froze
 
 
 def duration_text(seconds: float) -> str:
-    """``1.23 s``, ``456 ms``, ``12.3 ms``, ``0.8 ms``: three significant digits at most."""
+    """``1.23 s``, ``456 ms``, ``12.3 ms``, ``85 µs``: three significant digits at most."""
     if seconds >= 1:
         return f"{seconds:.2f} s"
     milliseconds = seconds * 1000
     if milliseconds >= 100:
         return f"{milliseconds:.0f} ms"
-    return f"{milliseconds:.1f} ms"
+    if milliseconds >= 1:
+        return f"{milliseconds:.1f} ms"
+    return f"{milliseconds * 1000:.0f} µs"
 
 
 def percent(part: float, whole: float) -> str:

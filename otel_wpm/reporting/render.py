@@ -181,7 +181,7 @@ _STYLE = """<style>
  overflow:visible}
 .wpm-bar>span:first-child{border-radius:4px 0 0 4px}
 .wpm-marker{position:absolute;top:-4px;bottom:-4px;width:2px;background:#1f2328}
-.wpm-within{background:#d4a72c}.wpm-over{background:#cf222e}
+.wpm-within{background:#8c959f}.wpm-over{background:#cf222e}
 .wpm-cpu{background:#0969da}.wpm-wait{background:#afb8c1}
 .wpm-db{background:#8250df}.wpm-http{background:#1a7f37}.wpm-other{background:#bc4c00}
 .wpm-rest{background:#eaeef2}
@@ -192,15 +192,14 @@ _STYLE = """<style>
 .wpm-tag{display:inline-block;color:#fff;border-radius:3px;padding:0 5px;font-size:12px;
  font-weight:600}
 .wpm-profile-head{padding-bottom:.5em}
-#otel-wpm-profile{position:relative;height:85vh;min-height:480px}
+#otel-wpm-profile{position:relative;height:65vh;min-height:420px}
 .wpm-waterfall{width:100%;font-size:13px}
 .wpm-waterfall th,.wpm-waterfall td{padding:3px 8px 3px 0;border-bottom:1px solid #eaeef2;
  vertical-align:top;white-space:nowrap;word-break:normal}
-.wpm-waterfall td.wpm-name{white-space:normal;word-break:break-all;min-width:20em}
+.wpm-waterfall td.wpm-name{white-space:normal;overflow-wrap:anywhere;min-width:20em}
 .wpm-details{color:#57606a;font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 .wpm-attr{color:#8c959f}
-th.wpm-axis{display:flex;justify-content:space-between;font-weight:400}
-.wpm-axis{width:35%}
+.wpm-axis{width:35%}.wpm-scale{display:flex;justify-content:space-between;font-weight:400}
 .wpm-track{position:relative;height:12px;margin-top:3px;background:#f6f8fa}
 .wpm-track span{position:absolute;top:0;bottom:0;border-radius:2px}
 .wpm-error{color:#cf222e;font-weight:600}

@@ -122,10 +122,11 @@ def _spans_card(duration: float, spans: SpanSummary) -> str:
         for kind, seconds in by_kind.items()
     ]
     segments.append(("wpm-rest", outside, f"outside spans {duration_text(outside)}"))
+    shown = {kind: seconds for kind, seconds in by_kind.items() if seconds > 0} or by_kind
     legend = " ".join(
         f'<span class="wpm-key"><i class="wpm-{kind}"></i>{escape(KIND_NAMES[kind])} '
         f"<b>{duration_text(seconds)}</b></span>"
-        for kind, seconds in by_kind.items()
+        for kind, seconds in shown.items()
     )
     count = f"{spans.count} span{'s' if spans.count != 1 else ''}"
     if spans.not_kept:

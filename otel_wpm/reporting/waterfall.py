@@ -33,7 +33,8 @@ def waterfall_section(spans: SpanSummary, duration: float) -> str:
         )
     head = (
         "<thead><tr><th>start</th><th>duration</th><th>kind</th><th>span</th>"
-        f'<th class="wpm-axis"><span>0</span><span>{duration_text(duration)}</span></th>'
+        '<th class="wpm-axis"><div class="wpm-scale">'
+        f"<span>0</span><span>{duration_text(duration)}</span></div></th>"
         "<th>status</th></tr></thead>"
     )
     rows = "".join(_row(span, duration) for span in spans.spans)
