@@ -1,0 +1,130 @@
+"""The spans kept for a watched request: its trace's, while it runs, bounded, its own when shared.
+
+Real SDK spans from a real tracer; the registry is driven the way the processor drives it.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+
+from otel_wpm.capture.trace_spans import TraceSpans
+
+tracer = TracerProvider().get_tracer("test")
+
+
+def ended(name: str, **kwargs) -> ReadableSpan:
+    span = tracer.start_span(name, **kwargs)
+    span.end()
+    return span  # type: ignore[return-value]
+
+
+def names(spans) -> list[str]:
+    return [span.name for span in spans]
+
+
+def child_of(parent, name: str) -> ReadableSpan:
+    return ended(name, context=trace.set_span_in_context(parent))
+
+
+def test_spans_of_a_watched_trace_are_kept_until_the_request_leaves() -> None:
+    kept = TraceSpans()
+    request = tracer.start_span("GET /orders", kind=SpanKind.SERVER)
+    kept.watch(request)
+    child_of(request, "before")  # made and ended before add: only add() counts
+    query = child_of(request, "SELECT")
+    call = child_of(request, "GET")
+    kept.add(query)
+    kept.add(call)
+    kept.add(ended("another trace"))
+    request.end()
+    spans, not_kept = kept.leave(request)
+    assert names(spans) == ["SELECT", "GET"] and not_kept == 0
+    kept.add(child_of(request, "after its end"))
+    assert kept.leave(request) is None
+
+
+def test_a_request_without_spans_leaves_nothing() -> None:
+    kept = TraceSpans()
+    request = tracer.start_span("GET /fast", kind=SpanKind.SERVER)
+    kept.watch(request)
+    request.end()
+    assert kept.leave(request) is None
+    assert kept.so_far(request) == ([], 0)
+
+
+def test_past_the_limit_spans_are_counted_not_kept() -> None:
+    kept = TraceSpans(limit=3)
+    request = tracer.start_span("GET /many", kind=SpanKind.SERVER)
+    kept.watch(request)
+    for number in range(10):
+        kept.add(child_of(request, f"query {number}"))
+    assert len(kept.so_far(request)[0]) == 3
+    spans, not_kept = kept.leave(request)
+    assert names(spans) == ["query 0", "query 1", "query 2"] and not_kept == 7
+
+
+def test_a_copy_while_it_runs() -> None:
+    kept = TraceSpans()
+    request = tracer.start_span("GET /hung", kind=SpanKind.SERVER)
+    kept.watch(request)
+    kept.add(child_of(request, "first"))
+    spans, _ = kept.so_far(request)
+    kept.add(child_of(request, "second"))
+    assert names(spans) == ["first"]
+    assert names(kept.leave(request)[0]) == ["first", "second"]
+
+
+def remote_parent(trace_id: int) -> trace.Context:
+    caller = SpanContext(trace_id, 0x1234, is_remote=True, trace_flags=TraceFlags(1))
+    return trace.set_span_in_context(NonRecordingSpan(caller))
+
+
+def test_two_requests_of_one_trace_each_take_their_own_spans() -> None:
+    """A caller fans out to this service twice at once, under one trace."""
+    kept = TraceSpans()
+    parent = remote_parent(0x0AF7651916CD43DD8448EB211C80319C)
+    a = tracer.start_span("GET /a", context=parent, kind=SpanKind.SERVER)
+    b = tracer.start_span("GET /b", context=parent, kind=SpanKind.SERVER)
+    kept.watch(a)
+    kept.watch(b)
+    a_work = tracer.start_span("a work", context=trace.set_span_in_context(a))
+    kept.add(child_of(a_work, "a query"))
+    a_work.end()
+    kept.add(a_work)
+    kept.add(child_of(b, "b query"))
+    a.end()
+    assert names(kept.leave(a)[0]) == ["a query", "a work"]
+    kept.add(child_of(b, "b call"))
+    b.end()
+    assert names(kept.leave(b)[0]) == ["b query", "b call"]
+    assert kept.leave(b) is None  # nothing left behind
+
+
+def test_a_request_calling_its_own_service_keeps_the_inner_request_spans_too() -> None:
+    kept = TraceSpans()
+    outer = tracer.start_span("GET /outer", kind=SpanKind.SERVER)
+    kept.watch(outer)
+    call = tracer.start_span("GET", context=trace.set_span_in_context(outer))
+    # the inner server span's parent is the outgoing call, as propagation makes it
+    inner = tracer.start_span(
+        "GET /inner", context=trace.set_span_in_context(call), kind=SpanKind.SERVER
+    )
+    kept.watch(inner)
+    kept.add(child_of(inner, "inner query"))
+    inner.end()
+    assert names(kept.leave(inner)[0]) == ["inner query"]
+    call.end()
+    kept.add(call)
+    outer.end()
+    assert names(kept.leave(outer)[0]) == ["inner query", "GET /inner", "GET"]
+
+
+def test_a_forked_child_keeps_nothing_of_its_parent() -> None:
+    kept = TraceSpans()
+    request = tracer.start_span("GET /orders", kind=SpanKind.SERVER)
+    kept.watch(request)
+    kept.add(child_of(request, "SELECT"))
+    kept.after_fork_in_child()
+    assert kept.leave(request) is None
