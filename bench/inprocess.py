@@ -4,6 +4,8 @@ Usage::
 
     python bench/inprocess.py                                  # otel vs wpm on /fast
     python bench/inprocess.py --configs otel,wpm,wpm_precise --rounds 21
+    python bench/inprocess.py --child-spans 20   # each request makes 20 database spans
+    python bench/inprocess.py --outside          # spans made outside any request
 
 Each configuration of ``bench/app.py`` wraps the same Flask app in this one
 process. Rounds of ``--calls`` requests alternate between the configurations, so
@@ -11,6 +13,12 @@ a drift of the machine hits all of them alike. It prints the median time per
 request and the difference to ``otel``: the fixed CPU cost of watching a request,
 free of the server, the load generator and the network, which make ``run.py``
 too noisy to resolve a 1 % difference. Run it on a quiet machine.
+
+``--child-spans N`` has each request make N client spans with database
+attributes inside it, as a query-heavy view does: what a watched request pays
+per span its trace keeps. ``--outside`` times spans started and ended outside
+any request instead (a background job's): what the processor charges a span
+that belongs to no watched request.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from opentelemetry.trace import SpanKind  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
 
 from bench.app import CONFIGS, app, watched  # noqa: E402
@@ -32,6 +41,39 @@ from bench.app import CONFIGS, app, watched  # noqa: E402
 
 def _start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
     return lambda data: None
+
+
+QUERY_ATTRIBUTES = {"db.system.name": "sqlite", "db.query.text": "SELECT * FROM t WHERE id = ?"}
+
+
+class ChildSpans:
+    """A WSGI app that makes ``count`` database spans, then calls ``wsgi_app``.
+
+    Its tracer is set once the stack around it has a provider.
+    """
+
+    def __init__(self, wsgi_app: Any, count: int) -> None:
+        self.wsgi_app = wsgi_app
+        self.count = count
+        self.tracer: Any = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        for _ in range(self.count):
+            with self.tracer.start_as_current_span(
+                "SELECT t", kind=SpanKind.CLIENT, attributes=QUERY_ATTRIBUTES
+            ):
+                pass
+        return self.wsgi_app(environ, start_response)
+
+
+def microseconds_per_outside_span(tracer: Any, calls: int) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        with tracer.start_as_current_span(
+            "SELECT t", kind=SpanKind.CLIENT, attributes=QUERY_ATTRIBUTES
+        ):
+            pass
+    return (time.perf_counter() - started) / calls * 1e6
 
 
 def microseconds_per_request(wsgi_app: Any, template: dict[str, Any], calls: int) -> float:
@@ -53,30 +95,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", default="/fast")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=5000, help="requests per round")
+    parser.add_argument("--child-spans", type=int, default=0, help="spans made in each request")
+    parser.add_argument("--outside", action="store_true", help="time spans outside requests")
     args = parser.parse_args(argv)
     configs = ["otel", *[c for c in args.configs.split(",") if c and c != "otel"]]
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         parser.error(f"unknown config {unknown[0]!r}; expected some of {CONFIGS}")
+    if "bare" in configs and (args.child_spans or args.outside):
+        parser.error("bare has no tracer to make spans with")
 
-    stacks = {name: watched(name, app.wsgi_app, set_global=False) for name in configs}
+    stacks = {}
+    for name in configs:
+        inner = ChildSpans(app.wsgi_app, args.child_spans)
+        stacks[name] = watched(name, inner, set_global=False)
+        if stacks[name][1] is not None:
+            inner.tracer = stacks[name][1].get_tracer("bench.child")
     template = EnvironBuilder(path=args.path, headers={"User-Agent": "bench"}).get_environ()
-    for wsgi_app, _, _ in stacks.values():  # warm-up
-        microseconds_per_request(wsgi_app, template, args.calls // 5)
+
+    def measure(name: str, calls: int) -> float:
+        wsgi_app, provider, _ = stacks[name]
+        if args.outside:
+            return microseconds_per_outside_span(provider.get_tracer("bench.job"), calls)
+        return microseconds_per_request(wsgi_app, template, calls)
+
+    for name in configs:  # warm-up
+        measure(name, args.calls // 5)
     timings: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(args.rounds):
-        for name, (wsgi_app, _, _) in stacks.items():
-            timings[name].append(microseconds_per_request(wsgi_app, template, args.calls))
+        for name in configs:
+            timings[name].append(measure(name, args.calls))
     for _, provider, _ in stacks.values():
         if provider is not None:
             provider.shutdown()
 
     baseline = statistics.median(timings["otel"])
-    print(f"{args.path}: median of {args.rounds} rounds x {args.calls} requests, in-process")
+    if args.outside:
+        unit = "span"
+        print(f"spans outside any request: median of {args.rounds} rounds x {args.calls} spans")
+    else:
+        unit = "request"
+        spans = f", {args.child_spans} child spans each" if args.child_spans else ""
+        print(
+            f"{args.path}: median of {args.rounds} rounds x {args.calls} requests{spans}, "
+            "in-process"
+        )
     for name in configs:
         median = statistics.median(timings[name])
         spread = f"[{min(timings[name]):.1f}-{max(timings[name]):.1f}]"
-        print(f"  {name:12s} {median:7.2f} us/request {spread:16s} {median - baseline:+6.2f} us")
+        print(f"  {name:12s} {median:7.2f} us/{unit} {spread:16s} {median - baseline:+6.2f} us")
     return 0
 
 

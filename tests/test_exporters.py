@@ -20,7 +20,7 @@ from apps.helpers import free_port, tmpfs
 from mattermost_server import MAX_MESSAGE_CHARS, FakeMattermostServer
 
 from otel_wpm._runtime.stats import Stats
-from otel_wpm.alerting.alert import Alert, HotFrame
+from otel_wpm.alerting.alert import Alert, HotFrame, SlowSpan
 from otel_wpm.alerting.dedup import MemoryDedupStore
 from otel_wpm.alerting.dispatch import AlertDispatcher
 from otel_wpm.exporters import ExportError, LocalFileExporter, MattermostExporter, format_markdown
@@ -98,7 +98,7 @@ def test_local_file_appends_one_json_line_per_alert(tmp_path: Path, make_alert: 
     output_dir = tmp_path / "out"
     exporter = LocalFileExporter(output_dir)
 
-    exporter.export(make_alert())
+    exporter.export(make_alert(slowest_span=SlowSpan("GET /prices", "http", 0.5)))
     exporter.export(
         make_alert(route="/orders", suppressed_since_last=3, in_flight=True, status=None)
     )
@@ -114,6 +114,8 @@ def test_local_file_appends_one_json_line_per_alert(tmp_path: Path, make_alert: 
         "seconds": 1.5,
         "share": 0.64,
     }
+    assert first["slowest_span"] == {"description": "GET /prices", "kind": "http", "seconds": 0.5}
+    assert second["slowest_span"] is None
     assert (
         second["route"],
         second["suppressed_since_last"],
@@ -274,6 +276,16 @@ def test_markdown_has_the_facts_and_links(make_alert: MakeAlert) -> None:
     assert "[report](https://reports.example.com/r/0af76519.html)" in text
     assert "4 similar alerts suppressed since the last one" in text
     assert "`load_user` — `app/users.py:42` — 1.50 s — 64 %" in text
+
+
+def test_markdown_names_the_slowest_span_before_the_top_frames(make_alert: MakeAlert) -> None:
+    span = SlowSpan("select * from `orders` where id = ?\n# @channel", "db", 0.812)
+    text = format_markdown(make_alert(slowest_span=span))
+
+    line = "**Slowest span:** `select * from 'orders' where id = ? # @channel` — db — 0.81 s"
+    assert line in text.splitlines()
+    assert text.index(line) < text.index("**Where the time went:**")
+    assert "Slowest span" not in format_markdown(make_alert())
 
 
 def test_markdown_titles_and_missing_parts(make_alert: MakeAlert) -> None:

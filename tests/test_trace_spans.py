@@ -39,8 +39,8 @@ def test_spans_of_a_watched_trace_are_kept_until_the_request_leaves() -> None:
     kept.add(call)
     kept.add(ended("another trace"))
     request.end()
-    spans, not_kept = kept.leave(request)
-    assert names(spans) == ["SELECT", "GET"] and not_kept == 0
+    spans = kept.leave(request)
+    assert names(spans) == ["SELECT", "GET"] and spans.not_kept == 0
     kept.add(child_of(request, "after its end"))
     assert kept.leave(request) is None
 
@@ -51,7 +51,7 @@ def test_a_request_without_spans_leaves_nothing() -> None:
     kept.watch(request)
     request.end()
     assert kept.leave(request) is None
-    assert kept.so_far(request) == ([], 0)
+    assert kept.so_far(request) == [] and kept.so_far(request).not_kept == 0
 
 
 def test_past_the_limit_spans_are_counted_not_kept() -> None:
@@ -60,9 +60,9 @@ def test_past_the_limit_spans_are_counted_not_kept() -> None:
     kept.watch(request)
     for number in range(10):
         kept.add(child_of(request, f"query {number}"))
-    assert len(kept.so_far(request)[0]) == 3
-    spans, not_kept = kept.leave(request)
-    assert names(spans) == ["query 0", "query 1", "query 2"] and not_kept == 7
+    assert len(kept.so_far(request)) == 3 and kept.so_far(request).not_kept == 7
+    spans = kept.leave(request)
+    assert names(spans) == ["query 0", "query 1", "query 2"] and spans.not_kept == 7
 
 
 def test_a_copy_while_it_runs() -> None:
@@ -70,10 +70,10 @@ def test_a_copy_while_it_runs() -> None:
     request = tracer.start_span("GET /hung", kind=SpanKind.SERVER)
     kept.watch(request)
     kept.add(child_of(request, "first"))
-    spans, _ = kept.so_far(request)
+    spans = kept.so_far(request)
     kept.add(child_of(request, "second"))
     assert names(spans) == ["first"]
-    assert names(kept.leave(request)[0]) == ["first", "second"]
+    assert names(kept.leave(request)) == ["first", "second"]
 
 
 def remote_parent(trace_id: int) -> trace.Context:
@@ -95,10 +95,10 @@ def test_two_requests_of_one_trace_each_take_their_own_spans() -> None:
     kept.add(a_work)
     kept.add(child_of(b, "b query"))
     a.end()
-    assert names(kept.leave(a)[0]) == ["a query", "a work"]
+    assert names(kept.leave(a)) == ["a query", "a work"]
     kept.add(child_of(b, "b call"))
     b.end()
-    assert names(kept.leave(b)[0]) == ["b query", "b call"]
+    assert names(kept.leave(b)) == ["b query", "b call"]
     assert kept.leave(b) is None  # nothing left behind
 
 
@@ -114,11 +114,11 @@ def test_a_request_calling_its_own_service_keeps_the_inner_request_spans_too() -
     kept.watch(inner)
     kept.add(child_of(inner, "inner query"))
     inner.end()
-    assert names(kept.leave(inner)[0]) == ["inner query"]
+    assert names(kept.leave(inner)) == ["inner query"]
     call.end()
     kept.add(call)
     outer.end()
-    assert names(kept.leave(outer)[0]) == ["inner query", "GET /inner", "GET"]
+    assert names(kept.leave(outer)) == ["inner query", "GET /inner", "GET"]
 
 
 def test_a_forked_child_keeps_nothing_of_its_parent() -> None:

@@ -7,6 +7,7 @@ Usage (this is what ``ProfilingSpanProcessor`` does)::
     kept.add(span)                    # on_end of any other span: one dict lookup,
                                       # and an append if its trace is watched
     spans = kept.leave(request_span)  # on_end of the request: its KeptSpans, or None
+    spans.not_kept                    # how many past the limit were only counted
     spans = kept.so_far(request_span) # sampler thread: a copy while the request runs
 
 Spans are keyed by trace id, so a database call or an outgoing HTTP call is
@@ -35,9 +36,14 @@ from .._runtime import forksafe
 MAX_SPANS_PER_REQUEST = 500
 
 
-#: A request's spans, in the order they ended, and how many more there were. A plain
-#: tuple: one is made at the end of every request that has spans, fast ones too.
-KeptSpans = tuple[Sequence[ReadableSpan], int]
+class KeptSpans(list[ReadableSpan]):
+    """The spans kept for a request, in the order they ended, and how many more there were.
+
+    ``not_kept`` is a class default until a span past the limit sets it; spans of one
+    trace ending at the same moment on two threads may then be counted as one.
+    """
+
+    not_kept: int = 0
 
 
 class TraceSpans:
@@ -49,14 +55,13 @@ class TraceSpans:
         forksafe.register(self)
 
     def after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()  # for the rare cases below, never on the common path
-        self._spans: dict[int, list[ReadableSpan]] = {}
-        self._not_kept: dict[int, int] = {}  # traces past the limit
+        self._lock = threading.Lock()  # for traces with several requests, which are rare
+        self._spans: dict[int, KeptSpans] = {}
         self._requests: dict[int, int] = {}  # traces with more than one watched request
 
     def watch(self, span: ReadableSpan) -> None:
         """Keep the spans of ``span``'s trace from now until :meth:`leave`."""
-        fresh: list[ReadableSpan] = []
+        fresh = KeptSpans()
         trace_id = span.context.trace_id
         if self._spans.setdefault(trace_id, fresh) is not fresh:
             with self._lock:
@@ -69,22 +74,14 @@ class TraceSpans:
             if len(spans) < self.limit:
                 spans.append(span)
             else:
-                self._count_not_kept(span.context.trace_id)
-
-    def _count_not_kept(self, trace_id: int) -> None:
-        with self._lock:
-            self._not_kept[trace_id] = self._not_kept.get(trace_id, 0) + 1
+                spans.not_kept += 1
 
     def leave(self, span: ReadableSpan) -> Optional[KeptSpans]:
         """Stop keeping spans for ``span``, a watched request that ended: what was kept."""
         trace_id = span.context.trace_id
         if self._requests and trace_id in self._requests:
             return self._leave_shared(span)
-        spans = self._spans.pop(trace_id, None)
-        if not spans:
-            return None
-        not_kept = self._not_kept.pop(trace_id, 0) if self._not_kept else 0
-        return spans, not_kept
+        return self._spans.pop(trace_id, None) or None
 
     def _leave_shared(self, span: ReadableSpan) -> Optional[KeptSpans]:
         trace_id = span.context.trace_id
@@ -93,24 +90,31 @@ class TraceSpans:
             others = self._requests.get(trace_id, 1) - 1
             if spans is None or others < 1:
                 self._requests.pop(trace_id, None)
-                spans = self._spans.pop(trace_id, None) or []
-                not_kept = self._not_kept.pop(trace_id, 0)
+                self._spans.pop(trace_id, None)
             else:
                 self._requests[trace_id] = others
-                not_kept = self._not_kept.get(trace_id, 0)
-                spans = list(spans)
                 # the others' spans may descend from this one: keep the link
-                self._spans[trace_id].append(span)
-        own = descendants(spans, span.context.span_id)
-        return (own, not_kept) if own or not_kept else None
+                spans.append(span)
+        if spans is None:
+            return None
+        own = _own(spans, span)
+        return own if own or own.not_kept else None
 
     def so_far(self, span: ReadableSpan) -> KeptSpans:
         """What is kept for ``span``, a watched request still running (a copy)."""
         trace_id = span.context.trace_id
-        spans = list(self._spans.get(trace_id, ()))
+        spans = self._spans.get(trace_id, KeptSpans())
         if self._requests and trace_id in self._requests:
-            spans = descendants(spans, span.context.span_id)
-        return spans, self._not_kept.get(trace_id, 0)
+            return _own(spans, span)
+        copy = KeptSpans(spans)
+        copy.not_kept = spans.not_kept
+        return copy
+
+
+def _own(spans: KeptSpans, request: ReadableSpan) -> KeptSpans:
+    own = KeptSpans(descendants(spans, request.context.span_id))
+    own.not_kept = spans.not_kept  # of the whole trace: which request they were is unknown
+    return own
 
 
 def descendants(spans: Sequence[ReadableSpan], span_id: int) -> list[ReadableSpan]:

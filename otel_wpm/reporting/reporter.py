@@ -169,7 +169,6 @@ class Reporter:
         in_flight: bool = False,
     ) -> SlowRequest:
         facts = _facts_of(span, request)
-        kept, not_kept = spans or ((), 0)
         config = request.settings.config
         if session is not None:
             profile = precise_profile(session, duration)
@@ -200,8 +199,8 @@ class Reporter:
             report_link=self.report_link(span, request, file_name),
             trace_url=_trace_url(span, config.trace_url_template),
             in_flight=in_flight,
-            spans=kept,
-            spans_not_kept=not_kept,
+            spans=tuple(spans or ()),
+            spans_not_kept=spans.not_kept if spans is not None else 0,
         )
 
     def _report_dropped(self, job: _Job) -> None:
