@@ -11,13 +11,13 @@ Usage with an SDK ``TracerProvider`` you already have::
 What it watches: server spans that are local roots (no parent, or a remote
 parent), from whichever instrumentation made them, and spans of functions
 decorated by ``PerformanceMonitor.create_decorator()``. Every other span costs
-a few attribute reads.
+a few attribute reads, and a dict lookup when it ends.
 
 The path of a watched span:
 
 1. ``on_start`` (request thread): record it in :class:`InFlightRequests` under
    its thread, with the :class:`ActiveSettings` in force, which it keeps to its
-   end.
+   end, and start keeping the spans of its trace (:class:`TraceSpans`).
    Only a request that can carry a body (not GET, HEAD, ...) gets a
    :class:`RecordingInput` in front of ``wsgi.input``; with the precise engine,
    a budgeted share get a pyinstrument profiler.
@@ -29,8 +29,10 @@ The path of a watched span:
    ``wpm.slow`` and ``wpm.report.url`` so the trace links to the report; once
    older than ``hung_request_factor`` x threshold, ``_report_hung`` reports it
    while it still runs.
-3. ``on_end`` (request thread): a fast span costs a counter and two dict deletes;
-   a slow one goes to the :class:`Reporter`, which copies it and queues it.
+3. ``on_end`` (request thread): any other span of a watched request's trace is
+   kept for its report (one dict lookup by trace id, and an append); a fast
+   request costs a counter and a few dict deletes; a slow one goes, with its
+   spans, to the :class:`Reporter`, which copies it and queues it.
 4. Report thread (:class:`Reporter`): render the HTML, write the file, hand an
    ``Alert`` to the alert dispatcher, which de-duplicates and delivers it on its
    own thread.

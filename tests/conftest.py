@@ -31,6 +31,7 @@ SLOW_SUITES = frozenset(
         "test_hardening_gunicorn.py",
         "test_store_hosts.py",
         "test_phoenix_e2e.py",
+        "test_request_spans.py",
     }
 )
 _missing = sorted(name for name in SLOW_SUITES if not (Path(__file__).parent / name).exists())

@@ -43,6 +43,20 @@ def test_inprocess_harness_reports_each_configuration_against_otel(tmp_path) -> 
     assert "us/request" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("option", "unit"), [(("--child-spans", "5"), "us/request"), (("--outside",), "us/span")]
+)
+def test_inprocess_harness_measures_spans_in_and_outside_requests(
+    tmp_path, option: tuple[str, ...], unit: str
+) -> None:
+    result = run_bench("inprocess.py", "--rounds", "1", "--calls", "20", *option, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    measured = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert measured == ["otel", "wpm"] and unit in result.stdout
+    refused = run_bench("inprocess.py", "--configs", "bare", *option, cwd=tmp_path)
+    assert refused.returncode == 2 and "bare has no tracer" in refused.stderr
+
+
 def test_inprocess_harness_rejects_an_unknown_configuration(tmp_path) -> None:
     result = run_bench("inprocess.py", "--configs", "nope", cwd=tmp_path)
     assert result.returncode == 2

@@ -13,7 +13,8 @@ Usage (this is what ``ProfilingSpanProcessor`` does)::
 
 The calling thread only copies what it must out of the span and its state into
 a :class:`SlowRequest` and queues it. The report thread (one a process) works
-out where the time went, renders the page, writes it into the store of the
+out where the time went (the hot frames, and what the request's spans add up
+to), renders the page, writes it into the store of the
 settings the request started under, and hands an :class:`Alert` to the alert
 dispatcher, whose own thread de-duplicates and delivers it.
 """
