@@ -3,6 +3,8 @@
 The app queries a real SQLite database through ``opentelemetry-instrumentation-sqlite3``
 (a SQL function that pauses makes the query slow) and calls a server on 127.0.0.1
 through ``opentelemetry-instrumentation-requests``, from a worker thread of its own.
+Another view queries through SQLAlchemy, whose instrumentation adds its own span
+beside the driver's for the same query.
 The report must say which query and which call (masked), how long the request spent
 in each kind, and the alerts must name the slowest span. The report is then opened
 in headless Chromium, from its file and from the report server: no console error,
@@ -26,13 +28,16 @@ from typing import Any
 
 import pytest
 import requests
+import sqlalchemy
 from apps.helpers import wait_until
 from apps.watched import Watched, watch
 from chromium import CHROMIUM, Chromium
 from flask import Flask
 from mattermost_server import FakeMattermostServer
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import format_trace_id
 from wsgi_servers import serve_reports, serve_threaded
 
@@ -63,7 +68,19 @@ def backend_app() -> Flask:
     return backend
 
 
-def shop_app(backend_url: str, stuck: threading.Event, started: threading.Event) -> Flask:
+def database_engine() -> sqlalchemy.Engine:
+    engine = sqlalchemy.create_engine("sqlite://")
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def add_pause(connection: Any, _record: Any) -> None:
+        connection.create_function("pause", 1, pause)
+
+    return engine
+
+
+def shop_app(
+    backend_url: str, engine: sqlalchemy.Engine, stuck: threading.Event, started: threading.Event
+) -> Flask:
     app = Flask("shop")
     pool = ThreadPoolExecutor(1)
 
@@ -87,6 +104,13 @@ def shop_app(backend_url: str, stuck: threading.Event, started: threading.Event)
         context = contextvars.copy_context()
         price = pool.submit(context.run, requests.get, url, timeout=10).result().json()
         return {"rows": len(rows), **price}
+
+    @app.route("/customers/<name>")
+    def customer(name: str) -> dict[str, Any]:
+        with engine.connect() as connection:
+            statement = f"select pause(1) where '{name}' != '{QUERY_SECRET}'"
+            rows = connection.execute(sqlalchemy.text(statement)).fetchall()
+        return {"rows": len(rows)}
 
     @app.route("/stuck")
     def stuck_request() -> str:
@@ -123,14 +147,17 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
             mattermost_token=mattermost.token,
             mattermost_channel_id=mattermost.channel_id,
         )
-        watched = watch(shop_app(backend_url, stuck, started).wsgi_app, config)
+        engine = database_engine()
+        watched = watch(shop_app(backend_url, engine, stuck, started).wsgi_app, config)
         SQLite3Instrumentor().instrument(tracer_provider=watched.provider)
         RequestsInstrumentor().instrument(tracer_provider=watched.provider)
+        SQLAlchemyInstrumentor().instrument(engine=engine, tracer_provider=watched.provider)
         try:
             with serve_threaded(watched.wsgi) as url:
                 yield Shop(url, watched, output, mattermost, stuck, started)
                 stuck.set()
         finally:
+            SQLAlchemyInstrumentor().uninstrument()
             RequestsInstrumentor().uninstrument()
             SQLite3Instrumentor().uninstrument()
             watched.provider.shutdown()
@@ -153,21 +180,37 @@ def written_metadata(html: str) -> dict[str, Any]:
     return meta
 
 
+def report_of(shop: Shop, path: str) -> Path:
+    """The report of the request for ``path``, once it and its alerts are handled."""
+
+    def of_path(spans: tuple[ReadableSpan, ...]) -> list[ReadableSpan]:
+        return [span for span in spans if (span.attributes or {}).get("http.target") == path]
+
+    [span] = of_path(shop.watched.exporter.wait_for(of_path))
+    trace_id = format_trace_id(span.context.trace_id)
+    assert shop.watched.processor.force_flush()  # its report written, its alerts sent
+    [report] = [path for path in shop.output.glob("*.html") if trace_id in path.name]
+    return report
+
+
 @pytest.fixture(scope="module")
 def slow_order(shop: Shop) -> SlowOrder:
     response = requests.get(shop.url + "/orders/7?token=abc", timeout=30)
     assert response.status_code == 200 and response.json() == {"rows": 1, "price": 12}
-    [server_span] = shop.watched.server_spans()
-    trace_id = format_trace_id(server_span.context.trace_id)
-    [report] = [path for path in shop.output.glob("*.html") if trace_id in path.name]
+    report = report_of(shop, "/orders/7?token=abc")
+    html = report.read_text(encoding="utf-8")
+    meta = written_metadata(html)
     [alert] = [
         line
         for line in map(json.loads, (shop.output / "alerts.jsonl").read_text().splitlines())
-        if line["trace_id"] == trace_id
+        if line["trace_id"] == meta["trace_id"]
     ]
-    [post] = wait_until(lambda: shop.mattermost.posts, "the Mattermost post")
-    html = report.read_text(encoding="utf-8")
-    return SlowOrder(report, html, written_metadata(html), alert, post)
+
+    def post() -> list[dict[str, Any]]:
+        return [p for p in shop.mattermost.posts if meta["trace_id"] in p["message"]]
+
+    [the_post] = wait_until(post, "the Mattermost post")
+    return SlowOrder(report, html, meta, alert, the_post)
 
 
 def test_the_report_names_the_query_and_the_call_masked(slow_order: SlowOrder) -> None:
@@ -200,6 +243,22 @@ def test_the_alerts_name_the_slowest_span(slow_order: SlowOrder) -> None:
     message = slow_order.post["message"]
     assert f"**Slowest span:** `{MASKED_QUERY}` — db — " in message
     assert QUERY_SECRET not in message
+
+
+def test_a_query_through_sqlalchemy_is_shown_by_both_instrumentations_and_counted_once(
+    shop: Shop,
+) -> None:
+    response = requests.get(shop.url + "/customers/ann", timeout=30)
+    assert response.json() == {"rows": 1}
+    html = report_of(shop, "/customers/ann").read_text(encoding="utf-8")
+    assert QUERY_SECRET not in html
+    masked = "select pause(?) where ? != ?"
+    waterfall = html[html.index('<h2 id="otel-wpm-spans">') : html.index('id="otel-wpm-details"')]
+    assert "&#x27;ann&#x27;" not in waterfall and "'ann'" not in waterfall
+    assert waterfall.count(masked) == 2  # the driver's span and SQLAlchemy's
+    meta = written_metadata(html)
+    assert meta["slowest_spans"][0]["name"] == masked
+    assert PAUSE_SECONDS <= meta["span_seconds"]["db"] <= meta["duration_seconds"]
 
 
 def test_a_request_still_running_reports_the_spans_it_has_so_far(shop: Shop) -> None:
