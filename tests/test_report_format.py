@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
 from pyinstrument import Profiler
 
 from otel_wpm.capture.request import RawRequest
@@ -99,6 +102,27 @@ def test_the_reader_knows_every_field_the_writer_writes(session: Any) -> None:
     assert parse_metadata(page[:METADATA_READ_BYTES]) == written
     assert written["top_frames"] and [f["function"] for f in written["top_frames"]] == [
         frame.function for frame in hot
+    ]
+
+
+def test_the_reader_reads_what_the_writer_says_of_the_spans(session: Any) -> None:
+    tracer = TracerProvider().get_tracer("test")
+    started = int(WHEN.timestamp()) * 10**9
+    query = tracer.start_span(
+        "SELECT",
+        kind=SpanKind.CLIENT,
+        attributes={"db.system": "sqlite", "db.statement": "SELECT * FROM orders WHERE id = 7"},
+        start_time=started + 10 * 10**6,
+    )
+    query.end(end_time=started + 300 * 10**6)
+    slow = dataclasses.replace(slow_request("http://shop/search", session), spans=(query,))
+
+    page = render_report(slow, SecretMasker(), hot_frames(session)).encode()
+
+    meta = parse_metadata(page[:METADATA_READ_BYTES])
+    assert meta["span_seconds"] == {"db": 0.29, "http": 0.0, "other": 0.0}
+    assert meta["slowest_spans"] == [
+        {"name": "SELECT * FROM orders WHERE id = ?", "kind": "db", "duration_seconds": 0.29}
     ]
 
 
