@@ -45,6 +45,35 @@ def test_spans_of_a_watched_trace_are_kept_until_the_request_leaves() -> None:
     assert kept.leave(request) is None
 
 
+def test_the_caller_span_is_not_the_request_s_own_even_when_it_ends_first() -> None:
+    """A client in this process calls the service: its span ends as the answer arrives,
+    sometimes before the server span has ended."""
+    kept = TraceSpans()
+    call = tracer.start_span("GET", kind=SpanKind.CLIENT)
+    request = tracer.start_span(
+        "GET /orders", context=trace.set_span_in_context(call), kind=SpanKind.SERVER
+    )
+    kept.watch(request)
+    kept.add(child_of(request, "SELECT"))
+    call.end()
+    kept.add(call)
+    request.end()
+    spans = kept.leave(request)
+    assert names(spans) == ["SELECT", "GET"]
+    assert names(spans.of_request(request)) == ["SELECT"]
+
+
+def test_a_span_under_one_not_kept_still_counts_as_the_request_s() -> None:
+    """Its parent is still open (work left running), or was past the limit."""
+    kept = TraceSpans()
+    request = tracer.start_span("GET /orders", kind=SpanKind.SERVER)
+    kept.watch(request)
+    still_open = tracer.start_span("background", context=trace.set_span_in_context(request))
+    kept.add(child_of(still_open, "SELECT"))
+    request.end()
+    assert names(kept.leave(request).of_request(request)) == ["SELECT"]
+
+
 def test_a_request_without_spans_leaves_nothing() -> None:
     kept = TraceSpans()
     request = tracer.start_span("GET /fast", kind=SpanKind.SERVER)
@@ -95,10 +124,10 @@ def test_two_requests_of_one_trace_each_take_their_own_spans() -> None:
     kept.add(a_work)
     kept.add(child_of(b, "b query"))
     a.end()
-    assert names(kept.leave(a)) == ["a query", "a work"]
+    assert names(kept.leave(a).of_request(a)) == ["a query", "a work"]
     kept.add(child_of(b, "b call"))
     b.end()
-    assert names(kept.leave(b)) == ["b query", "b call"]
+    assert names(kept.leave(b).of_request(b)) == ["b query", "b call"]
     assert kept.leave(b) is None  # nothing left behind
 
 
@@ -114,11 +143,11 @@ def test_a_request_calling_its_own_service_keeps_the_inner_request_spans_too() -
     kept.watch(inner)
     kept.add(child_of(inner, "inner query"))
     inner.end()
-    assert names(kept.leave(inner)) == ["inner query"]
+    assert names(kept.leave(inner).of_request(inner)) == ["inner query"]
     call.end()
     kept.add(call)
     outer.end()
-    assert names(kept.leave(outer)) == ["inner query", "GET /inner", "GET"]
+    assert names(kept.leave(outer).of_request(outer)) == ["inner query", "GET /inner", "GET"]
 
 
 def test_a_forked_child_keeps_nothing_of_its_parent() -> None:

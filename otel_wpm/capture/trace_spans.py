@@ -6,26 +6,27 @@ Usage (this is what ``ProfilingSpanProcessor`` does)::
     kept.watch(request_span)          # on_start of a request: one list, one dict write
     kept.add(span)                    # on_end of any other span: one dict lookup,
                                       # and an append if its trace is watched
-    spans = kept.leave(request_span)  # on_end of the request: its KeptSpans, or None
-    spans.not_kept                    # how many past the limit were only counted
+    spans = kept.leave(request_span)  # on_end of the request: its trace's KeptSpans, or None
     spans = kept.so_far(request_span) # sampler thread: a copy while the request runs
+    spans.of_request(request_span)    # those below the request: its own
+    spans.not_kept                    # how many past the limit were only counted
 
 Spans are keyed by trace id, so a database call or an outgoing HTTP call is
 kept whichever thread (or task) ends it. The spans are kept as they are (an
-ended span does not change) and are only read, on the report thread, if the
-request turns out slow; a fast request drops its list at its end. Each request
+ended span does not change) and only looked through if the request turns out
+slow; a fast request drops its list at its end. Each request
 keeps the first :data:`MAX_SPANS_PER_REQUEST` spans and counts the rest.
 
-Rarely, two watched requests of one trace run here at once: the service calls
-itself, or a caller fans out to it in parallel. Their spans are kept in one
-list and each request takes, at its end, the spans descending from its own
-span (see :func:`descendants`).
+Which of them are the request's own is worked out once it is known to be
+slow (:meth:`KeptSpans.of_request`): those below its span. Rarely, two watched
+requests of one trace run here at once (the service calls itself, or a caller
+fans out to it in parallel); they share one list, and each takes the spans
+below its own span.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from typing import Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -37,13 +38,52 @@ MAX_SPANS_PER_REQUEST = 500
 
 
 class KeptSpans(list[ReadableSpan]):
-    """The spans kept for a request, in the order they ended, and how many more there were.
+    """The spans kept for a trace, in the order they ended, and how many more there were.
 
-    ``not_kept`` is a class default until a span past the limit sets it; spans of one
-    trace ending at the same moment on two threads may then be counted as one.
+    ``not_kept`` and ``shared`` are class defaults until set: ``not_kept`` by a span
+    past the limit (spans of one trace ending at the same moment on two threads may
+    then be counted as one), ``shared`` when a second watched request of the trace
+    starts here.
     """
 
     not_kept: int = 0
+    shared: bool = False
+
+    def copy(self) -> KeptSpans:
+        copy = KeptSpans(self)
+        copy.not_kept, copy.shared = self.not_kept, self.shared
+        return copy
+
+    def of_request(self, request: ReadableSpan) -> list[ReadableSpan]:
+        """The spans below ``request``: their chain of parents, through these spans,
+        reaches it.
+
+        Never those whose chain ends at a root span, or at the request's own parent
+        (the caller's span, when the caller runs in this process and its span ends
+        first). A chain that ends at a span not kept here (one still open, or past
+        the limit) counts as below the request, unless the trace is ``shared``: its
+        other requests' spans end that way too.
+        """
+        parents = {span.context.span_id: _parent_id(span) for span in self}
+        below: dict[Optional[int], bool] = {request.context.span_id: True, None: False}
+        if request.parent is not None:
+            below[request.parent.span_id] = False
+        own = []
+        for span in self:
+            chain = [span.context.span_id]
+            ancestor = parents[chain[0]]
+            while ancestor not in below and ancestor in parents and ancestor not in chain:
+                chain.append(ancestor)
+                ancestor = parents[ancestor]
+            found = below.get(ancestor, not self.shared)
+            below.update(dict.fromkeys(chain, found))
+            if found:
+                own.append(span)
+        return own
+
+
+def _parent_id(span: ReadableSpan) -> Optional[int]:
+    return span.parent.span_id if span.parent is not None else None
 
 
 class TraceSpans:
@@ -63,9 +103,11 @@ class TraceSpans:
         """Keep the spans of ``span``'s trace from now until :meth:`leave`."""
         fresh = KeptSpans()
         trace_id = span.context.trace_id
-        if self._spans.setdefault(trace_id, fresh) is not fresh:
+        spans = self._spans.setdefault(trace_id, fresh)
+        if spans is not fresh:
             with self._lock:
                 self._requests[trace_id] = self._requests.get(trace_id, 1) + 1
+                spans.shared = True
 
     def add(self, span: ReadableSpan) -> None:
         """Keep ``span`` if a watched request of its trace runs."""
@@ -77,7 +119,8 @@ class TraceSpans:
                 spans.not_kept += 1
 
     def leave(self, span: ReadableSpan) -> Optional[KeptSpans]:
-        """Stop keeping spans for ``span``, a watched request that ended: what was kept."""
+        """Stop keeping spans for ``span``, a watched request that ended: its trace's spans
+        (see :meth:`KeptSpans.of_request` for its own)."""
         trace_id = span.context.trace_id
         if self._requests and trace_id in self._requests:
             return self._leave_shared(span)
@@ -90,43 +133,13 @@ class TraceSpans:
             others = self._requests.get(trace_id, 1) - 1
             if spans is None or others < 1:
                 self._requests.pop(trace_id, None)
-                self._spans.pop(trace_id, None)
-            else:
-                self._requests[trace_id] = others
-                # the others' spans may descend from this one: keep the link
-                spans.append(span)
-        if spans is None:
-            return None
-        own = _own(spans, span)
-        return own if own or own.not_kept else None
+                return self._spans.pop(trace_id, None)
+            self._requests[trace_id] = others
+            copy = spans.copy()
+            # the others' spans may descend from this one: keep the link
+            spans.append(span)
+            return copy
 
     def so_far(self, span: ReadableSpan) -> KeptSpans:
-        """What is kept for ``span``, a watched request still running (a copy)."""
-        trace_id = span.context.trace_id
-        spans = self._spans.get(trace_id, KeptSpans())
-        if self._requests and trace_id in self._requests:
-            return _own(spans, span)
-        copy = KeptSpans(spans)
-        copy.not_kept = spans.not_kept
-        return copy
-
-
-def _own(spans: KeptSpans, request: ReadableSpan) -> KeptSpans:
-    own = KeptSpans(descendants(spans, request.context.span_id))
-    own.not_kept = spans.not_kept  # of the whole trace: which request they were is unknown
-    return own
-
-
-def descendants(spans: Sequence[ReadableSpan], span_id: int) -> list[ReadableSpan]:
-    """The spans among ``spans`` whose chain of parents leads to ``span_id``."""
-    children: dict[int, list[int]] = {}
-    for span in spans:
-        if span.parent is not None:
-            children.setdefault(span.parent.span_id, []).append(span.context.span_id)
-    found: set[int] = set()
-    pending = [span_id]
-    while pending:
-        for child in children.pop(pending.pop(), ()):
-            found.add(child)
-            pending.append(child)
-    return [span for span in spans if span.context.span_id in found]
+        """The spans of ``span``'s trace kept so far, while it still runs (a copy)."""
+        return self._spans.get(span.context.trace_id, KeptSpans()).copy()

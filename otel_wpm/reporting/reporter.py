@@ -200,7 +200,7 @@ class Reporter:
             report_link=self.report_link(span, request, file_name),
             trace_url=_trace_url(span, config.trace_url_template),
             in_flight=in_flight,
-            spans=tuple(spans or ()),
+            spans=tuple(spans.of_request(span)) if spans is not None else (),
             spans_not_kept=spans.not_kept if spans is not None else 0,
         )
 
