@@ -44,8 +44,8 @@ class SlowRequest:
     in_flight: bool = False
     #: the host that served it: the resource's ``host.name``, else this machine's name
     host: str = field(default_factory=socket.gethostname)
-    # the spans of its trace that ended while it ran (ended spans do not change), and
-    # how many more there were past the limit
+    # its own spans (below its span) that ended while it ran, as they are (ended spans
+    # do not change), and how many more its trace had past the limit
     spans: Sequence[ReadableSpan] = ()
     spans_not_kept: int = 0
 
