@@ -33,17 +33,19 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .._runtime.logs import LogOnce
 from .._runtime.redis_client import redis_client
 from ..masking import SecretMasker
+
+if TYPE_CHECKING:
+    import sqlite3
 
 logger = logging.getLogger(__name__)
 
@@ -266,6 +268,8 @@ class SQLiteDedupStore(DedupStore):
     def _connect(self) -> sqlite3.Connection:
         if self._connection is not None and self._pid == os.getpid():
             return self._connection
+        import sqlite3  # on the alert thread, with the first alert
+
         # A connection inherited through fork must not be used (nor closed) in the child.
         self._connection = None
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

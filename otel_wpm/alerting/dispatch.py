@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from .._runtime import forksafe
 from .._runtime.logs import LogOnce
 from .._runtime.stats import Stats
-from ..exporters import LocalFileExporter, MattermostExporter
+from ..exporters import LocalFileExporter
 from ..exporters.base import AlertExporter
 from .alert import Alert
 from .dedup import DedupStore, MemoryDedupStore, RedisDedupStore, SQLiteDedupStore
@@ -196,6 +196,8 @@ def _exporters(config: Config) -> list[AlertExporter]:
     if config.enable_local_file:
         exporters.append(LocalFileExporter(config.local_output_dir))
     if config.enable_mattermost:
+        from ..exporters.mattermost import MattermostExporter  # loads requests: only when used
+
         server_url, token = config.mattermost_server_url, config.mattermost_token
         channel_id = config.mattermost_channel_id
         assert server_url and token and channel_id, "Config requires them with enable_mattermost"

@@ -25,10 +25,11 @@ from __future__ import annotations
 import random
 import sys
 import time
-from typing import Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
-from pyinstrument import Profiler
-from pyinstrument.session import Session
+if TYPE_CHECKING:
+    from pyinstrument import Profiler
+    from pyinstrument.session import Session
 
 # pyinstrument's own documentation and our bench: call-dense code runs ~5-6x slower
 FALLBACK_SLOWDOWN = 6.0
@@ -114,6 +115,9 @@ class ThreadProfiler:
 
 def start_profiler(interval: float) -> Optional[ThreadProfiler]:
     """Start profiling this thread; None when another profiler already runs here."""
+    # Imported on first use: pyinstrument brings its renderers along (~10 ms at start-up).
+    from pyinstrument import Profiler
+
     profiler = Profiler(interval=interval, async_mode="disabled")
     try:
         profiler.start()

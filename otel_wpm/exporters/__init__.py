@@ -12,10 +12,14 @@ Usage::
         ))
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .base import AlertExporter, ExportError
 from .local_file import LocalFileExporter
-from .mattermost import MattermostExporter
 from .mattermost_message import format_markdown
+
+if TYPE_CHECKING:
+    from .mattermost import MattermostExporter
 
 __all__ = [
     "AlertExporter",
@@ -24,3 +28,12 @@ __all__ = [
     "MattermostExporter",
     "format_markdown",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: the Mattermost client loads requests (~50 ms).
+    if name == "MattermostExporter":
+        from .mattermost import MattermostExporter
+
+        return MattermostExporter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,18 +29,18 @@ talks HTTP through ``requests`` can lean on :func:`http_failure` and
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Optional, TypeVar
-
-import requests
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 from ..alerting.alert import Alert
+
+if TYPE_CHECKING:
+    import requests
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,8 @@ def http_failure(error: Exception, service: str, action: str) -> ExportError:
     worth retrying; any other status is permanent. Messages carry no URL
     query, header or body, so they are safe to log.
     """
+    import requests  # only HTTP exporters get here; they have imported it already
+
     if isinstance(error, requests.HTTPError) and error.response is not None:
         return _status_failure(error.response, service, action)
     if isinstance(error, requests.Timeout):
@@ -186,6 +188,8 @@ def retry_after_seconds(value: Optional[str]) -> Optional[float]:
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # for the rare answer that is an HTTP date
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

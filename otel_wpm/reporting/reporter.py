@@ -50,8 +50,6 @@ from ..capture.semconv import HttpFacts, http_facts
 from ..capture.trace_spans import KeptSpans
 from ..config import Config
 from ..masking import SecretMasker
-from .profile import hot_frames, precise_profile, sampled_profile
-from .render import render_report
 from .report_format import report_file_name
 from .slow_request import SlowRequest
 from .spans import SpanSummary, summarise_spans
@@ -169,6 +167,9 @@ class Reporter:
         spans: Optional[KeptSpans],
         in_flight: bool = False,
     ) -> SlowRequest:
+        # Imported with the first slow request: pyinstrument brings its renderers along.
+        from .profile import precise_profile, sampled_profile
+
         facts = _facts_of(span, request)
         config = request.settings.config
         if session is not None:
@@ -217,6 +218,9 @@ class Reporter:
             job.retry_pending()
             self._retry_later(job)
             return
+        from .profile import hot_frames
+        from .render import render_report
+
         slow, settings = job
         try:
             hot = hot_frames(slow.profile.session)

@@ -16,13 +16,15 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
 
 from ..capture.request import RawRequest
 from ..capture.semconv import HttpFacts
-from .profile import Profile
+
+if TYPE_CHECKING:
+    from .profile import Profile  # imports pyinstrument: loaded with the first slow request
 
 
 @dataclass(frozen=True)
