@@ -4,6 +4,8 @@ Usage::
 
     python bench/import_time.py                # 9 fresh interpreters per measurement
     python bench/import_time.py --runs 21 --top 15
+    git worktree add /tmp/otel-wpm-main main
+    python bench/import_time.py --against /tmp/otel-wpm-main   # before/after, interleaved
 
 For each way in (``import otel_wpm``, the two classes an app imports, the
 ``opentelemetry-instrument`` hook on and off) it prints the median time the
@@ -12,6 +14,10 @@ as in an app that uses OpenTelemetry (what otel-wpm adds to its start-up), and h
 much of that is otel_wpm's own module code. Then, for each way in, with the SDK
 already imported, the parts that dominate: outside modules, each with the otel_wpm
 module that imports it, and otel_wpm modules' own code.
+
+The otel_wpm measured is the one beside this script. ``--against DIR`` also measures
+the otel_wpm in ``DIR`` (another checkout), each of its runs right after ours, so a
+busy moment on the machine hits both alike, and prints the two side by side.
 
 Only import time is counted, not the time the statement then spends running.
 """
@@ -27,8 +33,10 @@ import sys
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 PACKAGE = "otel_wpm"
+SOURCE = str(Path(__file__).resolve().parent.parent)  # the checkout holding this script
 SDK_IMPORT = "import opentelemetry.sdk.trace"
 MARK = "--- measured statement starts here ---"
 OWN_CODE = "(its own code)"
@@ -112,12 +120,12 @@ def heavy_parts(imports: list[Import]) -> dict[tuple[str, str], int]:
     return found
 
 
-def measure_once(way: WayIn, preload: str, workdir: str) -> list[Import]:
+def measure_once(way: WayIn, preload: str, workdir: str, source: str) -> list[Import]:
     code = "\n".join(
         [preload, "import sys", f"sys.stderr.write({MARK!r} + '\\n')", "sys.stderr.flush()"]
     )
     code += "\n" + way.statement
-    env = {**os.environ, "WPM_LOCAL_OUTPUT_DIR": workdir, **way.env}
+    env = {**os.environ, "PYTHONPATH": source, "WPM_LOCAL_OUTPUT_DIR": workdir, **way.env}
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code],
         env=env,
@@ -146,13 +154,18 @@ class Measurement:
         return statistics.median(self.totals_ms)
 
 
-def measure_all(runs: int, workdir: str) -> dict[tuple[str, str], Measurement]:
-    """{(way in, preload): Measurement}; interleaved, so a busy moment hits every figure alike."""
-    measurements: dict[tuple[str, str], Measurement] = defaultdict(Measurement)
+def measure_all(
+    runs: int, workdir: str, sources: list[str]
+) -> dict[tuple[str, str, str], Measurement]:
+    """{(source, way in, preload): Measurement}; interleaved, so a busy moment hits every
+    figure alike."""
+    measurements: dict[tuple[str, str, str], Measurement] = defaultdict(Measurement)
     for _ in range(runs):
         for way in WAYS_IN:
             for preload in ("", SDK_IMPORT):
-                measurements[(way.label, preload)].add(measure_once(way, preload, workdir))
+                for source in sources:
+                    imports = measure_once(way, preload, workdir, source)
+                    measurements[(source, way.label, preload)].add(imports)
     return measurements
 
 
@@ -174,27 +187,37 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9, help="fresh interpreters per figure")
     parser.add_argument("--top", type=int, default=8, help="heaviest parts listed per way in")
+    parser.add_argument("--against", metavar="DIR", help="also measure the otel_wpm in DIR")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.against and not (Path(args.against) / PACKAGE).is_dir():
+        parser.error(f"--against: no {PACKAGE}/ in {args.against}")
+    sources = [SOURCE, str(Path(args.against).resolve())] if args.against else [SOURCE]
 
     with tempfile.TemporaryDirectory() as workdir:
-        measured = measure_all(args.runs, workdir)
+        measured = measure_all(args.runs, workdir, sources)
 
     python = sys.version.split()[0]
     print(f"Import time, median of {args.runs} fresh interpreters (ms), Python {python}")
-    width = max(len(way.label) for way in WAYS_IN)
-    print(f"{'way in':<{width}}  {'cold':>7}  {'SDK loaded':>10}  {'otel_wpm own':>12}")
-    for way in WAYS_IN:
-        c, w = measured[(way.label, "")], measured[(way.label, SDK_IMPORT)]
-        own = own_code_ms(w, args.runs)
-        print(f"{way.label:<{width}}  {c.median_ms:7.1f}  {w.median_ms:10.1f}  {own:12.1f}")
+    for source in sources:
+        print_totals(source, measured, args.runs)
 
     for way in WAYS_IN:
-        rows = heaviest(measured[(way.label, SDK_IMPORT)], args.runs, args.top)
+        rows = heaviest(measured[(SOURCE, way.label, SDK_IMPORT)], args.runs, args.top)
         print(f"\n{way.label} (SDK loaded): heaviest parts, ms")
         for ms, what, why in rows:
             print(f"  {ms:6.1f}  {what:<45} {why if why == OWN_CODE else '<- ' + why}")
+
+
+def print_totals(source: str, measured: dict[tuple[str, str, str], Measurement], runs: int) -> None:
+    width = max(len(way.label) for way in WAYS_IN)
+    print(f"\n{source}")
+    print(f"{'way in':<{width}}  {'cold':>7}  {'SDK loaded':>10}  {'otel_wpm own':>12}")
+    for way in WAYS_IN:
+        c, w = measured[(source, way.label, "")], measured[(source, way.label, SDK_IMPORT)]
+        own = own_code_ms(w, runs)
+        print(f"{way.label:<{width}}  {c.median_ms:7.1f}  {w.median_ms:10.1f}  {own:12.1f}")
 
 
 if __name__ == "__main__":
