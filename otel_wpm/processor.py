@@ -53,6 +53,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
 from ._runtime.logs import LogOnce
+from ._runtime.request_cost import measure_request_cost
 from ._runtime.stats import Stats
 from .active_settings import ActiveSettings
 from .capture import attributes
@@ -85,10 +86,12 @@ def _remember_route(request: InFlightRequest) -> None:
 class ProfilingSpanProcessor(SpanProcessor):
     """An OpenTelemetry span processor that explains slow requests with a profile."""
 
-    def __init__(self, config: Optional[Config] = None) -> None:
+    def __init__(self, config: Optional[Config] = None, *, stats: Optional[Stats] = None) -> None:
+        """``stats``: the counters to keep (default: new ones, also OpenTelemetry metrics)."""
         config = config if config is not None else Config.from_env()
         self._url_filter = config.url_filter
-        self.stats = Stats()
+        self.stats = stats if stats is not None else Stats()
+        self._request_cost_seconds: Optional[float] = None  # measured by the first get_stats()
         self._failures = LogOnce(logger)
         self._requests = InFlightRequests()
         self._functions: dict[int, bool] = {}  # decorated functions' span ids: nested?
@@ -100,6 +103,7 @@ class ProfilingSpanProcessor(SpanProcessor):
             on_threshold_crossed=self._mark_slow,
             on_hung=self._report_hung,
             settings=self._settings,
+            on_cpu=self.stats.charge_cpu,
         )
         self._reporter = Reporter(config, self.stats)
         _set_log_level(config)
@@ -288,7 +292,7 @@ class ProfilingSpanProcessor(SpanProcessor):
             if duration_ns >= self._settings.threshold_ns:
                 self._end_elsewhere(span, thread_id, duration_ns, spans)
             return
-        self.stats.count_request(thread_id)
+        self.stats.count_request(thread_id, duration_ns)
         if duration_ns < settings.threshold_ns and not self._requests.has_state(thread_id):
             return
         request = self._requests.take_state(span, thread_id)
@@ -299,20 +303,22 @@ class ProfilingSpanProcessor(SpanProcessor):
     ) -> None:
         settings, request = self._requests.end(span, thread_id)
         if settings is not None:
-            self.stats.count_request(thread_id)
+            self.stats.count_request(thread_id, duration_ns)
             self._finish(span, request, settings, duration_ns, spans)
 
     def _end_function(self, span: ReadableSpan) -> None:
         thread_id = threading.get_ident()
-        self.stats.count_request(thread_id)
+        duration_ns = (span.end_time or time.time_ns()) - (span.start_time or 0)
         spans = None
         if self._functions.pop(span.context.span_id, False):
+            # Nested: its time is already in the time of the request it runs in.
+            self.stats.count_request(thread_id)
             request = self._requests.end_nested(span, thread_id)
             settings = request.settings if request is not None else None
         else:
+            self.stats.count_request(thread_id, duration_ns)
             spans = self._trace_spans.leave(span)
             settings, request = self._requests.end(span, thread_id)
-        duration_ns = (span.end_time or time.time_ns()) - (span.start_time or 0)
         self._finish(span, request, settings or self._settings, duration_ns, spans)
 
     def _finish(
@@ -345,15 +351,22 @@ class ProfilingSpanProcessor(SpanProcessor):
     # --- stats, alerts, lifecycle ---------------------------------------------------------
 
     def get_stats(self) -> dict[str, Any]:
+        """The counters, and ``overhead_stats``: what watching adds to the requests watched.
+
+        The first call measures the fixed cost of watching one request (a few ms).
+        """
+        if self._request_cost_seconds is None:
+            self._request_cost_seconds = _measured_request_cost(self.config)
+        stats = self.stats.snapshot(self._request_cost_seconds)
+        overhead = stats["overhead_stats"]
         budget = self._settings.budget
-        if budget is not None:
-            self.stats.set_overhead(budget.estimated_overhead(), **budget.details())
-        else:
-            self.stats.set_overhead(
-                self._sampler.cpu_share(),
-                method="CPU time of the sampler thread / CPU time of the process",
-            )
-        return self.stats.snapshot()
+        if budget is not None and overhead["sample_count"]:
+            # The precise engine's profiler slows the requests it runs in: its bound.
+            details = budget.details()
+            overhead["average_overhead"] += budget.estimated_overhead()
+            overhead["method"] += f" + {details.pop('method')}"
+            overhead.update(details)
+        return stats
 
     def reset_stats(self) -> None:
         self.stats.reset()
@@ -368,6 +381,25 @@ class ProfilingSpanProcessor(SpanProcessor):
     def shutdown(self) -> None:
         self._sampler.stop()
         self._reporter.shutdown(self._settings.config.shutdown_timeout_seconds)
+
+
+def _measured_request_cost(config: Config) -> float:
+    # A throwaway processor with the same settings that keeps nothing: no report, alert
+    # or metric, and no profiler (the precise engine's cost is its budget's bound).
+    probe = ProfilingSpanProcessor(
+        config.replace(
+            enabled=True,
+            engine="sampling",
+            enable_local_file=False,
+            enable_mattermost=False,
+            dedup_redis_url=None,
+        ),
+        stats=Stats(export_metrics=False),
+    )
+    try:
+        return measure_request_cost(probe)
+    finally:
+        probe.shutdown()
 
 
 def _set_log_level(config: Config) -> None:

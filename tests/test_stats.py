@@ -1,4 +1,4 @@
-"""Counters as a dict, and the same figures as OpenTelemetry metrics."""
+"""Counters as a dict, the same figures as OpenTelemetry metrics, and the overhead figure."""
 
 from __future__ import annotations
 
@@ -7,10 +7,23 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+import requests
+from apps.helpers import wait_until
+from apps.watched import served
+from flask import Flask
 
 from otel_wpm._runtime.stats import COUNTERS, Stats
+from otel_wpm._runtime.worker import BackgroundWorker
+from otel_wpm.active_settings import ActiveSettings
+from otel_wpm.capture.inflight import InFlightRequests
+from otel_wpm.capture.sampler import StackSampler
+from otel_wpm.config import Config
 
 
 def test_snapshot_counts_and_rate() -> None:
@@ -84,17 +97,19 @@ def test_a_forked_child_counts_from_zero() -> None:
     stats = Stats()
     stats.incr("slow_requests", 3)
     stats.incr("reports_written", 3)
-    stats.count_request(threading.get_ident())
-    stats.set_overhead(0.5, method="parent")
+    stats.count_request(threading.get_ident(), 10**9)
+    stats.charge_cpu(0.5)
     pid = os.fork()
     if pid == 0:
         child_ok = False
         try:
             counts = stats.snapshot()
-            child_ok = all(counts[name] == 0 for name in COUNTERS) and counts["overhead_stats"] == {
-                "average_overhead": 0.0,
-                "method": "none",
-            }
+            overhead = counts["overhead_stats"]
+            child_ok = all(counts[name] == 0 for name in COUNTERS) and (
+                overhead["served_seconds"],
+                overhead["monitor_cpu_seconds"],
+                overhead["average_overhead"],
+            ) == (0, 0, 0)
             stats.incr("slow_requests")
             child_ok = child_ok and stats.snapshot()["slow_requests"] == 1
         finally:
@@ -102,3 +117,142 @@ def test_a_forked_child_counts_from_zero() -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, "the child saw its parent's counters"
     assert stats.snapshot()["slow_requests"] == 3  # the parent keeps its own
+
+
+# --- what the overhead figure is made of -----------------------------------------------
+
+
+def test_overhead_is_what_the_monitor_adds_over_the_time_spent_serving() -> None:
+    stats = Stats(export_metrics=False)
+    for _ in range(4):
+        stats.count_request(threading.get_ident(), 2_000_000)  # 4 requests of 2 ms
+    stats.charge_cpu(0.0001)
+    overhead = stats.snapshot(request_cost_seconds=0.000001)["overhead_stats"]
+    assert overhead["sample_count"] == 4
+    assert overhead["served_seconds"] == pytest.approx(0.008)
+    # (0.1 ms of the monitor's threads + 4 x 1 µs) / 8 ms
+    assert overhead["average_overhead"] == pytest.approx(0.013)
+
+    stats.reset()
+    overhead = stats.snapshot(request_cost_seconds=0.000001)["overhead_stats"]
+    assert (overhead["sample_count"], overhead["average_overhead"]) == (0, 0.0)
+    stats.count_request(threading.get_ident(), 1_000_000)
+    overhead = stats.snapshot(request_cost_seconds=0.000001)["overhead_stats"]
+    assert overhead["average_overhead"] == pytest.approx(0.001)  # the CPU charged before reset
+
+
+def busy_for(cpu_seconds: float) -> None:
+    started = time.thread_time()
+    while time.thread_time() - started < cpu_seconds:
+        pass
+
+
+def test_a_background_worker_charges_the_cpu_of_its_jobs() -> None:
+    charged: list[float] = []
+    worker: BackgroundWorker[float] = BackgroundWorker(
+        "test-worker", busy_for, queue_size=10, on_cpu=charged.append
+    )
+    worker.submit(0.002)
+    worker.submit(0.003)
+    assert worker.flush(10)
+    worker.shutdown(10)
+    assert len(charged) == 2
+    assert sum(charged) >= 0.005
+
+
+class CountingClock:
+    """The sampler's clock: a fixed time, and how many ticks asked for it."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self._ticked = threading.Condition()
+
+    def __call__(self) -> int:
+        with self._ticked:
+            self.ticks += 1
+            self._ticked.notify_all()
+        return 10**18
+
+    def wait_for(self, ticks: int) -> None:
+        with self._ticked:
+            assert self._ticked.wait_for(lambda: self.ticks >= ticks, 10), "the sampler stopped"
+
+
+def test_the_sampler_charges_its_ticks_only_while_requests_are_in_flight() -> None:
+    settings = ActiveSettings.from_config(
+        Config(threshold_seconds=0.02, sampling_interval_seconds=0.005, enable_local_file=False)
+    )
+    in_flight, clock, charged = InFlightRequests(), CountingClock(), []
+    sampler = StackSampler(
+        in_flight,
+        admit=lambda request, frame: True,
+        on_threshold_crossed=lambda request: None,
+        on_hung=lambda request: None,
+        settings=settings,
+        clock_ns=clock,
+        on_cpu=charged.append,
+    )
+    sampler.ensure_started()
+    try:
+        clock.wait_for(5)
+        assert charged == []  # idle: nothing to slow down
+        span = SimpleNamespace(start_time=0, end_time=None, context=SimpleNamespace(span_id=1))
+        in_flight.start(span, threading.get_ident(), settings)
+        clock.wait_for(clock.ticks + 3)
+        wait_until(lambda: len(charged) >= 2, "ticks charged while a request runs")
+    finally:
+        sampler.stop()
+    assert all(seconds >= 0 for seconds in charged)
+
+
+def slow_and_fast_app() -> Flask:
+    app = Flask(__name__)
+
+    @app.route("/fast")
+    def fast() -> str:
+        return "fast"
+
+    @app.route("/slow")
+    def slow() -> str:
+        time.sleep(0.3)
+        return "slow"
+
+    return app
+
+
+def measured_part(overhead: dict[str, Any]) -> float:
+    """``average_overhead`` recomputed from its parts, as the README says it is made."""
+    added = overhead["monitor_cpu_seconds"]
+    added += overhead["request_cost_seconds"] * overhead["sample_count"]
+    return float(added / overhead["served_seconds"])
+
+
+def test_get_stats_charges_the_report_thread_and_each_request(tmp_path: Path) -> None:
+    config = Config(threshold_seconds=0.2, local_output_dir=str(tmp_path))
+    with served(slow_and_fast_app(), config) as watched:
+        for path in ["/fast"] * 5 + ["/slow"]:
+            requests.get(watched.url + path, timeout=10).raise_for_status()
+        watched.server_spans(6)
+        overhead = watched.processor.get_stats()["overhead_stats"]
+
+    assert overhead["sample_count"] == 6
+    assert overhead["served_seconds"] >= 0.3
+    assert overhead["request_cost_seconds"] > 0
+    assert overhead["monitor_cpu_seconds"] > 0  # the report was rendered and written
+    assert overhead["average_overhead"] == pytest.approx(measured_part(overhead))
+
+
+def test_the_precise_engine_adds_its_budget_to_what_is_measured(tmp_path: Path) -> None:
+    config = Config(engine="pyinstrument", local_output_dir=str(tmp_path))
+    with served(slow_and_fast_app(), config) as watched:
+        for _ in range(10):
+            requests.get(watched.url + "/fast", timeout=10).raise_for_status()
+        watched.server_spans(10)
+        overhead = watched.processor.get_stats()["overhead_stats"]
+        budget = watched.processor.settings.budget
+
+    assert budget is not None
+    assert overhead["profiled_share"] == budget.share
+    assert overhead["average_overhead"] == pytest.approx(
+        measured_part(overhead) + budget.estimated_overhead()
+    )

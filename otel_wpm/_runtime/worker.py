@@ -4,7 +4,7 @@ Used for everything that must stay off the request thread (rendering reports,
 delivering alerts). ``submit`` never blocks: when the queue is full the
 oldest job is dropped and ``on_drop`` is told. Threads do not survive
 ``fork()``, so each process (each gunicorn worker) starts its own thread the
-first time it submits.
+first time it submits. The CPU time each job takes is told to ``on_cpu``.
 """
 
 from __future__ import annotations
@@ -33,11 +33,13 @@ class BackgroundWorker(Generic[Job]):
         handle: Callable[[Job], None],
         queue_size: int,
         on_drop: Callable[[Job], None] = lambda job: None,
+        on_cpu: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self._name = name
         self._handle = handle
         self.queue_size = queue_size
         self._on_drop = on_drop
+        self._on_cpu = on_cpu
         self.after_fork_in_child()
         forksafe.register(self)
 
@@ -77,11 +79,13 @@ class BackgroundWorker(Generic[Job]):
                     return
                 job = self._jobs.popleft()
                 self._busy = True
+            started_cpu = time.thread_time()
             try:
                 self._handle(job)
             except Exception:  # the handler logs its own failures; this is the last guard
                 logger.exception("otel-wpm background job failed in %s", self._name)
             finally:
+                self._on_cpu(time.thread_time() - started_cpu)
                 with self._condition:
                     self._busy = False
                     self._condition.notify_all()

@@ -54,7 +54,11 @@ class DeliveryLane:
         self.stats = stats
         self._log_once = LogOnce(logger)
         self._worker: BackgroundWorker[Alert] = BackgroundWorker(
-            f"otel-wpm-alerts-{name}", self._deliver_safely, queue_size, self._dropped
+            f"otel-wpm-alerts-{name}",
+            self._deliver_safely,
+            queue_size,
+            self._dropped,
+            on_cpu=stats.charge_cpu,
         )
 
     def __repr__(self) -> str:

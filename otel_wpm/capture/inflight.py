@@ -202,6 +202,10 @@ class InFlightRequests:
 
     # --- sampler thread ----------------------------------------------------------------
 
+    def any_running(self) -> bool:
+        """Whether a watched span may be running: a cheap hint, read without the lock."""
+        return bool(self._spans) or bool(self._nested)
+
     def running(self) -> list[tuple[int, Any, ActiveSettings]]:
         """(thread id, span, the settings it started under) of every watched span running."""
         running = []

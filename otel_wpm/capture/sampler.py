@@ -8,6 +8,7 @@ Usage::
         on_threshold_crossed=owner.mark_slow,
         on_hung=owner.report_hung,
         settings=settings,          # the ActiveSettings in force: the tick
+        on_cpu=stats.charge_cpu,    # told the CPU time of each tick while requests run
     )
     sampler.ensure_started()       # from the request path: cheap once running
     sampler.configure(new_settings)
@@ -35,7 +36,8 @@ another thread).
 The full-rate tick calls ``on_threshold_crossed`` when a request passes its
 slow threshold and ``on_hung`` when it passes its hung threshold, while it
 still runs. Each request is judged by the thresholds of the settings it
-started under.
+started under. The CPU time of a tick is told to ``on_cpu`` when requests were
+in flight: an idle tick takes nothing from any request.
 """
 
 from __future__ import annotations
@@ -104,12 +106,14 @@ class StackSampler:
         on_hung: Notify,
         settings: ActiveSettings,
         clock_ns: Callable[[], int] = time.time_ns,
+        on_cpu: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self._requests = requests
         self._admit = admit
         self._on_threshold_crossed = on_threshold_crossed
         self._on_hung = on_hung
         self._clock_ns = clock_ns
+        self._on_cpu = on_cpu
         self.configure(settings)
         self.after_fork_in_child()
         forksafe.register(self)
@@ -126,13 +130,7 @@ class StackSampler:
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
-        self._cpu_seconds = 0.0
-        self._process_cpu_at_start = time.process_time()
         self._last_early_ns = 0  # when the last early round was
-
-    def cpu_share(self) -> float:
-        """CPU time of the sampler thread / CPU time of this process since it started."""
-        return self._cpu_seconds / max(time.process_time() - self._process_cpu_at_start, 1e-9)
 
     def ensure_started(self) -> None:
         if self._thread is None:
@@ -154,15 +152,17 @@ class StackSampler:
             thread.join(timeout=5)
 
     def _run(self) -> None:
-        started_cpu = time.thread_time()
         wait = self._interval
         while not self._stop.wait(wait):
+            started_cpu = time.thread_time()
+            in_flight = self._requests.any_running()
             try:
                 wait = self.tick()
             except Exception:
                 wait = self._interval
                 logger.exception("otel-wpm sampler tick failed")
-            self._cpu_seconds = time.thread_time() - started_cpu
+            if in_flight:
+                self._on_cpu(time.thread_time() - started_cpu)
 
     def tick(self) -> float:
         """Sample what is due and report threshold crossings (also callable from tests).

@@ -70,7 +70,11 @@ class Reporter:
         self.stats = stats
         self._failures = LogOnce(logger)
         self._reports: BackgroundWorker[_Job] = BackgroundWorker(
-            "otel-wpm-reports", self._report, config.report_queue_size, self._report_dropped
+            "otel-wpm-reports",
+            self._report,
+            config.report_queue_size,
+            self._report_dropped,
+            on_cpu=stats.charge_cpu,
         )
         self._alerts_lock = threading.Lock()  # the report thread submits, update_config swaps
         self._alerts = AlertDispatcher.from_config(config, stats)
