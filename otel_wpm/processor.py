@@ -372,8 +372,9 @@ class ProfilingSpanProcessor(SpanProcessor):
         self.stats.reset()
 
     def test_alert_system(self) -> dict[str, Any]:
-        """Send a test alert through every enabled exporter, now; says which worked."""
-        return self._reporter.send_test_alert(self._settings.config)
+        """Send a test alert, with a small real report, through every enabled exporter now;
+        says which worked."""
+        return self._reporter.send_test_alert(self._settings)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._reporter.flush(timeout_millis / 1000)

@@ -13,10 +13,13 @@ import requests
 from apps.helpers import clean_env, free_port, running_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mattermost_server import FakeMattermostServer
 
 import otel_wpm as otel_wpm_package
 from otel_wpm.cli import config_toml
 from otel_wpm.config import Config, read_env
+from otel_wpm.reporting.report_format import parse_metadata, read_metadata
+from otel_wpm.reporting.reporter import TEST_ALERT_ROUTE, TEST_ALERT_TRACE_ID
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -247,7 +250,33 @@ def test_test_alert_to_the_local_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines() == ["local_file: ok"]
     (line,) = (tmp_path / "out" / "alerts.jsonl").read_text().splitlines()
-    assert json.loads(line)["service"] == "otel-wpm"
+    record = json.loads(line)
+    assert record["service"] == "otel-wpm"
+    # the report it names was written, beside it
+    assert read_metadata(tmp_path / "out" / record["report_file"])["route"] == TEST_ALERT_ROUTE
+
+
+def test_test_alert_posts_a_real_report_to_mattermost(
+    tmp_path: Path, mattermost_server: FakeMattermostServer
+) -> None:
+    result = otel_wpm(
+        tmp_path,
+        "test-alert",
+        WPM_LOCAL_OUTPUT_DIR="out",
+        WPM_ENABLE_MATTERMOST="true",
+        WPM_MATTERMOST_SERVER_URL=mattermost_server.url,
+        WPM_MATTERMOST_TOKEN=mattermost_server.token,
+        WPM_MATTERMOST_CHANNEL_ID=mattermost_server.channel_id,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == ["local_file: ok", "mattermost: ok"]
+    (post,) = mattermost_server.posts
+    (upload,) = mattermost_server.files
+    assert post["file_ids"] == [upload.id]
+    assert upload.mime_type == "text/html"
+    meta = parse_metadata(upload.data)
+    assert (meta["route"], meta["trace_id"]) == (TEST_ALERT_ROUTE, TEST_ALERT_TRACE_ID)
+    assert (tmp_path / "out" / upload.name).read_bytes() == upload.data
 
 
 def test_test_alert_fails_on_an_unreachable_mattermost(tmp_path: Path) -> None:

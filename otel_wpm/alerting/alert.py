@@ -3,14 +3,12 @@
 Usage::
 
     alert = Alert(service="shop", method="GET", route="/users/<id>", ...)  # see Reporter
-    probe = test_alert("shop", "http://localhost:16686/trace/{trace_id}")
 """
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
@@ -74,28 +72,3 @@ class Alert:
         if is_no_route_key(self.route):
             return f"{self.service} {self.route}"  # any method: scanners try them all
         return f"{self.service} {self.method} {self.route}"
-
-
-def test_alert(service: str, trace_url_template: Optional[str]) -> Alert:
-    """An alert that says it is a test, with made-up ids, to check the exporters end to end."""
-    trace_id, span_id = "0" * 31 + "1", "0" * 15 + "1"
-    return Alert(
-        service=service,
-        method="GET",
-        route="/otel-wpm/test-alert",
-        url="/otel-wpm/test-alert",
-        status=200,
-        duration_seconds=0.0,
-        threshold_seconds=0.0,
-        host=socket.gethostname(),
-        trace_id=trace_id,
-        span_id=span_id,
-        start_time=datetime.now(timezone.utc),
-        trace_url=trace_url_template.format(trace_id=trace_id, span_id=span_id)
-        if trace_url_template
-        else None,
-        report_url=None,
-        report_path=None,
-        report_filename="otel-wpm-test-alert.html",
-        is_test=True,
-    )

@@ -7,6 +7,7 @@ Usage (this is what ``ProfilingSpanProcessor`` does)::
     link = reporter.report_link(span, request, name)   # so the live span can link to it
     reporter.report(span, request, duration, session, spans)  # request thread: copy, queue
     reporter.report_running(span, request, age, samples, spans)  # sampler thread: hung
+    reporter.send_test_alert(settings)                 # a small real report, sent now
     reporter.update_config(old_config, new_config)     # rebuilds alerting only if it changed
     reporter.flush(timeout_seconds)
     reporter.shutdown(timeout_seconds)
@@ -21,11 +22,13 @@ dispatcher, whose own thread de-duplicates and delivers it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -40,11 +43,12 @@ from .._runtime.logs import LogOnce
 from .._runtime.stats import Stats
 from .._runtime.worker import BackgroundWorker
 from ..active_settings import ActiveSettings, changed
-from ..alerting.alert import Alert, HotFrame, SlowSpan, test_alert
+from ..alerting.alert import Alert, HotFrame, SlowSpan
 from ..alerting.dispatch import ALERT_SETTINGS, AlertDispatcher
 from ..capture.inflight import InFlightRequest
-from ..capture.request import snapshot
+from ..capture.request import RawRequest, snapshot
 from ..capture.route import route_template
+from ..capture.sampler import stack_of
 from ..capture.samples import FoldedSamples
 from ..capture.semconv import HttpFacts, http_facts
 from ..capture.trace_spans import KeptSpans
@@ -122,11 +126,7 @@ class Reporter:
         self, span: ReadableSpan, request: InFlightRequest, file_name: str
     ) -> Optional[str]:
         """Where the trace points to: the report server's page of the trace, else the file."""
-        base = request.settings.config.report_base_url
-        if base:
-            return f"{base}/trace/{format_trace_id(span.context.trace_id)}"
-        store = request.settings.store
-        return store.link(file_name) if store is not None else None
+        return _report_link(request.settings, format_trace_id(span.context.trace_id), file_name)
 
     # --- queueing a report (request thread, sampler thread) ---------------------------
 
@@ -203,7 +203,11 @@ class Reporter:
             profile=profile,
             report_file=file_name,
             report_link=self.report_link(span, request, file_name),
-            trace_url=_trace_url(span, config.trace_url_template),
+            trace_url=_trace_url(
+                config.trace_url_template,
+                format_trace_id(span.context.trace_id),
+                format_span_id(span.context.span_id),
+            ),
             in_flight=in_flight,
             spans=tuple(spans.of_request(span)) if spans is not None else (),
             spans_not_kept=spans.not_kept if spans is not None else 0,
@@ -222,23 +226,9 @@ class Reporter:
             job.retry_pending()
             self._retry_later(job)
             return
-        from .profile import hot_frames
-        from .render import render_report
-
         slow, settings = job
         try:
-            hot = hot_frames(slow.profile.session)
-            spans = summarise_spans(
-                slow.spans,
-                slow.start_time,
-                slow.duration_seconds,
-                settings.masker,
-                slow.spans_not_kept,
-            )
-            # "replace": request data can hold lone surrogates (a JSON body with "\ud800",
-            # multipart names decoded with surrogateescape), which UTF-8 cannot encode.
-            page = render_report(slow, settings.masker, hot, spans)
-            content = page.encode("utf-8", "replace")
+            hot, spans, content = _rendered(slow, settings.masker)
         except Exception:
             self.stats.incr("internal_errors")
             self._failures.warning(
@@ -287,10 +277,21 @@ class Reporter:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def send_test_alert(self, config: Config) -> dict[str, Any]:
-        """Send a test alert through every exporter now; says which worked."""
-        probe = test_alert(config.service_name or "otel-wpm", config.trace_url_template)
-        return self._alerts.send_test_alert(probe)
+    def send_test_alert(self, settings: ActiveSettings) -> dict[str, Any]:
+        """Send a test alert with its report through every exporter now; says which worked.
+
+        The report is a real one, made like any other (rendered, written to the store of
+        ``settings``, attached), of a made-up request (:func:`probe_request`).
+        """
+        slow = probe_request(settings)
+        hot, spans, content = _rendered(slow, settings.masker)
+        path = None
+        if settings.store is not None:
+            # A directory that refuses the report refuses alerts.jsonl too: that says why.
+            with contextlib.suppress(OSError):
+                path = settings.store.write(slow.report_file, content)
+        alert = build_alert(slow, path, content, settings.masker, hot, spans)
+        return self._alerts.send_test_alert(dataclasses.replace(alert, is_test=True))
 
     def flush(self, timeout: float) -> bool:
         """Wait until queued reports are written and their alerts delivered."""
@@ -310,6 +311,71 @@ class Reporter:
         self._alerts.shutdown(_left(deadline))
         for thread in self._retiring:
             _joined(thread, deadline)
+
+
+#: The made-up request of a test alert, and its ids.
+TEST_ALERT_ROUTE = "/otel-wpm/test-alert"
+TEST_ALERT_TRACE_ID, TEST_ALERT_SPAN_ID = "0" * 31 + "1", "0" * 15 + "1"
+_TEST_SAMPLES, _TEST_INTERVAL = 3, 0.01
+
+
+def probe_request(settings: ActiveSettings) -> SlowRequest:
+    """``GET /otel-wpm/test-alert``, whose profile is a few samples of the calling stack."""
+    from .profile import sampled_profile  # pyinstrument: on first use
+
+    config = settings.config
+    duration = _TEST_SAMPLES * _TEST_INTERVAL
+    started = time.time() - duration
+    samples = FoldedSamples()
+    for _ in range(_TEST_SAMPLES):
+        samples.add(stack_of(sys._getframe()), _TEST_INTERVAL)
+    profile = sampled_profile(samples, started, duration, _TEST_INTERVAL, "GET request")
+    file_name = report_file_name(
+        datetime.fromtimestamp(started, tz=timezone.utc),
+        "GET",
+        TEST_ALERT_ROUTE,
+        TEST_ALERT_TRACE_ID,
+        TEST_ALERT_SPAN_ID,
+        in_flight=False,
+    )
+    return SlowRequest(
+        service=config.service_name or "otel-wpm",
+        facts=HttpFacts(
+            method="GET",
+            path=TEST_ALERT_ROUTE,
+            query="",
+            url=TEST_ALERT_ROUTE,
+            route=TEST_ALERT_ROUTE,
+            status=200,
+        ),
+        trace_id=TEST_ALERT_TRACE_ID,
+        span_id=TEST_ALERT_SPAN_ID,
+        start_time=started,
+        duration_seconds=duration,
+        threshold_seconds=config.threshold_seconds,
+        raw_request=RawRequest(),
+        profile=profile,
+        report_file=file_name,
+        report_link=_report_link(settings, TEST_ALERT_TRACE_ID, file_name),
+        trace_url=_trace_url(config.trace_url_template, TEST_ALERT_TRACE_ID, TEST_ALERT_SPAN_ID),
+    )
+
+
+def _rendered(
+    slow: SlowRequest, masker: SecretMasker
+) -> tuple[tuple[HotFrame, ...], SpanSummary, bytes]:
+    """The hot frames and the spans of ``slow`` (for the page and the alert), and its page."""
+    # Imported when first needed (on the report thread): rendering loads pyinstrument.
+    from .profile import hot_frames
+    from .render import render_report
+
+    hot = hot_frames(slow.profile.session)
+    spans = summarise_spans(
+        slow.spans, slow.start_time, slow.duration_seconds, masker, slow.spans_not_kept
+    )
+    # "replace": request data can hold lone surrogates (a JSON body with "\ud800",
+    # multipart names decoded with surrogateescape), which UTF-8 cannot encode.
+    return hot, spans, render_report(slow, masker, hot, spans).encode("utf-8", "replace")
 
 
 def build_alert(
@@ -373,13 +439,15 @@ def _host_name(span: ReadableSpan) -> str:
     return str(span.resource.attributes.get("host.name") or socket.gethostname())
 
 
-def _trace_url(span: ReadableSpan, template: Optional[str]) -> Optional[str]:
-    if not template:
-        return None
-    return template.format(
-        trace_id=format_trace_id(span.context.trace_id),
-        span_id=format_span_id(span.context.span_id),
-    )
+def _report_link(settings: ActiveSettings, trace_id: str, file_name: str) -> Optional[str]:
+    base = settings.config.report_base_url
+    if base:
+        return f"{base}/trace/{trace_id}"
+    return settings.store.link(file_name) if settings.store is not None else None
+
+
+def _trace_url(template: Optional[str], trace_id: str, span_id: str) -> Optional[str]:
+    return template.format(trace_id=trace_id, span_id=span_id) if template else None
 
 
 def _left(deadline: float) -> float:
