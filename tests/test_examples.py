@@ -85,7 +85,7 @@ def test_advanced_usage_example(tmp_path: Path) -> None:
     assert "GET /export: slow requests so far = 2" in lines  # no longer
     assert "test alert: sent" in lines
     assert "after reset_stats: total requests = 0" in lines
-    assert routes(tmp_path / "out") == ["/export", "/search"]
+    assert routes(tmp_path / "out") == ["/export", "/otel-wpm/test-alert", "/search"]
 
 
 def test_production_example_prints_usage_when_run_directly(tmp_path: Path) -> None:
