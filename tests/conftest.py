@@ -16,6 +16,7 @@ from mattermost_server import FakeMattermostServer
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
+from otel_wpm import Config, PerformanceMonitor
 from otel_wpm.alerting.alert import Alert, HotFrame
 
 # Every test of these starts interpreters or servers in subprocesses (opentelemetry-instrument,
@@ -90,6 +91,23 @@ def make_alert() -> Callable[..., Alert]:
         return Alert(**fields)
 
     return build
+
+
+@pytest.fixture
+def make_monitor(tmp_path: Path) -> Iterator[Callable[..., PerformanceMonitor]]:
+    """Builds ``PerformanceMonitor(Config(**settings))``, by default with a 0.2 s threshold
+    and reports in ``tmp_path``; shuts each one down after the test."""
+    monitors: list[PerformanceMonitor] = []
+
+    def make(**settings: Any) -> PerformanceMonitor:
+        settings = {"threshold_seconds": 0.2, "local_output_dir": str(tmp_path), **settings}
+        monitor = PerformanceMonitor(Config(**settings))
+        monitors.append(monitor)
+        return monitor
+
+    yield make
+    for monitor in monitors:
+        monitor.shutdown()
 
 
 @pytest.fixture

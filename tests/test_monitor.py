@@ -8,9 +8,8 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 import requests
@@ -31,21 +30,6 @@ from otel_wpm.capture import attributes
 from otel_wpm.install import installed_processor
 
 pytestmark = pytest.mark.usefixtures("fresh_globals")
-
-
-@pytest.fixture
-def make_monitor(tmp_path: Path) -> Iterator[Callable[..., PerformanceMonitor]]:
-    monitors: list[PerformanceMonitor] = []
-
-    def make(**settings: Any) -> PerformanceMonitor:
-        settings = {"threshold_seconds": 0.2, "local_output_dir": str(tmp_path), **settings}
-        monitor = PerformanceMonitor(Config(**settings))
-        monitors.append(monitor)
-        return monitor
-
-    yield make
-    for monitor in monitors:
-        monitor.shutdown()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,27 +25,12 @@ from apps.watched import served
 from flask import Flask, request
 from mattermost_server import FakeMattermostServer
 
-from otel_wpm import Config, PerformanceMonitor
+from otel_wpm import PerformanceMonitor
 from otel_wpm.reporting.report_format import is_report_file, parse_metadata
 
 pytestmark = pytest.mark.usefixtures("fresh_globals")
 
-MakeMonitor = Callable[..., PerformanceMonitor]
-
-
-@pytest.fixture
-def make_monitor(tmp_path: Path) -> Iterator[MakeMonitor]:
-    monitors: list[PerformanceMonitor] = []
-
-    def make(**settings: Any) -> PerformanceMonitor:
-        settings = {"enable_local_file": True, "local_output_dir": str(tmp_path), **settings}
-        monitor = PerformanceMonitor(Config(**settings))
-        monitors.append(monitor)
-        return monitor
-
-    yield make
-    for monitor in monitors:
-        monitor.shutdown()
+MakeMonitor = Callable[..., PerformanceMonitor]  # the make_monitor fixture (conftest.py)
 
 
 def users_app() -> Flask:
