@@ -387,20 +387,24 @@ class ProfilingSpanProcessor(SpanProcessor):
 def _measured_request_cost(config: Config) -> float:
     # A throwaway processor with the same settings that keeps nothing: no report, alert
     # or metric, and no profiler (the precise engine's cost is its budget's bound).
-    probe = ProfilingSpanProcessor(
-        config.replace(
-            enabled=True,
-            engine="sampling",
-            enable_local_file=False,
-            enable_mattermost=False,
-            dedup_redis_url=None,
-        ),
-        stats=Stats(export_metrics=False),
-    )
     try:
-        return measure_request_cost(probe)
-    finally:
-        probe.shutdown()
+        probe = ProfilingSpanProcessor(
+            config.replace(
+                enabled=True,
+                engine="sampling",
+                enable_local_file=False,
+                enable_mattermost=False,
+                dedup_redis_url=None,
+            ),
+            stats=Stats(export_metrics=False),
+        )
+        try:
+            return measure_request_cost(probe)
+        finally:
+            probe.shutdown()
+    except Exception:  # get_stats() must answer; called once per processor, so logged once
+        logger.warning("otel-wpm could not measure the cost of a request", exc_info=True)
+        return 0.0
 
 
 def _set_log_level(config: Config) -> None:

@@ -6,16 +6,18 @@ Usage::
     seconds = measure_request_cost(probe)   # CPU seconds per request, ~5 ms to find out
     probe.shutdown()
 
-Measured once, on the calling thread, like the precise engine's slowdown: a batch of
-ended GET server spans goes through the processor's ``on_start`` and ``on_end``, and
-the CPU time of the thread (``time.thread_time()``, which other threads do not
-disturb) is read around the batch. The least of a few batches is kept. The spans are
-roots of their own, so a request running on the calling thread is not their parent.
+Measured once, like the precise engine's slowdown: a batch of ended GET server spans
+goes through the processor's ``on_start`` and ``on_end``, and the CPU time of the
+thread (``time.thread_time()``, which other threads do not disturb) is read around
+the batch. The least of a few batches is kept. It runs on a thread of its own, where
+no profiler runs (the precise engine's may, on a request thread calling
+``get_stats()``); the spans are roots, so no request is their parent.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
@@ -50,6 +52,11 @@ def measure_request_cost(processor: SpanProcessor) -> float:
 
     ``processor`` is a throwaway: the requests go into its registry and its counters.
     """
+    with ThreadPoolExecutor(1, thread_name_prefix="otel-wpm-request-cost") as thread:
+        return thread.submit(_measure, processor).result()
+
+
+def _measure(processor: SpanProcessor) -> float:
     spans = _fast_requests(_BATCH)
     best = float("inf")
     for _ in range(_ROUNDS):
