@@ -52,8 +52,8 @@ def measure_request_cost(processor: SpanProcessor) -> float:
 
     ``processor`` is a throwaway: the requests go into its registry and its counters.
     """
-    with ThreadPoolExecutor(1, thread_name_prefix="otel-wpm-request-cost") as thread:
-        return thread.submit(_measure, processor).result()
+    with ThreadPoolExecutor(1, thread_name_prefix="otel-wpm-request-cost") as executor:
+        return executor.submit(_measure, processor).result()
 
 
 def _measure(processor: SpanProcessor) -> float:
