@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -328,6 +327,8 @@ class RedisDedupStore(DedupStore):
         return [f"{self.PREFIX}{{{key}}}:claim", f"{self.PREFIX}{{{key}}}:suppressed"]
 
     def _claim(self, key: str, window_seconds: float) -> tuple[bool, int, Optional[str]]:
+        import secrets  # on the alert thread, with Redis only (hmac, hashlib: ~4 ms at start-up)
+
         window = secrets.token_hex(8)
         window_ms = max(1, int(window_seconds * 1000))
         counter_ttl = int(count_ttl_seconds(window_seconds))
