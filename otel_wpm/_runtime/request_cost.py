@@ -17,7 +17,6 @@ no profiler runs (the precise engine's may, on a request thread calling
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
@@ -52,6 +51,8 @@ def measure_request_cost(processor: SpanProcessor) -> float:
 
     ``processor`` is a throwaway: the requests go into its registry and its counters.
     """
+    from concurrent.futures import ThreadPoolExecutor  # once, at the first get_stats()
+
     with ThreadPoolExecutor(1, thread_name_prefix="otel-wpm-request-cost") as executor:
         return executor.submit(_measure, processor).result()
 
