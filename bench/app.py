@@ -193,20 +193,30 @@ def busy() -> Any:
 
 
 def bench_config() -> Any:
-    provider = _state["provider"]
-    processors = _processor_names(provider) if provider is not None else []
-    package = sys.modules.get("otel_wpm")
-    return jsonify(
-        config=_state["config"],
-        pid=os.getpid(),
-        processors=processors,
-        otel_wpm=getattr(package, "__file__", None),
-    )
+    return jsonify(installed(_state))
 
 
 def bench_stats() -> Any:
-    processor = _state["processor"]
-    return jsonify(processor.get_stats() if processor is not None else {})
+    return jsonify(processor_stats(_state))
+
+
+def installed(state: dict[str, Any]) -> dict[str, Any]:
+    """What ``/_bench/config`` answers: the stack installed, and where otel_wpm came from."""
+    provider = state["provider"]
+    processors = _processor_names(provider) if provider is not None else []
+    package = sys.modules.get("otel_wpm")
+    return {
+        "config": state["config"],
+        "pid": os.getpid(),
+        "processors": processors,
+        "otel_wpm": getattr(package, "__file__", None),
+    }
+
+
+def processor_stats(state: dict[str, Any]) -> dict[str, Any]:
+    """What ``/_bench/stats`` answers: the processor's ``get_stats()``, ``{}`` without one."""
+    processor = state["processor"]
+    return dict(processor.get_stats()) if processor is not None else {}
 
 
 def add_bench_routes(flask_app: Flask) -> None:
@@ -286,17 +296,21 @@ def watched(
     output_dir: Optional[str] = None,
     set_global: bool = True,
     wpm_options: Optional[dict[str, Any]] = None,
+    middleware: Optional[Any] = None,
 ) -> tuple[Any, Any, Any]:
     """``wsgi_app`` wrapped in the watching stack named by ``config``.
 
     ``wpm_options`` apply over :data:`WPM_OPTIONS` in the ``wpm*`` configurations.
-    Returns (the WSGI app, its tracer provider or None, its processor or None).
+    ``middleware`` is OpenTelemetry's middleware class for the app (default: WSGI's;
+    ``bench/asgi_app.py`` passes the ASGI one). Returns (the app, its tracer provider
+    or None, its processor or None).
     """
     if config not in CONFIGS:
         raise ValueError(f"unknown BENCH_CONFIG {config!r}; expected one of {CONFIGS}")
     if config == "bare":
         return wsgi_app, None, None
-    from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+    if middleware is None:
+        from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware as middleware
 
     provider = _make_provider(set_global)
     processor = None
@@ -306,7 +320,7 @@ def watched(
         out = output_dir or tempfile.mkdtemp(prefix="otel-wpm-bench-")
         options = {**WPM_OPTIONS, "local_output_dir": out, **_WPM_CONFIGS[config]}
         processor = _add_profiler(provider, {**options, **(wpm_options or {})})
-    return OpenTelemetryMiddleware(wsgi_app, tracer_provider=provider), provider, processor
+    return middleware(wsgi_app, tracer_provider=provider), provider, processor
 
 
 def install(

@@ -7,6 +7,7 @@ Usage::
     python bench/inprocess.py --child-spans 20   # each request makes 20 database spans
     python bench/inprocess.py --outside          # spans made outside any request
     python bench/inprocess.py --clock cpu        # CPU time of this thread: on a busy machine
+    python bench/inprocess.py --asgi             # bench/asgi_app.py, a task per request
 
 Each configuration of ``bench/app.py`` wraps the same Flask app in this one
 process. Rounds of ``--calls`` requests alternate between the configurations, so
@@ -24,11 +25,16 @@ that belongs to no watched request.
 ``--clock cpu`` times with this thread's CPU clock instead of the wall clock:
 other processes competing for the CPU then do not count, which makes a
 difference of a fraction of a microsecond readable on a shared machine.
+
+``--asgi`` times ``bench/asgi_app.py`` behind OpenTelemetry's ASGI middleware
+instead, each request in a task of its own on one event loop, as uvicorn runs
+them.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import statistics
 import sys
@@ -104,6 +110,53 @@ def microseconds_per_request(
     return (clock() - started) / calls * 1e6
 
 
+def asgi_microseconds_per_request(
+    asgi_app: Any, path: str, calls: int, clock: Callable[[], float] = time.perf_counter
+) -> float:
+    """``calls`` requests for ``path``, each in a task of its own, as a server runs them."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": [(b"host", b"127.0.0.1"), (b"user-agent", b"bench")],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    async def serve() -> float:
+        started = clock()
+        for _ in range(calls):
+            await asyncio.create_task(asgi_app(dict(scope), receive, send))
+        return (clock() - started) / calls * 1e6
+
+    return asyncio.run(serve())
+
+
+def _wsgi_stacks(configs: list[str], child_spans: int) -> dict[str, tuple[Any, Any, Any]]:
+    stacks = {}
+    for name in configs:
+        inner = ChildSpans(app.wsgi_app, child_spans)
+        stacks[name] = watched(name, inner, set_global=False)
+        if stacks[name][1] is not None:
+            inner.tracer = stacks[name][1].get_tracer("bench.child")
+    return stacks
+
+
+def _asgi_stacks(configs: list[str]) -> dict[str, tuple[Any, Any, Any]]:
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    from bench.asgi_app import app as asgi_app
+
+    return {
+        name: watched(name, asgi_app, set_global=False, middleware=OpenTelemetryMiddleware)
+        for name in configs
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="otel,wpm", help="comma-separated; otel is added")
@@ -113,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child-spans", type=int, default=0, help="spans made in each request")
     parser.add_argument("--outside", action="store_true", help="time spans outside requests")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
+    parser.add_argument("--asgi", action="store_true", help="the ASGI app (bench/asgi_app.py)")
     args = parser.parse_args(argv)
     clock = CLOCKS[args.clock]
     configs = ["otel", *[c for c in args.configs.split(",") if c and c != "otel"]]
@@ -121,17 +175,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown config {unknown[0]!r}; expected some of {CONFIGS}")
     if "bare" in configs and (args.child_spans or args.outside):
         parser.error("bare has no tracer to make spans with")
+    if args.asgi and (args.child_spans or args.outside):
+        parser.error("--asgi times whole requests of the ASGI app only")
 
-    stacks = {}
-    for name in configs:
-        inner = ChildSpans(app.wsgi_app, args.child_spans)
-        stacks[name] = watched(name, inner, set_global=False)
-        if stacks[name][1] is not None:
-            inner.tracer = stacks[name][1].get_tracer("bench.child")
+    stacks = _asgi_stacks(configs) if args.asgi else _wsgi_stacks(configs, args.child_spans)
     template = EnvironBuilder(path=args.path, headers={"User-Agent": "bench"}).get_environ()
 
     def measure(name: str, calls: int) -> float:
         wsgi_app, provider, _ = stacks[name]
+        if args.asgi:
+            return asgi_microseconds_per_request(wsgi_app, args.path, calls, clock)
         if args.outside:
             return microseconds_per_outside_span(provider.get_tracer("bench.job"), calls, clock)
         return microseconds_per_request(wsgi_app, template, calls, clock)
@@ -153,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         unit = "request"
         spans = f", {args.child_spans} child spans each" if args.child_spans else ""
+        kind = " (ASGI)" if args.asgi else ""
         print(
-            f"{args.path}: median of {args.rounds} rounds x {args.calls} requests{spans}, "
+            f"{args.path}{kind}: median of {args.rounds} rounds x {args.calls} requests{spans}, "
             "in-process"
         )
     for name in configs:

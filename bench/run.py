@@ -1,13 +1,13 @@
 """Overhead benchmark: throughput of the reference app under each watching configuration.
 
-Every repetition starts a fresh gunicorn (1 worker, gthread x4, 127.0.0.1 only) for
-each configuration, all of them at once. For each endpoint, every server is warmed
-up, then loaded in turn by ``wrk -t2 -c8 --latency`` in ``--bursts`` short runs
-that together last ``--duration`` seconds per server, the order rotating between
-rounds. Servers only wait while another is loaded, so a drift of the machine within
-a repetition hits every configuration alike. Throughput is reported as a ratio
-against ``otel`` in the same repetition (median and min-max across repetitions),
-with median p50/p99 latency alongside. Usage::
+Every repetition starts a fresh server (gunicorn, 1 worker, gthread x4; uvicorn for
+the ASGI app; 127.0.0.1 only) for each configuration, all of them at once. For each
+endpoint, every server is warmed up, then loaded in turn by ``wrk -t2 -c8 --latency``
+in ``--bursts`` short runs that together last ``--duration`` seconds per server, the
+order rotating between rounds. Servers only wait while another is loaded, so a drift
+of the machine within a repetition hits every configuration alike. Throughput is
+reported as a ratio against ``otel`` in the same repetition (median and min-max
+across repetitions), with median p50/p99 latency alongside. Usage::
 
     python bench/run.py --reps 5 --duration 10            # full run, ~16 min
     python bench/run.py --quick --configs bare,otel       # smoke check, 1 rep x 2 s
@@ -15,6 +15,7 @@ with median p50/p99 latency alongside. Usage::
     python bench/run.py --endpoints /cpu,/io --json out.json
     python bench/run.py --report out.json                 # tables of a saved run
     python bench/run.py --app shop --reps 3 --duration 5  # the second app (bench/shop_app.py)
+    python bench/run.py --app asgi --configs otel,wpm,otel_noop   # the ASGI app on uvicorn
 """
 
 from __future__ import annotations
@@ -43,10 +44,16 @@ GUNICORN_CONF = os.path.join(ROOT, "bench", "gunicorn_conf.py")
 HOST = "127.0.0.1"
 CONFIGS = ("bare", "otel", "wpm", "wpm_precise", "wpm_late", "otel_noop", "otel_minimal")
 DEFAULT_CONFIGS = CONFIGS[:4]
-#: The benchmark apps: their module and the endpoints measured by default.
+#: The benchmark apps: their module, the endpoints measured by default, and the server.
 APPS = {
-    "app": ("bench.app", ("/fast", "/cpu", "/cpu_mix", "/io")),
-    "shop": ("bench.shop_app", ("/api/health", "/api/report", "/api/wait")),
+    "app": ("bench.app", ("/fast", "/cpu", "/cpu_mix", "/io"), "gunicorn"),
+    "shop": ("bench.shop_app", ("/api/health", "/api/report", "/api/wait"), "gunicorn"),
+    "asgi": ("bench.asgi_app", ("/fast", "/io", "/cpu_mix"), "uvicorn"),
+}
+#: How each server runs, for the first line of output.
+SERVERS = {
+    "gunicorn": "gunicorn -w 1 -k gthread --threads 4",
+    "uvicorn": "uvicorn, 1 process (one event loop), --loop asyncio --http h11",
 }
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
@@ -165,7 +172,7 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, config: str, log: str, 
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"gunicorn ({config}) exited {proc.returncode}:\n{_tail(log)}")
+            raise RuntimeError(f"server ({config}) exited {proc.returncode}:\n{_tail(log)}")
         info = _get_json(f"http://{HOST}:{port}/_bench/config")
         if info is not None:
             if info.get("config") != config:
@@ -176,7 +183,7 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, config: str, log: str, 
                 raise RuntimeError(f"otel_wpm loaded from {info['otel_wpm']}, not {src}")
             return
         time.sleep(0.1)
-    raise RuntimeError(f"gunicorn ({config}) not ready in {READY_TIMEOUT_S}s:\n{_tail(log)}")
+    raise RuntimeError(f"server ({config}) not ready in {READY_TIMEOUT_S}s:\n{_tail(log)}")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -198,9 +205,21 @@ def gunicorn(
     """Run the bench app ``app`` (a key of :data:`APPS`) under ``config`` on a free
     loopback port, with ``env`` over the defaults; yields the port."""
     port = free_port()
-    log = os.path.join(workdir, f"gunicorn-{config}-{port}.log")
+    module, _, server = APPS[app]
+    if server == "uvicorn":
+        cmd = [
+            sys.executable, "-m", "uvicorn", "--factory", f"{module}:create_app",
+            "--app-dir", ROOT, "--host", HOST, "--port", str(port),
+            "--loop", "asyncio", "--http", "h11", "--lifespan", "off", "--no-access-log",
+        ]  # fmt: skip
+    else:
+        cmd = [
+            sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, "--chdir", ROOT,
+            "-w", "1", "-k", "gthread", "--threads", "4", "-b", f"{HOST}:{port}",
+            f"{module}:app",
+        ]  # fmt: skip
+    log = os.path.join(workdir, f"{server}-{config}-{port}.log")
     src = os.path.join(workdir, "src")
-    module = APPS[app][0]
     server_env = {
         **os.environ,
         "BENCH_APP": module,
@@ -209,11 +228,6 @@ def gunicorn(
         "BENCH_SRC": src,
         **(env or {}),
     }
-    cmd = [
-        sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, "--chdir", ROOT,
-        "-w", "1", "-k", "gthread", "--threads", "4", "-b", f"{HOST}:{port}",
-        f"{module}:app",
-    ]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env=server_env, start_new_session=True
@@ -226,7 +240,7 @@ def gunicorn(
 
 
 def scan_log(workdir: str) -> list[str]:
-    """Suspicious lines (tracebacks, warnings, errors) from all gunicorn logs so far."""
+    """Suspicious lines (tracebacks, warnings, errors) from all server logs so far."""
     found = []
     for name in sorted(os.listdir(workdir)):
         if name.endswith(".log"):
@@ -500,7 +514,7 @@ def print_issues(samples: Sequence[Sample], issues: RunIssues) -> None:
     print(f"  server start failures: {len(issues.start_failures)}")
     for line in issues.start_failures:
         print("    " + line.replace("\n", "\n    "))
-    print(f"  suspicious gunicorn log lines: {len(issues.log_lines)}")
+    print(f"  suspicious server log lines: {len(issues.log_lines)}")
     for line in issues.log_lines[:20]:
         print("    " + line)
     print(
@@ -525,7 +539,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk before each run")
     ap.add_argument("--baseline", default="otel", help="config the ratios are taken against")
     ap.add_argument("--json", dest="json_out", help="write samples and summary here")
-    ap.add_argument("--log-dir", help="keep gunicorn logs here (default: a temp dir, removed)")
+    ap.add_argument("--log-dir", help="keep server logs here (default: a temp dir, removed)")
     ap.add_argument("--report", metavar="JSON", help="print the tables of a saved --json run")
     ap.add_argument("--quick", action="store_true", help="smoke check: 1 rep, 2 s, 1 s warm-up")
     args = ap.parse_args(argv)
@@ -599,7 +613,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"app={args.app} configs={args.configs} endpoints={args.endpoints} reps={args.reps} "
         f"duration={args.duration:g}s in {args.bursts} bursts warmup={args.warmup:g}s "
         f"wrk -t{WRK_THREADS} "
-        f"-c{WRK_CONNECTIONS}; gunicorn -w 1 -k gthread --threads 4; cpus={os.cpu_count()}; "
+        f"-c{WRK_CONNECTIONS}; {SERVERS[APPS[args.app][2]]}; cpus={os.cpu_count()}; "
         f"otel_wpm at {args.revision}",
         flush=True,
     )

@@ -44,7 +44,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import FrameType
 from typing import Any, Optional
 
@@ -52,17 +52,28 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
+from ._runtime import gevent_patch
 from ._runtime.logs import LogOnce
 from ._runtime.request_cost import measure_request_cost
 from ._runtime.stats import Stats
 from .active_settings import ActiveSettings
 from .capture import attributes
-from .capture.inflight import InFlightRequest, InFlightRequests
+from .capture.asgi import recording_receive
+from .capture.frames import callers, stack_of
+from .capture.greenlets import fill_unsampled
+from .capture.inflight import (
+    InFlightRequest,
+    InFlightRequests,
+    RequestKey,
+    key_by_greenlet,
+    request_key,
+    task_of,
+)
 from .capture.precise import OverheadBudget, start_profiler, stop_profiler
-from .capture.request import find_wsgi_environ, start_recording
+from .capture.request import find_request, start_recording
 from .capture.route import keep_framework_request, route_template
-from .capture.sampler import StackSampler, stack_of
-from .capture.semconv import http_facts, may_carry_body
+from .capture.sampler import StackSampler
+from .capture.semconv import http_facts, is_websocket, may_carry_body
 from .capture.trace_spans import KeptSpans, TraceSpans
 from .config import Config
 from .reporting.reporter import Reporter
@@ -107,6 +118,7 @@ class ProfilingSpanProcessor(SpanProcessor):
         )
         self._reporter = Reporter(config, self.stats)
         _set_log_level(config)
+        gevent_patch.watch(_key_by_greenlet)
 
     # --- configuration -------------------------------------------------------------------
 
@@ -159,20 +171,38 @@ class ProfilingSpanProcessor(SpanProcessor):
         # Kept short on purpose: this runs on every request. The black-list is checked,
         # and the WSGI environ found, by the sampler thread once a request has run long
         # enough to matter; only a body must be caught here, before the app reads it.
-        stale = self._requests.start(span, thread_id, settings)
+        key = request_key(thread_id)
+        stale = self._requests.start(span, key, settings)
         if stale:
             self._forget_stale(stale)
         self._trace_spans.watch(span)
         self._sampler.ensure_started()
+        if key is not thread_id and (task := task_of(key)) is not None:
+            self._requests.on_loop(task, thread_id)
+            self._watch_task(span, task, settings)
+            return
         record_body = settings.captures_body and may_carry_body(span)
         if record_body or settings.budget is not None:
-            self._watch_closely(InFlightRequest(span, thread_id, settings), record_body)
+            self._watch_closely(self._requests.state_for(span, key, settings), record_body)
+
+    def _watch_task(self, span: Span, task: RequestKey, settings: ActiveSettings) -> None:
+        """A request served by an asyncio task: only the facade's body recorder is kept.
+
+        The precise engine's profiler is per thread, and every task of a loop shares
+        its thread, so task-served requests are always sampled.
+        """
+        recorder = recording_receive.get()
+        if recorder is not None and settings.captures_body:
+            request = self._requests.state_for(span, task, settings)
+            request.recorder = recorder
+            self._requests.keep(request)
 
     def _watch_closely(self, request: InFlightRequest, record_body: bool) -> None:
-        """Put a recorder in front of the request body; run the precise engine's profiler."""
-        budget = request.settings.budget
+        """Put a recorder in front of the request body; run the precise engine's profiler
+        (per thread: not for a greenlet, which shares its thread with the others)."""
+        budget = request.settings.budget if request.greenlet is None else None
         if record_body:
-            self._start_capture(request, sys._getframe(1))
+            self._start_capture(request, callers(sys._getframe(1)))
         if budget is not None and self._should_profile_precisely(request.span, budget):
             interval = request.settings.config.sampling_interval_seconds
             request.profiler = start_profiler(interval / 10)
@@ -183,15 +213,18 @@ class ProfilingSpanProcessor(SpanProcessor):
     def _watch_function(self, span: Span, settings: ActiveSettings) -> None:
         """A span of a function decorated by ``PerformanceMonitor.create_decorator()``."""
         thread_id = threading.get_ident()
-        nested = self._requests.is_watching_thread(thread_id)
+        key = request_key(thread_id)
+        nested = self._requests.is_watching(key)
         if nested:
-            self._requests.keep(InFlightRequest(span, thread_id, settings, nested=True))
+            request = self._requests.state_for(span, key, settings)
+            request.nested = True
+            self._requests.keep(request)
         else:
             self._watch(span, thread_id, settings)  # not inside a request: it is the request
         self._functions[span.context.span_id] = nested
 
-    def _start_capture(self, request: InFlightRequest, frame: Optional[FrameType]) -> None:
-        self._find_environ(request, frame)
+    def _start_capture(self, request: InFlightRequest, frames: Iterable[FrameType]) -> None:
+        self._find_environ(request, frames)
         if request.environ is not None:
             body_bytes = request.settings.config.capture_body_bytes
             request.recorder = start_recording(request.environ, body_bytes)
@@ -219,21 +252,27 @@ class ProfilingSpanProcessor(SpanProcessor):
 
     # --- sampler thread -----------------------------------------------------------------
 
-    def _admit(self, request: InFlightRequest, frame: Optional[FrameType]) -> bool:
+    def _admit(self, request: InFlightRequest, frames: Iterable[FrameType]) -> bool:
+        if is_websocket(request.span.attributes):
+            return False
         if self._is_blacklisted(request.span):
             self.stats.incr("blacklisted_requests")
             return False
-        self._find_environ(request, frame)
+        frames = list(frames)
+        self._find_environ(request, frames)
         if request.environ is not None:
             # Django's request (and its route) is on the stack only while it runs.
-            keep_framework_request(request.environ, frame)
+            keep_framework_request(request.environ, frames)
             _remember_route(request)
         return True
 
-    def _find_environ(self, request: InFlightRequest, frame: Optional[FrameType]) -> None:
-        # Looked for even when nothing of the request is captured: its route is there.
-        if frame is not None and request.environ is None and not request.nested:
-            request.environ = find_wsgi_environ(frame)
+    def _find_environ(self, request: InFlightRequest, frames: Iterable[FrameType]) -> None:
+        """The request's WSGI environ or ASGI scope, from the frames it runs (innermost first).
+
+        Looked for even when nothing of the request is captured: its route is there.
+        """
+        if request.environ is None and not request.nested:
+            request.environ = find_request(frames)
 
     def _mark_slow(self, request: InFlightRequest) -> None:
         span = request.span
@@ -255,7 +294,11 @@ class ProfilingSpanProcessor(SpanProcessor):
             return
         age = (time.time_ns() - request.start_ns) / 1e9
         samples = request.samples.snapshot()
-        if not samples:
+        if not samples and request.task is not None:
+            from .capture.loop_sampler import current_stack
+
+            samples.add(current_stack(request), age)
+        elif not samples:
             # The precise engine's profiler owns this thread and the sampler leaves it
             # alone; its profile can only be read when the request ends. Show where the
             # request is stuck now instead of an empty report.
@@ -285,40 +328,47 @@ class ProfilingSpanProcessor(SpanProcessor):
         # profiler, not yet sampled) ends here. It is judged by the settings it started
         # under, whatever the config is now, and its profiler always stops.
         thread_id = threading.get_ident()
+        key = request_key(thread_id)
         duration_ns = (span.end_time or time.time_ns()) - (span.start_time or 0)
         spans = self._trace_spans.leave(span)
-        settings = self._requests.leave(span, thread_id)
-        if settings is None:  # not watched, or it started on another thread
+        settings = self._requests.leave(span, key)
+        if settings is None:  # not watched, or it started on another thread or task
             if duration_ns >= self._settings.threshold_ns:
-                self._end_elsewhere(span, thread_id, duration_ns, spans)
+                self._end_elsewhere(span, key, thread_id, duration_ns, spans)
             return
         self.stats.count_request(thread_id, duration_ns)
-        if duration_ns < settings.threshold_ns and not self._requests.has_state(thread_id):
+        if duration_ns < settings.threshold_ns and not self._requests.has_state(key):
             return
-        request = self._requests.take_state(span, thread_id)
+        request = self._requests.take_state(span, key)
         self._finish(span, request, settings, duration_ns, spans)
 
     def _end_elsewhere(
-        self, span: ReadableSpan, thread_id: int, duration_ns: int, spans: Optional[KeptSpans]
+        self,
+        span: ReadableSpan,
+        key: RequestKey,
+        thread_id: int,
+        duration_ns: int,
+        spans: Optional[KeptSpans],
     ) -> None:
-        settings, request = self._requests.end(span, thread_id)
+        settings, request = self._requests.end(span, key)
         if settings is not None:
             self.stats.count_request(thread_id, duration_ns)
             self._finish(span, request, settings, duration_ns, spans)
 
     def _end_function(self, span: ReadableSpan) -> None:
         thread_id = threading.get_ident()
+        key = request_key(thread_id)
         duration_ns = (span.end_time or time.time_ns()) - (span.start_time or 0)
         spans = None
         if self._functions.pop(span.context.span_id, False):
             # Nested: its time is already in the time of the request it runs in.
             self.stats.count_request(thread_id)
-            request = self._requests.end_nested(span, thread_id)
+            request = self._requests.end_nested(span, key)
             settings = request.settings if request is not None else None
         else:
             self.stats.count_request(thread_id, duration_ns)
             spans = self._trace_spans.leave(span)
-            settings, request = self._requests.end(span, thread_id)
+            settings, request = self._requests.end(span, key)
         self._finish(span, request, settings or self._settings, duration_ns, spans)
 
     def _finish(
@@ -337,12 +387,19 @@ class ProfilingSpanProcessor(SpanProcessor):
             return
         if request is not None and request.ignored:
             return  # counted when the sampler ignored it
+        if is_websocket(span.attributes):
+            return
         if self._is_blacklisted(span):
             self.stats.incr("blacklisted_requests")
             return
         if request is None:
-            request = InFlightRequest(span, threading.get_ident(), settings)
-        self._find_environ(request, sys._getframe())  # ended before the sampler looked
+            key = request_key(threading.get_ident())
+            request = self._requests.state_for(span, key, settings)
+        if request.recorder is None and request.task is not None:
+            request.recorder = recording_receive.get()  # the facade's, inside the span
+        self._find_environ(request, callers(sys._getframe()))  # ended before the sampler looked
+        if request.greenlet is not None:
+            fill_unsampled(request, span.end_time or time.time_ns())
         duration = duration_ns / 1e9
         self.stats.incr("slow_requests")
         self.stats.record_slow_duration(duration)
@@ -405,6 +462,17 @@ def _measured_request_cost(config: Config) -> float:
     except Exception:  # get_stats() must answer; called once per processor, so logged once
         logger.warning("otel-wpm could not measure the cost of a request", exc_info=True)
         return 0.0
+
+
+def _key_by_greenlet() -> None:
+    """gevent patched threading: every request is served by a greenlet of one thread."""
+    from greenlet import getcurrent
+
+    if key_by_greenlet(getcurrent):
+        logger.info(
+            "otel-wpm: gevent patched this process; requests are sampled per greenlet while "
+            "they wait, and time a greenlet runs without yielding shows as [gevent hub busy]"
+        )
 
 
 def _set_log_level(config: Config) -> None:

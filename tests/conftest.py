@@ -24,11 +24,14 @@ from otel_wpm.alerting.alert import Alert, HotFrame
 # leaves them out; a plain `python -m pytest` (CI) runs them.
 SLOW_SUITES = frozenset(
     {
+        "test_asgi.py",
+        "test_asgi_frameworks.py",
         "test_auto_instrument.py",
         "test_bench.py",
         "test_browser.py",
         "test_cli.py",
         "test_examples.py",
+        "test_gevent.py",
         "test_hardening_gunicorn.py",
         "test_store_hosts.py",
         "test_phoenix_e2e.py",

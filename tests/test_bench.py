@@ -89,6 +89,27 @@ def test_throughput_harness_measures_bursts_of_each_configuration_against_otel(t
     assert "| wpm |" in stdout
 
 
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (.ci/run installs it)")
+def test_asgi_harness_measures_uvicorn_servers_against_otel(tmp_path) -> None:
+    out = tmp_path / "asgi.json"
+    result = run_bench(
+        "asgi.py",
+        *("--configs", "otel,wpm,otel_noop", "--endpoints", "/io", "--reps", "1"),
+        *("--duration", "1", "--bursts", "1", "--warmup", "1", "--json", str(out)),
+        cwd=tmp_path,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "uvicorn, 1 process" in result.stdout
+    data = json.loads(out.read_text())
+    samples = {sample["config"]: sample for sample in data["samples"]}
+    assert set(samples) == {"otel", "wpm", "otel_noop"}
+    for sample in samples.values():
+        assert (sample["non_2xx"], sample["socket_errors"]) == (0, {})
+    assert samples["wpm"]["wpm"]["total_requests"] >= samples["wpm"]["requests"]
+    assert data["issues"]["log_lines"] == []
+
+
 def test_throughput_harness_rejects_bursts_wrk_cannot_run() -> None:
     result = run_bench("run.py", "--duration", "10", "--bursts", "3")
     assert result.returncode == 2

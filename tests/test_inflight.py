@@ -60,7 +60,7 @@ def test_a_span_ended_on_its_thread_is_matched_by_its_read_only_copy(
     assert finished is not span
     assert requests.end(finished, THREAD) == (SETTINGS, state)
     assert requests.running() == []
-    assert not requests.is_watching_thread(THREAD)
+    assert not requests.is_watching(THREAD)
 
 
 def test_a_new_span_on_a_thread_returns_the_one_that_never_ended(tracer) -> None:
@@ -88,7 +88,7 @@ def test_a_thread_whose_span_ended_elsewhere_is_not_watching(tracer, ended: Ende
     span = start(tracer)
     requests.start(span, THREAD, SETTINGS)
     end(span, ended, 1000)  # ended, but on_end ran on another thread
-    assert not requests.is_watching_thread(THREAD)
+    assert not requests.is_watching(THREAD)
 
 
 def test_a_span_ended_on_another_thread_is_found(tracer, ended: EndedSpans) -> None:
@@ -147,7 +147,7 @@ def test_nested_requests_end_by_span(tracer, ended: EndedSpans) -> None:
     assert requests.nested() == [inner]
     assert requests.end_nested(end(inner_span, ended, 1000), THREAD) is inner
     assert requests.nested() == []
-    assert requests.is_watching_thread(THREAD)
+    assert requests.is_watching(THREAD)
 
 
 def test_the_registry_is_empty_in_a_forked_child(tracer) -> None:

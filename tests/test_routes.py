@@ -28,6 +28,7 @@ from span_capture import WaitableSpanExporter
 from wsgi_servers import serve_threaded
 
 from otel_wpm import Config, PerformanceMonitor, ProfilingSpanProcessor
+from otel_wpm.capture.frames import callers
 from otel_wpm.capture.route import (
     FRAMEWORK_REQUEST_KEY,
     keep_framework_request,
@@ -127,7 +128,7 @@ def test_a_request_with_a_resolver_match_on_the_stack_is_kept_in_the_environ() -
     environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "wsgi.input": None}
 
     def view(request: _DjangoLikeRequest) -> None:
-        keep_framework_request(environ, sys._getframe())
+        keep_framework_request(environ, callers(sys._getframe()))
 
     request = _DjangoLikeRequest(environ)
     view(request)
@@ -141,7 +142,7 @@ def test_a_request_of_another_environ_is_not_kept() -> None:
     environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "wsgi.input": None}
 
     def view(request: _DjangoLikeRequest) -> None:
-        keep_framework_request(environ, sys._getframe())
+        keep_framework_request(environ, callers(sys._getframe()))
 
     view(_DjangoLikeRequest({"REQUEST_METHOD": "GET"}))
     assert FRAMEWORK_REQUEST_KEY not in environ

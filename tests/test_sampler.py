@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import FrameType, SimpleNamespace
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -45,11 +45,8 @@ class Recorder:
         self.admitted: list[tuple[InFlightRequest, list[str]]] = []
         self.admit_answer = True
 
-    def admit(self, request: InFlightRequest, frame: Optional[FrameType]) -> bool:
-        names = []
-        while frame is not None:
-            names.append(frame.f_code.co_name)
-            frame = frame.f_back
+    def admit(self, request: InFlightRequest, frames: Iterable[FrameType]) -> bool:
+        names = [frame.f_code.co_name for frame in frames]
         self.admitted.append((request, names))
         return self.admit_answer
 

@@ -2,7 +2,8 @@
 
 Threads do not survive ``fork()`` and a lock held by another thread at that
 moment stays held forever in the child. Objects that own threads or locks
-register here and get ``after_fork_in_child()`` called in every new child.
+register here and get ``after_fork_in_child()`` called in every new child, and
+again when gevent monkey-patches the process (:mod:`.gevent_patch`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def register(owner: ForkAware) -> None:
     _registered.add(owner)
 
 
-def _renew_all() -> None:
+def renew_all() -> None:
     for owner in list(_registered):
         try:
             owner.after_fork_in_child()
@@ -35,4 +36,4 @@ def _renew_all() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_all)
+    os.register_at_fork(after_in_child=renew_all)

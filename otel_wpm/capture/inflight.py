@@ -3,9 +3,13 @@
 Every request passes through here at its start and at its end, so that path is
 two dict writes at the start (the span, and a reference to the
 :class:`~otel_wpm.active_settings.ActiveSettings` it started under) and a delete and a read at
-the end, keyed by the serving thread, with no lock and no allocation; only the
-thread serving a request writes its keys. A request keeps those settings to its
-end, whatever ``update_config`` does meanwhile.
+the end, with no lock and no allocation; only the thread serving a request writes
+its keys. A request keeps those settings to its end, whatever ``update_config``
+does meanwhile.
+
+A request is keyed by what serves it (:func:`request_key`): the thread, or, inside
+a running asyncio event loop, whose requests all share one thread, the task; under
+gevent, the greenlet (:func:`key_by_greenlet`).
 
 The state a request needs only when it runs long (samples, threshold flags,
 captured input) lives in an :class:`InFlightRequest`, made on demand: by the
@@ -20,15 +24,75 @@ under the lock.
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union, cast
 
 from .._runtime import forksafe
+from .._runtime.logs import LogOnce
 from .samples import FoldedSamples, Stack
 
 if TYPE_CHECKING:
+    from asyncio import Task
+
     from ..active_settings import ActiveSettings
+
+logger = logging.getLogger(__name__)
+_failures = LogOnce(logger)
+
+#: What serves a request: a thread id, the asyncio Task inside a running loop, or a
+#: greenlet once gevent patched threading.
+RequestKey = Union[int, "Task[Any]", Any]
+_current_greenlet: Optional[Callable[[], Any]] = None
+_LOOPS_KEPT = 64
+# asyncio's, once it is imported: no event loop runs before, and a WSGI app that
+# never imports asyncio does not pay for importing it.
+_get_running_loop: Optional[Callable[[], Any]] = None
+_current_task: Any = None
+_task_type: Optional[type] = None
+
+
+def _bind_asyncio() -> Callable[[], Any]:
+    global _get_running_loop, _current_task, _task_type
+    import asyncio
+
+    _current_task, _task_type = asyncio.current_task, asyncio.Task
+    _get_running_loop = asyncio._get_running_loop
+    return _get_running_loop
+
+
+def key_by_greenlet(getcurrent: Callable[[], Any]) -> bool:
+    """From now on, key requests outside an event loop by ``getcurrent()``, their greenlet;
+    False if they already were."""
+    global _current_greenlet
+    changed, _current_greenlet = _current_greenlet is not getcurrent, getcurrent
+    return changed
+
+
+def task_of(key: RequestKey) -> Optional[Task[Any]]:
+    """The task that ``key`` names, or None."""
+    if _task_type is not None and isinstance(key, _task_type):
+        return cast("Task[Any]", key)
+    return None
+
+
+def request_key(thread_id: int) -> RequestKey:
+    """The key of the request starting or ending here, on ``thread_id``.
+
+    Outside an event loop (WSGI) this costs one C call on top of the thread id.
+    Code run on a loop outside any task (a plain callback) is keyed by its thread.
+    """
+    if _get_running_loop is not None:
+        loop = _get_running_loop()
+    elif "asyncio" in sys.modules:
+        loop = _bind_asyncio()()
+    else:
+        loop = None
+    if loop is None:
+        return thread_id if _current_greenlet is None else _current_greenlet()
+    return _current_task(loop) or thread_id
 
 
 class InFlightRequest:
@@ -51,12 +115,21 @@ class InFlightRequest:
     crossed_threshold: bool = False
     reported_hung: bool = False
     sampling_paused: bool = False  # another profiler (precise engine) watches this thread
+    loop_waits: Any = None  # a LoopWaits (capture.loop_waits) once a task-served request is sampled
+    child_tasks: Any = None  # capture.tasks' ChildTasks: what its coroutines' frames hold
+    greenlet: Any = None  # the greenlet serving it, under gevent
 
     def __init__(
-        self, span: Any, thread_id: int, settings: ActiveSettings, nested: bool = False
+        self,
+        span: Any,
+        thread_id: int,
+        settings: ActiveSettings,
+        nested: bool = False,
+        task: Optional[Task[Any]] = None,
     ) -> None:
         self.span = span
-        self.thread_id = thread_id
+        self.thread_id = thread_id  # the serving thread; for a task, its loop's thread
+        self.task = task  # the asyncio Task serving it, on an event loop
         self.settings = settings  # the settings in force when the span started
         self.start_ns: int = span.start_time
         self.nested = nested
@@ -83,13 +156,19 @@ class InFlightRequest:
         self.last_sample_ns = now_ns
         self.last_cpu_ns = cpu_ns
 
+    @property
+    def key(self) -> RequestKey:
+        if self.task is not None:
+            return self.task
+        return self.greenlet if self.greenlet is not None else self.thread_id
+
     def sampled_seconds(self) -> float:
         """The time the samples stand for, from the request's start to the last sample."""
         return self.samples.seconds
 
 
 class InFlightRequests:
-    """Watched spans by the thread serving them, with their state when they have one."""
+    """Watched spans by what serves them (see :func:`request_key`), with their state."""
 
     def __init__(self) -> None:
         self.after_fork_in_child()
@@ -97,107 +176,117 @@ class InFlightRequests:
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
-        # Only the thread serving a request writes its key in _spans and _settings,
-        # and a dict get or set is atomic, so the request path takes no lock.
-        self._spans: dict[int, Any] = {}
-        self._settings: dict[int, ActiveSettings] = {}
-        self._states: dict[int, InFlightRequest] = {}
-        self._nested: dict[int, list[InFlightRequest]] = {}
+        # Only the thread serving a request writes its key in _spans and _settings, and a
+        # dict get or set is atomic, so the request path takes no lock.
+        self._spans: dict[RequestKey, Any] = {}
+        self._settings: dict[RequestKey, ActiveSettings] = {}
+        self._loop_threads: dict[Any, int] = {}  # event loop -> the thread running it
+        self._states: dict[RequestKey, InFlightRequest] = {}
+        self._nested: dict[RequestKey, list[InFlightRequest]] = {}
 
     # --- request thread ----------------------------------------------------------------
 
     def start(
-        self, span: Any, thread_id: int, settings: ActiveSettings
+        self, span: Any, key: RequestKey, settings: ActiveSettings
     ) -> Sequence[InFlightRequest]:
-        """Watch ``span`` under ``settings``; returns what a span on this thread that never
-        ended left behind."""
-        previous = self._spans.get(thread_id)
+        """Watch ``span`` under ``settings``; returns what a span served by ``key`` that
+        never ended left behind."""
+        previous = self._spans.get(key)
         stale: Sequence[InFlightRequest] = ()
         if previous is not None and previous.end_time is None:
-            stale = self._stale(previous, thread_id)
-        self._settings[thread_id] = settings
-        self._spans[thread_id] = span
+            stale = self._stale(previous, key)
+        self._settings[key] = settings
+        self._spans[key] = span
         return stale
 
-    def _stale(self, previous: Any, thread_id: int) -> Sequence[InFlightRequest]:
+    def on_loop(self, task: Task[Any], thread_id: int) -> None:
+        """``task``, which serves a request, runs on the event loop of ``thread_id``."""
+        loop = task.get_loop()
+        if self._loop_threads.get(loop) != thread_id:
+            if len(self._loop_threads) >= _LOOPS_KEPT:  # asyncio.run() again and again
+                self._loop_threads.clear()
+            self._loop_threads[loop] = thread_id
+
+    def _stale(self, previous: Any, key: RequestKey) -> Sequence[InFlightRequest]:
         with self._lock:
-            state = self._states.pop(thread_id, None)
-            nested = self._nested.pop(thread_id, [])
+            state = self._states.pop(key, None)
+            nested = self._nested.pop(key, [])
         if state is None or state.span is not previous:
-            state = InFlightRequest(previous, thread_id, self._settings[thread_id])
+            state = self.state_for(previous, key, self._settings[key])
         return [state, *nested]
 
     def keep(self, request: InFlightRequest) -> None:
-        """Keep state for a span just started on ``request.thread_id``."""
+        """Keep state for a span just started by ``request.key``."""
         with self._lock:
             if request.nested:
-                self._nested.setdefault(request.thread_id, []).append(request)
+                self._nested.setdefault(request.key, []).append(request)
             else:
-                self._states[request.thread_id] = request
+                self._states[request.key] = request
 
-    def leave(self, span: Any, thread_id: int) -> Optional[ActiveSettings]:
-        """Stop watching ``span`` if it runs on ``thread_id``: the settings it started under.
+    def leave(self, span: Any, key: RequestKey) -> Optional[ActiveSettings]:
+        """Stop watching ``span`` if ``key`` serves it: the settings it started under.
 
-        None when it is not watched on this thread. Its state stays for :meth:`take_state`.
+        None when it is not watched under ``key``. Its state stays for :meth:`take_state`.
         """
-        running = self._spans.get(thread_id)
+        running = self._spans.get(key)
         if running is None or not _same_span(running, span):
             return None
-        del self._spans[thread_id]
-        # Left in place: the thread's next start overwrites it, and reading is cheaper.
-        return self._settings[thread_id]
+        del self._spans[key]
+        return self._settings.pop(key)
 
-    def has_state(self, thread_id: int) -> bool:
-        """Whether the span ending on ``thread_id`` has state to collect with :meth:`take_state`.
+    def has_state(self, key: RequestKey) -> bool:
+        """Whether the span ending under ``key`` has state to collect with :meth:`take_state`.
 
         Read without the lock: once a span has ended the sampler makes no state for
-        it, and only this thread keeps state for its own spans.
+        it, and only the thread serving ``key`` keeps state for its own spans.
         """
-        return thread_id in self._states
+        return key in self._states
 
-    def take_state(self, span: Any, thread_id: int) -> Optional[InFlightRequest]:
-        """The state of ``span``, which ran on ``thread_id`` and has ended, if it has one."""
+    def take_state(self, span: Any, key: RequestKey) -> Optional[InFlightRequest]:
+        """The state of ``span``, which ``key`` served and which has ended, if it has one."""
         with self._lock:
-            state = self._states.get(thread_id)
+            state = self._states.get(key)
             if state is None or not _same_span(state.span, span):
                 return None
-            del self._states[thread_id]
+            del self._states[key]
             return state
 
     def end(
-        self, span: Any, thread_id: int
+        self, span: Any, key: RequestKey
     ) -> tuple[Optional[ActiveSettings], Optional[InFlightRequest]]:
         """Stop watching ``span``: the settings it started under (None if it was not
         watched), and its state if it has one.
 
-        ``span`` is looked for on ``thread_id`` first, then on every thread: a span
-        may end on another thread than the one it started on (never under WSGI).
+        ``span`` is looked for under ``key`` first, then under every key: a span may
+        end on another thread or task than the one it started on (never under WSGI).
         """
-        settings = self.leave(span, thread_id)
+        settings = self.leave(span, key)
         if settings is None:
             for other, running in list(self._spans.items()):
                 if running.end_time is not None and _same_span(running, span):
-                    thread_id, settings = other, self._settings.get(other)
+                    settings = self._settings.get(other)
+                    self.leave(span, other)
+                    key = other
                     break
-        state = self.take_state(span, thread_id)
+        state = self.take_state(span, key)
         return (state.settings, state) if state is not None else (settings, None)
 
-    def end_nested(self, span: Any, thread_id: int) -> Optional[InFlightRequest]:
+    def end_nested(self, span: Any, key: RequestKey) -> Optional[InFlightRequest]:
         """Stop watching a nested span and take its state."""
         with self._lock:
-            for other in (thread_id, *self._nested):
-                on_thread = self._nested.get(other, [])
-                for request in on_thread:
+            for other in (key, *self._nested):
+                served = self._nested.get(other, [])
+                for request in served:
                     if _same_span(request.span, span):
-                        on_thread.remove(request)
-                        if not on_thread:
+                        served.remove(request)
+                        if not served:
                             del self._nested[other]
                         return request
         return None
 
-    def is_watching_thread(self, thread_id: int) -> bool:
-        """Whether a watched span is running on ``thread_id`` (for decorated functions)."""
-        running = self._spans.get(thread_id)
+    def is_watching(self, key: RequestKey) -> bool:
+        """Whether a watched span is running under ``key`` (for decorated functions)."""
+        running = self._spans.get(key)
         return running is not None and running.end_time is None
 
     # --- sampler thread ----------------------------------------------------------------
@@ -206,41 +295,86 @@ class InFlightRequests:
         """Whether a watched span may be running: a cheap hint, read without the lock."""
         return bool(self._spans) or bool(self._nested)
 
-    def running(self) -> list[tuple[int, Any, ActiveSettings]]:
-        """(thread id, span, the settings it started under) of every watched span running."""
+    def running(self) -> list[tuple[RequestKey, Any, ActiveSettings]]:
+        """(key, span, the settings it started under) of every watched span running."""
         running = []
-        for thread_id, span in list(self._spans.items()):
-            settings = self._settings.get(thread_id)
+        for key, span in list(self._spans.items()):
+            settings = self._settings.get(key)
             if span.end_time is None and settings is not None:
-                running.append((thread_id, span, settings))
+                running.append((key, span, settings))
         return running
 
+    def tasks_on(self, thread_id: int) -> list[tuple[Task[Any], Any]]:
+        """(task, span) of every watched span that a task of the loop on ``thread_id`` serves."""
+        found = []
+        for key, span in list(self._spans.items()):
+            task = task_of(key)
+            if task is not None and self._loop_threads.get(task.get_loop()) == thread_id:
+                found.append((task, span))
+        return found
+
     def state_of(
-        self, thread_id: int, span: Any, settings: ActiveSettings
+        self, key: RequestKey, span: Any, settings: ActiveSettings
     ) -> Optional[InFlightRequest]:
         """The state of a running span, made if it has none; None once it has ended."""
         with self._lock:
             if span.end_time is not None:
                 return None
-            state = self._states.get(thread_id)
+            state = self._states.get(key)
             if state is None or state.span is not span:
-                state = self._states[thread_id] = InFlightRequest(span, thread_id, settings)
+                state = self._states[key] = self.state_for(span, key, settings)
             return state
 
+    def state_for(self, span: Any, key: RequestKey, settings: ActiveSettings) -> InFlightRequest:
+        """A new state for ``span``, served by ``key`` (not kept: see :meth:`keep`)."""
+        if type(key) is int:
+            return InFlightRequest(span, key, settings)
+        task = task_of(key)
+        if task is not None:
+            loop_thread = self._loop_threads.get(task.get_loop(), 0)
+            return InFlightRequest(span, loop_thread, settings, task=task)
+        request = InFlightRequest(span, 0, settings)
+        request.greenlet = key
+        return request
+
     def prune(self) -> None:
-        """Drop the states of spans that ended fast: their ``on_end`` does not collect them."""
+        """Drop the states of spans that ended fast: their ``on_end`` does not collect them.
+
+        Also forget the spans of finished tasks and greenlets that never ended: a
+        thread's next request finds its stale span, but a task serves only one.
+        """
         with self._lock:
-            for thread_id, state in list(self._states.items()):
+            for key, state in list(self._states.items()):
                 span = state.span
                 ended_fast = span.end_time is not None and (
                     span.end_time - span.start_time < state.settings.threshold_ns
                 )
                 if ended_fast and state.profiler is None:
-                    del self._states[thread_id]
+                    del self._states[key]
+        for key, span in list(self._spans.items()):
+            if type(key) is not int and span.end_time is None and _finished(key):
+                self._forget_stale(key, span)
+
+    def _forget_stale(self, key: RequestKey, span: Any) -> None:
+        self.leave(span, key)
+        with self._lock:
+            self._states.pop(key, None)
+            self._nested.pop(key, None)
+        _failures.warning(
+            "stale-task",
+            "otel-wpm: a watched span never ended in %r; its state was discarded",
+            key,
+        )
 
     def nested(self) -> list[InFlightRequest]:
         with self._lock:
-            return [request for on_thread in self._nested.values() for request in on_thread]
+            return [request for served in self._nested.values() for request in served]
+
+
+def _finished(key: RequestKey) -> bool:
+    """Whether the task or greenlet ``key`` is done (it serves no request any more)."""
+    task = task_of(key)
+    return task.done() if task is not None else bool(getattr(key, "dead", False))
 
 
 def _same_span(live: Any, ended: Any) -> bool:

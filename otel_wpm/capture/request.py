@@ -7,8 +7,10 @@ exactly the bytes it would have got without the monitor, when it wants them.
 Finding the WSGI environ: a span processor only sees the span, so we look up a
 call stack for the nearest frame with a variable named ``environ`` holding a
 WSGI environ. Every WSGI server, framework and OpenTelemetry WSGI/Flask/Django
-instrumentation has one on the stack while a request runs. Walking a stack costs
-microseconds, so the request thread does it only where it must: at the start of
+instrumentation has one on the stack while a request runs. An ASGI request's
+``scope`` is found the same way (:func:`find_request`), on the frames of the
+task serving it; its body is recorded by the facade (:mod:`.asgi`). Walking a
+stack costs microseconds, so the request thread does it only where it must: at the start of
 a request that can carry a body (to put the recorder in place before the app
 reads it), and at the end of a slow request the sampler never looked at. For
 every other slow request the sampler thread finds the environ on the request's
@@ -19,18 +21,23 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from types import FrameType
 from typing import Any, Optional
 
 from typing_extensions import TypeGuard
 
+from .asgi import looks_like_scope, scope_headers, scope_query
+from .body import BodyCopy
+from .frames import callers
+
 _MAX_FRAMES_TO_SEARCH = 64
 _HEADER_NAMES_WITHOUT_PREFIX = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}
 
 
-class RecordingInput:
+class RecordingInput(BodyCopy):
     """A ``wsgi.input`` stand-in that remembers up to ``limit`` bytes of what was read.
 
     A drop-in for the stream it wraps: reading, iterating (``for line in``,
@@ -40,25 +47,8 @@ class RecordingInput:
     """
 
     def __init__(self, stream: Any, limit: int) -> None:
+        super().__init__(limit)
         self._stream = stream
-        self._limit = limit
-        self._kept = bytearray()
-        self.bytes_read = 0
-
-    def _keep(self, data: bytes) -> bytes:
-        self.bytes_read += len(data)
-        room = self._limit - len(self._kept)
-        if room > 0 and data:
-            self._kept += data[:room]
-        return data
-
-    @property
-    def kept(self) -> bytes:
-        return bytes(self._kept)
-
-    @property
-    def truncated(self) -> bool:
-        return self.bytes_read > len(self._kept)
 
     def read(self, *args: Any) -> bytes:
         return self._keep(self._stream.read(*args))
@@ -159,19 +149,48 @@ def find_wsgi_environ(frame: Optional[FrameType] = None) -> Optional[dict[str, A
     ``frame`` may belong to another thread: the sampler passes the frame a request
     thread is running.
     """
-    frame = frame or sys._getframe(1)
-    for _ in range(_MAX_FRAMES_TO_SEARCH):
-        if frame is None:
-            return None
+    found = find_request(callers(frame or sys._getframe(1)))
+    return found if _looks_like_environ(found) else None
+
+
+def _has_name(code: Any, name: str) -> bool:
+    # werkzeug's server keeps environ in a closure cell, hence the cell and free names.
+    return name in code.co_varnames or name in code.co_cellvars + code.co_freevars
+
+
+def find_request(frames: Iterable[FrameType]) -> Optional[dict[str, Any]]:
+    """The WSGI environ or ASGI scope nearest the innermost of ``frames``, if any.
+
+    ``frames`` (innermost first) may belong to another thread or to a suspended task:
+    the sampler passes the frames a request runs.
+    """
+    for frame in islice(frames, _MAX_FRAMES_TO_SEARCH):
         # Names are cheap tuple lookups; f_locals is only built for likely frames.
-        # werkzeug's server keeps environ in a closure cell, hence the cell and free names.
         code = frame.f_code
-        if "environ" in code.co_varnames or "environ" in code.co_cellvars + code.co_freevars:
+        if _has_name(code, "environ"):
             candidate = frame.f_locals.get("environ")
             if _looks_like_environ(candidate):
                 return candidate
-        frame = frame.f_back
+        if _has_name(code, "scope"):
+            candidate = frame.f_locals.get("scope")
+            if looks_like_scope(candidate):
+                return candidate
+        if _has_name(code, "request"):
+            candidate = _django_asgi_scope(frame.f_locals.get("request"))
+            if candidate is not None:
+                return candidate
     return None
+
+
+def _django_asgi_scope(request: Any) -> Optional[dict[str, Any]]:
+    """The scope of a Django request served over ASGI: its middleware that is not
+    async-capable (OpenTelemetry's) runs in a worker thread, where no ``scope`` is."""
+    handlers = sys.modules.get("django.core.handlers.asgi")
+    request_type = getattr(handlers, "ASGIRequest", None)
+    if not isinstance(request_type, type) or not isinstance(request, request_type):
+        return None
+    scope = vars(request).get("scope")
+    return scope if looks_like_scope(scope) else None
 
 
 def start_recording(environ: dict[str, Any], limit: int) -> Optional[RecordingInput]:
@@ -208,16 +227,23 @@ def _headers_of(environ: dict[str, Any]) -> list[tuple[str, str]]:
     return sorted(headers)
 
 
-def snapshot(
-    environ: Optional[dict[str, Any]], recorder: Optional[RecordingInput], with_headers: bool
-) -> RawRequest:
-    """Copy what the report needs out of the environ before the server reuses it."""
+def snapshot(environ: Optional[dict[str, Any]], recorder: Any, with_headers: bool) -> RawRequest:
+    """Copy what the report needs out of the WSGI environ or ASGI scope before the server
+    reuses it; ``recorder`` is a :class:`RecordingInput` or an ASGI ``RecordingReceive``."""
     if environ is None:
         return RawRequest()
+    if looks_like_scope(environ):
+        headers = scope_headers(environ)
+        query = scope_query(environ)
+        content_type = next((v for k, v in headers if k == "Content-Type"), "")
+    else:
+        headers = _headers_of(environ)
+        query = str(environ.get("QUERY_STRING", ""))
+        content_type = str(environ.get("CONTENT_TYPE", ""))
     return RawRequest(
-        headers=_headers_of(environ) if with_headers else [],
-        query=str(environ.get("QUERY_STRING", "")),
-        content_type=str(environ.get("CONTENT_TYPE", "")),
+        headers=headers if with_headers else [],
+        query=query,
+        content_type=content_type,
         body=recorder.kept if recorder else b"",
         body_bytes_read=recorder.bytes_read if recorder else 0,
         body_truncated=recorder.truncated if recorder else False,

@@ -23,7 +23,10 @@ Where a template comes from, under every way in:
   looks at every request that runs long);
 * Django under any other WSGI middleware: its request is not in the environ,
   so :func:`keep_framework_request` puts it there while it is on the stack;
-  its ``resolver_match`` has the route.
+  its ``resolver_match`` has the route;
+* Starlette and FastAPI (an ASGI scope in place of the environ): the route they
+  matched is in the scope (``scope["route"].path_format``, as OpenTelemetry's
+  ASGI middleware reads it for its metrics).
 
 A request that ends before the sampler looked at it (one that crossed the
 threshold within a sampling tick of ending) gets the template only from
@@ -33,9 +36,12 @@ threshold within a sampling tick of ending) gets the template only from
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
+from itertools import islice
 from types import FrameType
 from typing import Any, Optional
+
+from .asgi import looks_like_scope, scope_route
 
 #: Where :func:`keep_framework_request` leaves a framework request found on the stack.
 FRAMEWORK_REQUEST_KEY = "otel_wpm.framework_request"
@@ -56,9 +62,12 @@ _BASE64_LIKE = re.compile(
 
 
 def route_template(environ: Optional[Mapping[str, Any]]) -> Optional[str]:
-    """The template of the route the framework matched for this request, if any."""
+    """The template of the route the framework matched for this request (its WSGI
+    environ or ASGI scope), if any."""
     if not environ:
         return None
+    if looks_like_scope(environ):
+        return scope_route(environ)
     flask_rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
     rule = getattr(flask_rule, "rule", None)
     if isinstance(rule, str) and rule:
@@ -70,18 +79,16 @@ def route_template(environ: Optional[Mapping[str, Any]]) -> Optional[str]:
     return None
 
 
-def keep_framework_request(environ: MutableMapping[str, Any], frame: Optional[FrameType]) -> None:
-    """Put the Django request serving ``environ`` into it, if one is on ``frame``'s stack.
+def keep_framework_request(environ: MutableMapping[str, Any], frames: Iterable[FrameType]) -> None:
+    """Put the Django request serving ``environ`` into it, if one is on ``frames``.
 
     Django keeps its request (and the route it resolved) off the environ, and
-    once the request has ended it is no longer on any stack. ``frame`` may be
-    another thread's: the sampler passes the frame a request thread is running.
+    once the request has ended it is no longer on any stack. ``frames`` (innermost
+    first) may be another thread's: the sampler passes the frames a request runs.
     """
     if FRAMEWORK_REQUEST_KEY in environ or "werkzeug.request" in environ:
         return
-    for _ in range(_MAX_FRAMES_TO_SEARCH):
-        if frame is None:
-            return
+    for frame in islice(frames, _MAX_FRAMES_TO_SEARCH):
         if "request" in frame.f_code.co_varnames:
             candidate = frame.f_locals.get("request")
             if getattr(candidate, "environ", None) is environ and hasattr(
@@ -89,7 +96,6 @@ def keep_framework_request(environ: MutableMapping[str, Any], frame: Optional[Fr
             ):
                 environ[FRAMEWORK_REQUEST_KEY] = candidate
                 return
-        frame = frame.f_back
 
 
 def _normalised_segment(segment: str) -> str:

@@ -33,6 +33,11 @@ clock's advance since the previous sample is the CPU time of that slice, the
 rest of it the thread waited (on I/O, a lock, a sleep, or the GIL held by
 another thread).
 
+A request an asyncio task serves shares its thread with the loop's other
+requests: :class:`~.loop_sampler.LoopSampler` samples the task's own stack
+instead (and a thread that waits for a task, the task's). A greenlet's request
+is sampled where the greenlet waits (:mod:`.greenlets`).
+
 The full-rate tick calls ``on_threshold_crossed`` when a request passes its
 slow threshold and ``on_hung`` when it passes its hung threshold, while it
 still runs. Each request is judged by the thresholds of the settings it
@@ -46,56 +51,36 @@ import logging
 import sys
 import threading
 import time
-from types import CodeType, FrameType
+from collections.abc import Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, Callable, Optional
 
 from .._runtime import forksafe
+from .._runtime.logs import LogOnce
+from .frames import callers, stack_of
+from .greenlets import greenlet_frames, sample_greenlet
 from .inflight import InFlightRequest, InFlightRequests
 from .samples import Stack
 from .thread_cpu import cpu_clock_of, cpu_time_ns
 
 if TYPE_CHECKING:
     from ..active_settings import ActiveSettings
+    from .loop_sampler import LoopSampler
 
-Admit = Callable[[InFlightRequest, Optional[FrameType]], bool]
+#: Asked with the request's frames, innermost first.
+Admit = Callable[[InFlightRequest, Sequence[FrameType]], bool]
 Notify = Callable[[InFlightRequest], None]
 
 logger = logging.getLogger(__name__)
-
-_MAX_STACK_DEPTH = 256
-_identifier_cache: dict[CodeType, str] = {}
-_IDENTIFIER_CACHE_LIMIT = 20_000
-
-
-def _identifier(code: CodeType) -> str:
-    if len(_identifier_cache) >= _IDENTIFIER_CACHE_LIMIT:
-        _identifier_cache.clear()
-    # pyinstrument's frame identifier format: name NUL file NUL first line
-    identifier = f"{code.co_name}\x00{code.co_filename}\x00{code.co_firstlineno}"
-    _identifier_cache[code] = identifier
-    return identifier
-
-
-def stack_of(frame: Optional[FrameType]) -> Stack:
-    """Identifiers of ``frame`` and its callers, outermost first."""
-    identifiers: list[str] = []
-    known = _identifier_cache.get  # the loop runs for every frame of every sample
-    for _ in range(_MAX_STACK_DEPTH):
-        if frame is None:
-            break
-        code = frame.f_code
-        identifiers.append(known(code) or _identifier(code))
-        frame = frame.f_back
-    identifiers.reverse()
-    return tuple(identifiers)
+_failures = LogOnce(logger)
 
 
 class StackSampler:
     """Samples the threads of in-flight requests; one thread per process, started lazily.
 
     The callbacks run on the sampler thread. ``admit`` is asked once, when a
-    request first becomes due, with the frame its thread runs now; False ignores
-    the request from then on.
+    request first becomes due, with the frames it runs now, innermost first;
+    False ignores the request from then on.
     """
 
     def __init__(
@@ -109,6 +94,7 @@ class StackSampler:
         on_cpu: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self._requests = requests
+        self._loops: Optional[LoopSampler] = None  # made once asyncio is imported
         self._admit = admit
         self._on_threshold_crossed = on_threshold_crossed
         self._on_hung = on_hung
@@ -181,7 +167,7 @@ class StackSampler:
         since = 0 if self._early_interval_ns else now - self._interval_ns
         due, young, until_due = self._in_flight(now, early)
         frames = sys._current_frames() if due or young else {}
-        due = [r for r in due if self._keep(r, frames.get(r.thread_id))]
+        due = [r for r in due if self._keep(r, frames)]
         self._sample([*due, *young], frames, now, since)
         del frames
         if early:
@@ -206,14 +192,14 @@ class StackSampler:
         young: list[InFlightRequest] = []
         until_due: list[int] = []
         self._requests.prune()
-        for thread_id, span, settings in self._requests.running():
+        for key, span, settings in self._requests.running():
             age = now - span.start_time
             wait = settings.sample_after_ns - age
             if wait > 0:
                 until_due.append(wait)
                 if not early or age < self._interval_ns:
                     continue
-            request = self._requests.state_of(thread_id, span, settings)
+            request = self._requests.state_of(key, span, settings)
             if request is not None:
                 (young if wait > 0 else due).append(request)
         for request in self._requests.nested():
@@ -227,10 +213,18 @@ class StackSampler:
     def _sample(
         self, requests: list[InFlightRequest], frames: dict[int, FrameType], now: int, since: int
     ) -> None:
+        requests = [r for r in requests if not (r.sampling_paused or r.ignored)]
+        on_loops = self._on_loops(requests, frames, now, since)
         stacks: dict[int, Stack] = {}
         for request in requests:
+            if request in on_loops:
+                continue
+            if request.greenlet is not None:
+                sample_greenlet(request, now, since, self._early_interval_ns or self._interval_ns)
+                continue
             frame = frames.get(request.thread_id)
-            if frame is None or request.sampling_paused or request.ignored:
+            if frame is None:
+                self._cannot_read(request)
                 continue
             stack = stacks.get(request.thread_id)
             if stack is None:
@@ -239,10 +233,40 @@ class StackSampler:
                 request.cpu_clock = cpu_clock_of(request.thread_id)
             request.add_sample(stack, now, cpu_time_ns(request.cpu_clock), since)
 
-    def _keep(self, request: InFlightRequest, frame: Optional[FrameType]) -> bool:
+    def _on_loops(
+        self, requests: list[InFlightRequest], frames: dict[int, FrameType], now: int, since: int
+    ) -> set[InFlightRequest]:
+        """Sample the requests event loops serve (:mod:`.loop_sampler`): those."""
+        if self._loops is None:
+            if "asyncio" not in sys.modules:
+                return set()  # no task, and no thread waiting for one
+            from .loop_sampler import LoopSampler
+
+            self._loops = LoopSampler(self._requests)
+        return self._loops.sample(requests, frames, now, since)
+
+    def _cannot_read(self, request: InFlightRequest) -> None:
+        if request.span.end_time is None:  # its thread may have ended with it
+            _failures.warning(
+                "no-thread",
+                "otel-wpm: thread %d of a request is no running OS thread (it ended with the "
+                "span open, or it is a green thread of a library otel-wpm cannot read, such "
+                "as eventlet): it is not sampled; see 'Async apps' in the README",
+                request.thread_id,
+            )
+
+    def _keep(self, request: InFlightRequest, frames: dict[int, FrameType]) -> bool:
         if not request.checked:
             request.checked = True
-            request.ignored = not self._admit(request, frame)
+            if request.task is not None:
+                from .loop_sampler import task_frames
+
+                running = task_frames(request, frames)
+            elif request.greenlet is not None:
+                running = greenlet_frames(request)
+            else:
+                running = list(callers(frames.get(request.thread_id)))
+            request.ignored = not self._admit(request, running)
         return not request.ignored
 
     def _notify(self, request: InFlightRequest, age_ns: int) -> None:

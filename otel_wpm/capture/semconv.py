@@ -124,6 +124,13 @@ def http_facts(attributes: Optional[Mapping[str, Any]]) -> HttpFacts:
     )
 
 
+def is_websocket(attributes: Optional[Mapping[str, Any]]) -> bool:
+    """Whether a server span is a WebSocket connection (ASGI): it lasts as long as the
+    connection, so its duration says nothing about a slow request."""
+    scheme = _first(attributes or {}, "url.scheme", "http.scheme")
+    return scheme in ("ws", "wss")
+
+
 # RFC 9110 gives content in these requests no meaning; clients do not send any.
 _METHODS_WITHOUT_BODY = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -28,10 +28,11 @@ from typing import Any, Optional
 from pyinstrument.renderers import HTMLRenderer
 
 from ..alerting.alert import HotFrame
+from ..capture.loop_waits import HeldLoop, LoopHolder
 from ..capture.route import matched_no_route
 from ..capture.semconv import HttpFacts
 from ..masking import SecretMasker
-from .markup import escape, link, table
+from .markup import duration_text, escape, link, table
 from .offline import offline
 from .params import RequestParams, request_params
 from .profile import Profile
@@ -138,6 +139,40 @@ def _route_text(facts: HttpFacts) -> str:
     return f"{facts.route_key} (no route template: ids in the path shown as {{id}})"
 
 
+def _held_loop_section(held: HeldLoop, masker: SecretMasker) -> str:
+    """Who held the event loop while this (asyncio) request was not running on it."""
+    intro = (
+        f"While this request was not running, other code held its event loop for "
+        f"{duration_text(held.held_seconds)}; it was ready to run and waiting for the loop "
+        f"for {duration_text(held.ready_seconds)}. An await that completes while the loop "
+        "is held resumes only once the holder lets go."
+    )
+    rows = "".join(
+        f"<tr><td>{escape(_holder_name(holder, masker))}</td><td>{escape(holder.function)}</td>"
+        f"<td>{duration_text(seconds)}</td></tr>"
+        for holder, seconds in held.holders
+    )
+    listed = (
+        "<table class='held-loop'><tr><th>held by</th><th>running</th><th>for</th></tr>"
+        f"{rows}</table>"
+        if rows
+        else "<p class='none'>nothing else held the loop</p>"
+    )
+    return (
+        f"<section class='wpm' id='otel-wpm-loop'><h2>Waiting for the loop</h2>"
+        f"<p class='note'>{escape(intro)}</p>{listed}</section>"
+    )
+
+
+def _holder_name(holder: LoopHolder, masker: SecretMasker) -> str:
+    if holder.request is not None:
+        method, _, route = holder.request.partition(" ")
+        return f"request {method} {masker.mask_url(route)} (trace {holder.trace_id})"
+    if holder.task is not None:
+        return f"task {holder.task}()"
+    return "a callback"
+
+
 def _params_section(params: RequestParams) -> str:
     parts = ["<h3>Query parameters</h3>", table(params.query)]
     parts += ["<h3>Form fields</h3>", table(params.form)]
@@ -204,6 +239,7 @@ _STYLE = """<style>
 .wpm-track span{position:absolute;top:0;bottom:0;border-radius:2px}
 .wpm-error{color:#cf222e;font-weight:600}
 details.wpm>summary{cursor:pointer;font-weight:600;font-size:15px}
+.wpm .held-loop td{padding:2px 16px 2px 0;word-break:normal}
 </style>"""
 
 
@@ -229,6 +265,7 @@ def render_report(
         + '<section id="otel-wpm" class="wpm">'
         + summary_section(slow, hot, spans, masked_url, cpu_text(slow.profile))
         + "</section>"
+        + (_held_loop_section(slow.held_loop, masker) if slow.held_loop is not None else "")
         + _profile_section(slow.profile)
         + '<section class="wpm">'
         + waterfall_section(spans, slow.duration_seconds)

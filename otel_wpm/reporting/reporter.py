@@ -211,6 +211,7 @@ class Reporter:
             in_flight=in_flight,
             spans=tuple(spans.of_request(span)) if spans is not None else (),
             spans_not_kept=spans.not_kept if spans is not None else 0,
+            held_loop=request.loop_waits.summary() if request.loop_waits is not None else None,
         )
 
     def _report_dropped(self, job: _Job) -> None:

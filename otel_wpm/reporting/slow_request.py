@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from ..capture.loop_waits import HeldLoop
 from ..capture.request import RawRequest
 from ..capture.semconv import HttpFacts
 
@@ -50,6 +51,7 @@ class SlowRequest:
     # do not change), and how many more its trace had past the limit
     spans: Sequence[ReadableSpan] = ()
     spans_not_kept: int = 0
+    held_loop: Optional[HeldLoop] = None  # an asyncio request: who held its event loop
 
     @property
     def started_at(self) -> datetime:

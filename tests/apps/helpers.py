@@ -194,6 +194,64 @@ def report_pid(path: Path) -> int:
     return int(match.group(1))
 
 
+_SESSION_DATA = re.compile(r"const sessionData = (\{.*?\});\n", re.DOTALL)
+
+
+def profile_frames(path: Path) -> list[tuple[str, str, float]]:
+    """(function, file name, seconds) of every node of the report's pyinstrument profile."""
+    match = _SESSION_DATA.search(path.read_text(encoding="utf-8"))
+    assert match, f"no profile in {path}"
+    pending = [json.loads(match.group(1))["frame_tree"]]
+    frames = []
+    while pending:
+        node = pending.pop()
+        if node is None:
+            continue
+        function, _, rest = node["identifier"].partition("\x00")
+        file_name = os.path.basename(rest.partition("\x00")[0])
+        frames.append((function, file_name, float(node["time"])))
+        pending += node["children"]
+    return frames
+
+
+def profile_paths(path: Path) -> list[tuple[tuple[str, ...], float]]:
+    """Every root-to-leaf path of function names in the report's profile, with the leaf's time."""
+    match = _SESSION_DATA.search(path.read_text(encoding="utf-8"))
+    assert match, f"no profile in {path}"
+    pending: list[tuple[tuple[str, ...], Any]] = [((), json.loads(match.group(1))["frame_tree"])]
+    paths = []
+    while pending:
+        above, node = pending.pop()
+        if node is None:
+            continue
+        names = (*above, node["identifier"].partition("\x00")[0])
+        if node["children"]:
+            pending += [(names, child) for child in node["children"]]
+        else:
+            paths.append((names, float(node["time"])))
+    return paths
+
+
+def has_path(report: Path, *functions: str) -> bool:
+    """Whether a root-to-leaf path of the report's profile calls ``functions`` in this order
+    (each one below the one before, not necessarily its direct callee)."""
+    for names, _ in profile_paths(report):
+        below = iter(names)
+        if all(function in below for function in functions):
+            return True
+    return False
+
+
+def seconds_in(report: Path, function: str) -> float:
+    """The time of the profile's leaves at or below ``function``."""
+    return sum(seconds for names, seconds in profile_paths(report) if function in names)
+
+
+def profile_functions(path: Path, file_name: str) -> set[str]:
+    """The functions of ``file_name`` (e.g. the app's module) in the report's profile."""
+    return {function for function, in_file, _ in profile_frames(path) if in_file == file_name}
+
+
 def console_spans(text: str) -> list[dict[str, Any]]:
     """The spans ConsoleSpanExporter printed (pretty JSON objects) among other output."""
     decoder = json.JSONDecoder()
