@@ -39,10 +39,18 @@ def watch(on_patched: Callable[[], None]) -> None:
     _listeners.append(on_patched)
     if threading_is_patched():
         on_patched()
-    elif len(_listeners) == 1 and importlib.util.find_spec("zope.event") is not None:
+    elif len(_listeners) == 1 and _installed("zope.event"):
         import zope.event
 
         zope.event.subscribers.append(_on_event)
+
+
+def _installed(module: str) -> bool:
+    # find_spec imports the parent package, and raises when that is missing (no gevent here)
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _on_event(event: Any) -> None:
