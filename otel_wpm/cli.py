@@ -25,7 +25,6 @@ directory, the bucket of ``--store`` cannot be listed).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import __version__
+from ._runtime.installed import is_installed
 from .capture import url_filter
 from .config import (
     CONFIG_FILE_ENV_VAR,
@@ -104,13 +104,6 @@ def _quiet_pattern_warnings() -> None:
     url_filter.logger.setLevel(logging.ERROR)
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # ValueError: a module without a spec in sys.modules
-        return False
-
-
 def problems(config: Config) -> list[str]:
     """What is wrong in a valid configuration: things ignored or that cannot work."""
     found = []
@@ -122,19 +115,19 @@ def problems(config: Config) -> list[str]:
         output_dir_problem = _output_dir_problem(config.local_output_dir)
         if output_dir_problem:
             found.append(output_dir_problem)
-    if config.enable_mattermost and not _installed("mattermostdriver"):
+    if config.enable_mattermost and not is_installed("mattermostdriver"):
         found.append(
             "enable_mattermost is true but mattermostdriver is not installed "
             "(pip install 'otel-wpm[mattermost]')"
         )
-    if config.dedup_redis_url and not _installed("redis"):
+    if config.dedup_redis_url and not is_installed("redis"):
         found.append(
             "dedup_redis_url is set but redis is not installed (pip install 'otel-wpm[redis]')"
         )
     if not config.enable_local_file and not config.enable_mattermost:
         found.append("enable_local_file and enable_mattermost are both false: no report is kept")
     if config.report_store and is_s3_url(config.report_store):
-        if not _installed("obstore"):
+        if not is_installed("obstore"):
             found.append(
                 "report_store is an s3:// URL but obstore is not installed "
                 "(pip install 'otel-wpm[s3]')"

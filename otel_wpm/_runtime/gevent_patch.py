@@ -16,12 +16,12 @@ now with gevent's primitives, and our "threads" become greenlets.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import sys
 from typing import Any, Callable
 
 from . import forksafe
+from .installed import is_installed
 
 logger = logging.getLogger(__name__)
 _listeners: list[Callable[[], None]] = []
@@ -39,18 +39,10 @@ def watch(on_patched: Callable[[], None]) -> None:
     _listeners.append(on_patched)
     if threading_is_patched():
         on_patched()
-    elif len(_listeners) == 1 and _installed("zope.event"):
+    elif len(_listeners) == 1 and is_installed("zope.event"):
         import zope.event
 
         zope.event.subscribers.append(_on_event)
-
-
-def _installed(module: str) -> bool:
-    # find_spec imports the parent package, and raises when that is missing (no gevent here)
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def _on_event(event: Any) -> None:
