@@ -157,3 +157,32 @@ def test_a_forked_child_keeps_nothing_of_its_parent() -> None:
     kept.add(child_of(request, "SELECT"))
     kept.after_fork_in_child()
     assert kept.leave(request) is None
+
+
+def test_a_request_whose_trace_ends_no_span_leaves_nothing() -> None:
+    kept = TraceSpans()
+    request = tracer.start_span("GET /fast", kind=SpanKind.SERVER)
+    kept.watch(request)
+    request.end()
+    assert kept.leave(request) is None
+    kept.add(child_of(request, "after its end"))
+    assert kept.so_far(request) == []
+
+
+def test_a_shared_trace_whose_first_request_ends_before_any_span_keeps_the_link() -> None:
+    """The outer request ends first with no span of its own yet: the inner one's spans are
+    still found below it."""
+    kept = TraceSpans()
+    outer = tracer.start_span("GET /outer", kind=SpanKind.SERVER)
+    inner = tracer.start_span(
+        "GET /inner", context=trace.set_span_in_context(outer), kind=SpanKind.SERVER
+    )
+    kept.watch(outer)
+    kept.watch(inner)
+    outer.end()
+    assert kept.leave(outer) is None
+    kept.add(child_of(inner, "inner query"))
+    inner.end()
+    spans = kept.leave(inner)
+    assert spans.shared and names(spans.of_request(inner)) == ["inner query"]
+    assert kept.leave(inner) is None

@@ -65,6 +65,16 @@ def overhead_stats(
     }
 
 
+class _Served:
+    """What one thread served: written only by that thread."""
+
+    __slots__ = ("requests", "ns")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.ns = 0
+
+
 class Stats:
     """Thread-safe counters, and what the overhead figure is made of.
 
@@ -101,8 +111,7 @@ class Stats:
         """A new process counts from zero (also the lock: a parent's thread may have held it)."""
         self._lock = threading.Lock()
         self._totals = dict.fromkeys(COUNTERS, 0)
-        self._requests_by_thread: dict[int, int] = {}
-        self._served_ns_by_thread: dict[int, int] = {}
+        self._served_by_thread: dict[int, _Served] = {}
         self._monitor_cpu_seconds = 0.0
         self._baseline = dict.fromkeys(COUNTERS, 0)
         self._served_ns_baseline = 0
@@ -117,14 +126,15 @@ class Stats:
         and the ``duration_ns`` it took in the time spent serving requests.
 
         Without a lock, as it runs on every request: each thread writes only its
-        own keys, and one dict get or set is atomic. Thread ids are reused once a
+        own counters, and one dict get or set is atomic. Thread ids are reused once a
         thread ends, so the keys stay about as many as threads that ever served at
         once, even under a server that starts a thread per request.
         """
-        by_thread = self._requests_by_thread
-        by_thread[thread_id] = by_thread.get(thread_id, 0) + 1
-        served = self._served_ns_by_thread
-        served[thread_id] = served.get(thread_id, 0) + duration_ns
+        served = self._served_by_thread.get(thread_id)
+        if served is None:
+            served = self._served_by_thread[thread_id] = _Served()
+        served.requests += 1
+        served.ns += duration_ns
 
     def charge_cpu(self, seconds: float) -> None:
         """CPU time one of the monitor's threads took while requests were being served."""
@@ -133,14 +143,15 @@ class Stats:
 
     def _total(self, name: str) -> int:
         if name == "total_requests":
-            return self._totals[name] + sum(list(self._requests_by_thread.values()))
+            served = list(self._served_by_thread.values())
+            return self._totals[name] + sum(thread.requests for thread in served)
         return self._totals[name]
 
     def record_slow_duration(self, seconds: float) -> None:
         self._slow_duration.record(seconds)
 
     def _served_ns(self) -> int:
-        return sum(list(self._served_ns_by_thread.values()))
+        return sum(served.ns for served in list(self._served_by_thread.values()))
 
     def reset(self) -> None:
         with self._lock:

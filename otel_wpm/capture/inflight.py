@@ -229,7 +229,9 @@ class InFlightRequests:
         None when it is not watched under ``key``. Its state stays for :meth:`take_state`.
         """
         running = self._spans.get(key)
-        if running is None or not _same_span(running, span):
+        if running is None or (
+            running.context is not span.context and not _same_span(running, span)
+        ):
             return None
         del self._spans[key]
         return self._settings.pop(key)

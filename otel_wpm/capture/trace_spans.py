@@ -3,7 +3,7 @@
 Usage (this is what ``ProfilingSpanProcessor`` does)::
 
     kept = TraceSpans()
-    kept.watch(request_span)          # on_start of a request: one list, one dict write
+    kept.watch(request_span)          # on_start of a request: one dict write
     kept.add(span)                    # on_end of any other span: one dict lookup,
                                       # and an append if its trace is watched
     spans = kept.leave(request_span)  # on_end of the request: its trace's KeptSpans, or None
@@ -14,8 +14,10 @@ Usage (this is what ``ProfilingSpanProcessor`` does)::
 Spans are keyed by trace id, so a database call or an outgoing HTTP call is
 kept whichever thread (or task) ends it. The spans are kept as they are (an
 ended span does not change) and only looked through if the request turns out
-slow; a fast request drops its list at its end. Each request
-keeps the first :data:`MAX_SPANS_PER_REQUEST` spans and counts the rest.
+slow; a fast request drops its list at its end. A request's list is made when
+the first span of its trace ends: most requests of a busy service make none.
+Each request keeps the first :data:`MAX_SPANS_PER_REQUEST` spans and counts the
+rest.
 
 Which of them are the request's own is worked out once it is known to be
 slow (:meth:`KeptSpans.of_request`): those below its span. Rarely, two watched
@@ -27,7 +29,7 @@ below its own span.
 from __future__ import annotations
 
 import threading
-from typing import Optional
+from typing import Any, Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -87,7 +89,11 @@ def _parent_id(span: ReadableSpan) -> Optional[int]:
 
 
 class TraceSpans:
-    """Lists of ended spans by the trace id of the watched requests running."""
+    """Lists of ended spans by the trace id of the watched requests running.
+
+    Until a span of its trace ends, a watched trace's entry is the context of the
+    request span that watched it first: a marker that costs no allocation.
+    """
 
     def __init__(self, limit: int = MAX_SPANS_PER_REQUEST) -> None:
         self.limit = limit
@@ -95,51 +101,77 @@ class TraceSpans:
         forksafe.register(self)
 
     def after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()  # for traces with several requests, which are rare
-        self._spans: dict[int, KeptSpans] = {}
+        self._lock = threading.Lock()  # for a trace's first span and for shared traces
+        self._spans: dict[int, Any] = {}  # trace id -> KeptSpans, or the marker
         self._requests: dict[int, int] = {}  # traces with more than one watched request
 
     def watch(self, span: ReadableSpan) -> None:
         """Keep the spans of ``span``'s trace from now until :meth:`leave`."""
-        fresh = KeptSpans()
-        trace_id = span.context.trace_id
-        spans = self._spans.setdefault(trace_id, fresh)
-        if spans is not fresh:
-            with self._lock:
-                self._requests[trace_id] = self._requests.get(trace_id, 1) + 1
+        context = span.context
+        if self._spans.setdefault(context.trace_id, context) is not context:
+            self._share(context.trace_id)
+
+    def _share(self, trace_id: int) -> None:
+        with self._lock:
+            self._requests[trace_id] = self._requests.get(trace_id, 1) + 1
+            spans = self._spans.get(trace_id)
+            if type(spans) is KeptSpans:
                 spans.shared = True
 
     def add(self, span: ReadableSpan) -> None:
         """Keep ``span`` if a watched request of its trace runs."""
         spans = self._spans.get(span.context.trace_id)
-        if spans is not None:
-            if len(spans) < self.limit:
-                spans.append(span)
-            else:
-                spans.not_kept += 1
+        if spans is None:
+            return
+        if type(spans) is not KeptSpans:
+            spans = self._first_list(span.context.trace_id)
+            if spans is None:
+                return
+        if len(spans) < self.limit:
+            spans.append(span)
+        else:
+            spans.not_kept += 1
+
+    def _first_list(self, trace_id: int) -> Optional[KeptSpans]:
+        """The list of a watched trace that has none yet (made under the lock: spans of
+        one trace may end on two threads at once)."""
+        with self._lock:
+            spans = self._spans.get(trace_id)
+            if spans is None or type(spans) is KeptSpans:
+                return spans
+            spans = self._spans[trace_id] = KeptSpans()
+            spans.shared = trace_id in self._requests
+            return spans
 
     def leave(self, span: ReadableSpan) -> Optional[KeptSpans]:
         """Stop keeping spans for ``span``, a watched request that ended: its trace's spans
-        (see :meth:`KeptSpans.of_request` for its own)."""
+        (see :meth:`KeptSpans.of_request` for its own), None if none ended."""
         trace_id = span.context.trace_id
         if self._requests and trace_id in self._requests:
             return self._leave_shared(span)
-        return self._spans.pop(trace_id, None) or None
+        spans = self._spans.pop(trace_id, None)
+        return spans if type(spans) is KeptSpans else None
 
     def _leave_shared(self, span: ReadableSpan) -> Optional[KeptSpans]:
         trace_id = span.context.trace_id
         with self._lock:
             spans = self._spans.get(trace_id)
             others = self._requests.get(trace_id, 1) - 1
-            if spans is None or others < 1:
+            if others < 1:
                 self._requests.pop(trace_id, None)
-                return self._spans.pop(trace_id, None)
+                self._spans.pop(trace_id, None)
+                return spans if type(spans) is KeptSpans else None
             self._requests[trace_id] = others
+            if type(spans) is not KeptSpans:
+                # the others' spans may descend from this one: keep the link
+                kept = self._spans[trace_id] = KeptSpans([span])
+                kept.shared = True
+                return None
             copy = spans.copy()
-            # the others' spans may descend from this one: keep the link
             spans.append(span)
             return copy
 
     def so_far(self, span: ReadableSpan) -> KeptSpans:
         """The spans of ``span``'s trace kept so far, while it still runs (a copy)."""
-        return self._spans.get(span.context.trace_id, KeptSpans()).copy()
+        spans = self._spans.get(span.context.trace_id)
+        return spans.copy() if type(spans) is KeptSpans else KeptSpans()
