@@ -1,4 +1,4 @@
-"""FastAPI on uvicorn and hypercorn under ``opentelemetry-instrument``: every slow
+"""FastAPI on uvicorn, hypercorn and daphne under ``opentelemetry-instrument``: every slow
 request of one event loop gets its own report, with its own stacks, and names what held the
 loop meanwhile."""
 
@@ -24,7 +24,7 @@ from apps.helpers import (
 APP_FILE = "asgi_fastapi_app.py"
 
 
-@pytest.fixture(scope="module", params=["uvicorn", "hypercorn"])
+@pytest.fixture(scope="module", params=["uvicorn", "hypercorn", "daphne"])
 def fastapi(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
