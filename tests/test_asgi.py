@@ -1,5 +1,6 @@
-"""FastAPI on uvicorn under ``opentelemetry-instrument``: every slow request of one event loop
-gets its own report, with its own stacks, and names what held the loop meanwhile."""
+"""FastAPI on uvicorn, hypercorn and daphne under ``opentelemetry-instrument``: every slow
+request of one event loop gets its own report, with its own stacks, and names what held the
+loop meanwhile."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from apps.asgi_servers import Served, served_by_uvicorn
+from apps.asgi_servers import Served, served_by
 from apps.helpers import (
     has_path,
     profile_functions,
@@ -23,9 +24,11 @@ from apps.helpers import (
 APP_FILE = "asgi_fastapi_app.py"
 
 
-@pytest.fixture(scope="module")
-def fastapi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    yield from served_by_uvicorn(tmp_path_factory, "asgi_fastapi_app:app")
+@pytest.fixture(scope="module", params=["uvicorn", "hypercorn", "daphne"])
+def fastapi(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    yield from served_by(request.param, tmp_path_factory, "asgi_fastapi_app:app")
 
 
 def held_loop_section(report: Path) -> str:

@@ -1,5 +1,6 @@
-"""Starlette and Django over ASGI, on uvicorn under ``opentelemetry-instrument``: each slow
-request's report holds its own code, wherever it ran (child task, worker thread)."""
+"""Starlette and Django over ASGI, on uvicorn (and Django on daphne too) under
+``opentelemetry-instrument``: each slow request's report holds its own code, wherever it ran
+(child task, worker thread)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,21 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from apps.asgi_servers import Served, served_by_uvicorn
+from apps.asgi_servers import Served, served_by
 from apps.helpers import has_path, profile_functions, report_metadata, seconds_in
 
 
 @pytest.fixture(scope="module")
 def starlette(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    yield from served_by_uvicorn(tmp_path_factory, "asgi_starlette_app:app")
+    yield from served_by("uvicorn", tmp_path_factory, "asgi_starlette_app:app")
 
 
-@pytest.fixture(scope="module")
-def django(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    yield from served_by_uvicorn(
+@pytest.fixture(scope="module", params=["uvicorn", "daphne"])
+def django(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    yield from served_by(
+        request.param,
         tmp_path_factory,
         "asgi_django_app:application",
         DJANGO_SETTINGS_MODULE="asgi_django_settings",

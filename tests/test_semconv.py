@@ -1,8 +1,8 @@
 """The HTTP facts of a server span, under the old and the stable HTTP semantic conventions.
 
-Attributes come from OpenTelemetry's own WSGI instrumentation where it can make them
-(``collect_request_attributes`` in each stability mode), and are written by hand for
-the cases it does not produce (conflicting generations, other instrumentations).
+Attributes come from OpenTelemetry's own WSGI and ASGI instrumentations where they can make
+them (``collect_request_attributes`` in each stability mode), and are written by hand for
+the cases they do not produce (conflicting generations, other instrumentations).
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from opentelemetry.instrumentation import asgi
 from opentelemetry.instrumentation._semconv import _StabilityMode
 from opentelemetry.instrumentation.wsgi import collect_request_attributes
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from otel_wpm.capture.semconv import HttpFacts, http_facts, may_carry_body
+from otel_wpm.capture.semconv import HttpFacts, http_facts, is_websocket, may_carry_body
 
 OLD = _StabilityMode.DEFAULT
 STABLE = _StabilityMode.HTTP
@@ -246,3 +247,43 @@ def test_an_unknown_method_is_shown_as_the_client_sent_it() -> None:
         {"http.request.method": "_OTHER", "http.request.method_original": "PURGE", "url.path": "/"}
     )
     assert facts.method == "PURGE"
+
+
+# --- WebSockets (ASGI) -----------------------------------------------------------------
+
+# A WebSocket scope as uvicorn and hypercorn give it, and as daphne does: without the
+# "scheme" key, which the ASGI spec makes optional (default "ws").
+UVICORN_WEBSOCKET = {
+    "type": "websocket",
+    "scheme": "ws",
+    "path": "/ws",
+    "query_string": b"",
+    "headers": [(b"host", b"127.0.0.1:8000"), (b"upgrade", b"websocket")],
+    "server": ("127.0.0.1", 8000),
+    "client": ("127.0.0.1", 50000),
+}
+DAPHNE_WEBSOCKET = {key: value for key, value in UVICORN_WEBSOCKET.items() if key != "scheme"}
+HTTP_REQUEST = {**UVICORN_WEBSOCKET, "type": "http", "scheme": "http", "method": "GET"}
+HTTP_REQUEST_WITHOUT_SCHEME = {key: value for key, value in HTTP_REQUEST.items() if key != "scheme"}
+
+
+@pytest.mark.parametrize("mode", [OLD, STABLE, BOTH], ids=["old", "stable", "both"])
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [
+        (UVICORN_WEBSOCKET, True),
+        (DAPHNE_WEBSOCKET, True),
+        (HTTP_REQUEST, False),
+        (HTTP_REQUEST_WITHOUT_SCHEME, False),
+    ],
+    ids=["websocket", "websocket without a scheme", "request", "request without a scheme"],
+)
+def test_a_websocket_is_told_from_a_request_by_the_asgi_instrumentations_attributes(
+    mode: _StabilityMode, scope: dict[str, Any], expected: bool
+) -> None:
+    assert is_websocket(asgi.collect_request_attributes(scope, mode)) is expected
+
+
+@pytest.mark.parametrize("attributes", [None, {}, {"rpc.method": "Checkout"}])
+def test_a_span_without_http_attributes_is_no_websocket(attributes: Any) -> None:
+    assert not is_websocket(attributes)

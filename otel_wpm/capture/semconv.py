@@ -126,9 +126,18 @@ def http_facts(attributes: Optional[Mapping[str, Any]]) -> HttpFacts:
 
 def is_websocket(attributes: Optional[Mapping[str, Any]]) -> bool:
     """Whether a server span is a WebSocket connection (ASGI): it lasts as long as the
-    connection, so its duration says nothing about a slow request."""
-    scheme = _first(attributes or {}, "url.scheme", "http.scheme")
-    return scheme in ("ws", "wss")
+    connection, so its duration says nothing about a slow request.
+
+    The scheme says so ("ws", "wss") when the server puts one in the scope. The ASGI
+    spec makes it optional for WebSockets and daphne leaves it out: then the span is
+    one with a path but no method, which every HTTP request has and a WebSocket lacks.
+    """
+    attributes = attributes or {}
+    scheme = _first(attributes, "url.scheme", "http.scheme")
+    if scheme is not None:
+        return scheme in ("ws", "wss")
+    has_path = _first(attributes, "url.path", "http.target") is not None
+    return has_path and _first(attributes, "http.request.method", "http.method") is None
 
 
 # RFC 9110 gives content in these requests no meaning; clients do not send any.

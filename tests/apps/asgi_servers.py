@@ -1,5 +1,6 @@
-"""ASGI apps on real uvicorn servers on 127.0.0.1: in this process, or in a subprocess
-under ``opentelemetry-instrument`` with its reports read back."""
+"""ASGI apps on real servers on 127.0.0.1: on uvicorn in this process, or on uvicorn,
+hypercorn or daphne in a subprocess under ``opentelemetry-instrument`` with its reports
+read back."""
 
 from __future__ import annotations
 
@@ -46,11 +47,6 @@ def serve_asgi(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-
-
-def uvicorn_command(port: int, app: str) -> list[str]:
-    """uvicorn serving ``app`` (``module:variable`` in tests/apps) on 127.0.0.1:``port``."""
-    return ["uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
 
 
 @dataclass
@@ -109,10 +105,19 @@ def served(
         yield Served(server, reports_dir)
 
 
-def served_by_uvicorn(
-    tmp_path_factory: pytest.TempPathFactory, app: str, **settings: str
+# Each server's command line for ``{app}`` (``module:variable`` in tests/apps) on
+# 127.0.0.1:``{port}``; hypercorn's worker is its default, asyncio.
+ASGI_SERVERS = {
+    "uvicorn": ["uvicorn", "{app}", "--host", "127.0.0.1", "--port", "{port}"],
+    "hypercorn": ["hypercorn", "--bind", "127.0.0.1:{port}", "{app}"],
+    "daphne": ["daphne", "--bind", "127.0.0.1", "--port", "{port}", "{app}"],
+}
+
+
+def served_by(
+    server: str, tmp_path_factory: pytest.TempPathFactory, app: str, **settings: str
 ) -> Iterator[Served]:
-    """``app`` (``module:variable`` in tests/apps) on uvicorn, as :func:`served`."""
-    command = uvicorn_command(0, app)
-    command[-1] = "{port}"
-    yield from served(tmp_path_factory, command, app.partition(":")[0], **settings)
+    """``app`` (``module:variable`` in tests/apps) on ``server`` (a key of
+    :data:`ASGI_SERVERS`), as :func:`served`."""
+    command = [part.replace("{app}", app) for part in ASGI_SERVERS[server]]
+    yield from served(tmp_path_factory, command, f"{server}-{app.partition(':')[0]}", **settings)
