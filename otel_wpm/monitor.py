@@ -198,6 +198,7 @@ class PerformanceMonitor:
 
     def create_decorator(self, name: Optional[str] = None) -> Callable[[F], F]:
         """Profile calls of the decorated function; report those slower than the threshold."""
+        self._processor.watch_decorated_functions()
 
         def decorate(func: F) -> F:
             span_name = name or func.__qualname__

@@ -9,9 +9,10 @@ Usage with an SDK ``TracerProvider`` you already have::
     provider.add_span_processor(ProfilingSpanProcessor(Config(threshold_seconds=0.5)))
 
 What it watches: server spans that are local roots (no parent, or a remote
-parent), from whichever instrumentation made them, and spans of functions
-decorated by ``PerformanceMonitor.create_decorator()``. Every other span costs
-a few attribute reads, and a dict lookup when it ends.
+parent), from whichever instrumentation made them, and, once
+:meth:`~ProfilingSpanProcessor.watch_decorated_functions` was called, spans of
+functions decorated by ``PerformanceMonitor.create_decorator()``. Every other
+span costs a few attribute reads, and a dict lookup when it ends.
 
 The path of a watched span:
 
@@ -106,6 +107,7 @@ class ProfilingSpanProcessor(SpanProcessor):
         self._failures = LogOnce(logger)
         self._requests = InFlightRequests()
         self._functions: dict[int, bool] = {}  # decorated functions' span ids: nested?
+        self._decorated_functions = False  # whether spans of decorated functions may come
         self._trace_spans = TraceSpans()  # the spans of watched requests, for their reports
         self._settings = ActiveSettings.from_config(config)
         self._sampler = StackSampler(
@@ -150,6 +152,11 @@ class ProfilingSpanProcessor(SpanProcessor):
         self._settings = settings
         _set_log_level(config)
 
+    def watch_decorated_functions(self) -> None:
+        """Watch the spans of functions decorated by ``PerformanceMonitor.create_decorator()``
+        too (until then, other spans are not looked at when they start)."""
+        self._decorated_functions = True
+
     # --- span start (request thread) ----------------------------------------------------
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
@@ -160,7 +167,7 @@ class ProfilingSpanProcessor(SpanProcessor):
                 settings = self._settings
                 if settings.enabled:
                     self._watch(span, threading.get_ident(), settings)
-            elif _is_decorated_function(span):
+            elif self._decorated_functions and _is_decorated_function(span):
                 settings = self._settings
                 if settings.enabled:
                     self._watch_function(span, settings)
