@@ -31,7 +31,8 @@ The path of a watched span:
    older than ``hung_request_factor`` x threshold, ``_report_hung`` reports it
    while it still runs.
 3. ``on_end`` (request thread): any other span of a watched request's trace is
-   kept for its report (one dict lookup by trace id, and an append); a fast
+   kept for its report (one dict lookup by trace id, and an append), but the
+   spans OpenTelemetry's ASGI middleware makes for each message sent or received; a fast
    request costs a counter and a few dict deletes; a slow one goes, with its
    spans, to the :class:`Reporter`, which copies it and queues it.
 4. Report thread (:class:`Reporter`): render the HTML, write the file, hand an
@@ -74,7 +75,7 @@ from .capture.precise import OverheadBudget, start_profiler, stop_profiler
 from .capture.request import find_request, start_recording
 from .capture.route import keep_framework_request, route_template
 from .capture.sampler import StackSampler
-from .capture.semconv import http_facts, is_websocket, may_carry_body
+from .capture.semconv import ASGI_MESSAGE_SPANS, http_facts, is_websocket, may_carry_body
 from .capture.trace_spans import KeptSpans, TraceSpans
 from .config import Config
 from .reporting.reporter import Reporter
@@ -320,11 +321,14 @@ class ProfilingSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            if span.kind is SpanKind.SERVER and (span.parent is None or span.parent.is_remote):
+            kind = span.kind
+            if kind is SpanKind.SERVER and (span.parent is None or span.parent.is_remote):
                 self._end_request(span)
                 return
             if self._functions and span.context.span_id in self._functions:
                 self._end_function(span)
+            elif kind is SpanKind.INTERNAL and span.name.endswith(ASGI_MESSAGE_SPANS):
+                return  # the ASGI server's plumbing, not the request's work
             # any other span: one dict lookup, unless its trace's request is watched
             self._trace_spans.add(span)
         except Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -462,3 +463,36 @@ def test_without_capture_the_report_shows_no_request_data(tmp_path: Path) -> Non
     text = report.read_text()
     assert "The application read no request body." in text
     assert "X-Custom" not in text
+
+
+def test_the_asgi_middleware_s_message_spans_are_not_kept_for_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenTelemetry's ASGI middleware makes a span for each message sent or received:
+    plumbing, left out of the request's spans; the request's own work stays."""
+    processor = ProfilingSpanProcessor(Config(threshold_seconds=1.0, local_output_dir=tmp_path))
+    handed: list[list[str]] = []
+    monkeypatch.setattr(
+        processor.reporter,
+        "report",
+        lambda span, request, duration, session, spans: handed.append(
+            [kept.name for kept in spans.of_request(span)]
+        ),
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    started = time.time_ns() - 2 * 10**9  # a request that took two seconds
+    request_span = tracer.start_span("GET /items/{id}", kind=SpanKind.SERVER, start_time=started)
+    inside = trace.set_span_in_context(request_span)
+    for name, kind in [
+        ("GET /items/{id} http receive", SpanKind.INTERNAL),
+        ("SELECT items", SpanKind.CLIENT),
+        ("render", SpanKind.INTERNAL),
+        ("GET /items/{id} http send", SpanKind.INTERNAL),
+    ]:
+        tracer.start_span(name, context=inside, kind=kind).end()
+    request_span.end()
+    processor.shutdown()
+
+    assert handed == [["SELECT items", "render"]]

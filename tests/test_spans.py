@@ -171,20 +171,3 @@ def test_no_spans() -> None:
     summary = summarise([])
     assert summary.count == 0 and summary.slowest == ()
     assert summary.seconds_by_kind == {"db": 0.0, "http": 0.0, "other": 0.0}
-
-
-def test_the_asgi_middleware_s_message_spans_are_not_the_request_s_work() -> None:
-    request = span("GET /orders", 0, 400, kind=SpanKind.SERVER)
-    query = span("SELECT", 10, 300, parent=request, db__system="sqlite")
-    start = span(
-        "GET /orders http send", 310, 311, kind=SpanKind.INTERNAL, parent=request,
-        asgi__event__type="http.response.start", http__status_code=200,
-    )  # fmt: skip
-    body = span(
-        "GET /orders http send", 311, 312, kind=SpanKind.INTERNAL, parent=request,
-        asgi__event__type="http.response.body",
-    )  # fmt: skip
-
-    summary = summarise([query, start, body], duration=0.4)
-
-    assert [record.name for record in summary.spans] == ["SELECT"]

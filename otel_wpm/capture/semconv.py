@@ -146,6 +146,12 @@ _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _NAMES_WITHOUT_BODY = tuple(f"{method} " for method in sorted(_METHODS_WITHOUT_BODY))
 
 
+#: How the names of the spans OpenTelemetry's ASGI middleware makes for each message the
+#: app sends or receives end ("GET /items/{id} http send"): told by name, as attributes
+#: cost more to read on the request path.
+ASGI_MESSAGE_SPANS = (" http send", " http receive", " websocket send", " websocket receive")
+
+
 def may_carry_body(span: Any) -> bool:
     """Whether a request span's method can carry a body (True when it is unknown).
 

@@ -20,10 +20,6 @@ shown: the database system, the statement with its literals masked
 description is not shown: it is free text (an exception message) that can
 quote a statement or a URL.
 
-The spans OpenTelemetry's ASGI middleware makes for each message the app sends
-or receives (``GET /x http send``, with ``asgi.event.type``) are left out: they
-are the server's plumbing, not the request's work.
-
 Time per kind is wall time on the request's time axis: an instant inside a
 database call counts as ``db``, else inside an HTTP call as ``http``, else
 inside any other span as ``other``; parallel or nested spans are not counted
@@ -52,7 +48,6 @@ _MAX_STATEMENT_CHARS = 2000
 _MAX_VALUE_CHARS = 300
 _SHORTENED = "…"
 _URL_OR_QUERY = re.compile(r"\S*(?:://|\?)\S*")
-_ASGI_MESSAGE = "asgi.event.type"
 
 # (label, attribute names, stable convention first)
 _DB_FIELDS = (
@@ -120,7 +115,6 @@ def summarise_spans(
 ) -> SpanSummary:
     """Records of ``spans``, those of one request that started at ``start_time`` (seconds
     since the epoch), and their totals."""
-    spans = [span for span in spans if _ASGI_MESSAGE not in (span.attributes or {})]
     depths = _depths(spans)
     request_start_ns = int(start_time * 1e9)
     records = tuple(
