@@ -160,7 +160,7 @@ class Config:
     service_name: Optional[str] = None
     engine: str = "sampling"
     sampling_interval_seconds: float = 0.01
-    early_sampling_interval_seconds: float = 0.05
+    early_sampling_interval_seconds: float = 0.1
     sample_after_fraction: float = 0.25
     report_base_url: Optional[str] = None
     trace_url_template: Optional[str] = None

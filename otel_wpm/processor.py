@@ -184,7 +184,7 @@ class ProfilingSpanProcessor(SpanProcessor):
         if stale:
             self._forget_stale(stale)
         self._trace_spans.watch(span)
-        self._sampler.ensure_started()
+        self._sampler.ensure_awake()
         if key is not thread_id and (task := task_of(key)) is not None:
             self._requests.on_loop(task, thread_id)
             self._watch_task(span, task, settings)

@@ -32,7 +32,7 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "service_name": None,
     "engine": "sampling",
     "sampling_interval_seconds": 0.01,
-    "early_sampling_interval_seconds": 0.05,
+    "early_sampling_interval_seconds": 0.1,
     "sample_after_fraction": 0.25,
     "report_base_url": None,
     "trace_url_template": None,

@@ -10,7 +10,7 @@ Usage::
         settings=settings,          # the ActiveSettings in force: the tick
         on_cpu=stats.charge_cpu,    # told the CPU time of each tick while requests run
     )
-    sampler.ensure_started()       # from the request path: cheap once running
+    sampler.ensure_awake()         # from the request path: one attribute read once awake
     sampler.configure(new_settings)
 
 This is the default profiling engine. Nothing runs on the request path but the
@@ -19,14 +19,20 @@ the current stack of each request's thread (``sys._current_frames()``) in two
 phases, so a slow request is covered from its start while fast ones cost next
 to nothing:
 
-* early: every ``early_interval`` (50 ms by default), every request in flight
+* early: every ``early_interval`` (100 ms by default), every request in flight
   for at least one ``interval`` gets a sample. Nothing else is done for it: no
   black-list, no WSGI environ, no callbacks. Most requests end before they are
-  ever looked at, the others get a sample or two at 20 rounds a second, and the
+  ever looked at, the others get a sample or two at 10 rounds a second, and the
   first sample of a request stands for the time since its start (at most one
   early interval and one interval), so coverage starts with the request.
 * full rate: once older than its ``sample_after``, a request is admitted
   (``admit``) and sampled every ``interval`` (10 ms).
+
+With no request in flight, the thread sleeps until one starts
+(:meth:`StackSampler.ensure_awake`, one attribute read on the request path): an
+idle process is not woken at all. Each wake costs more than the work it does on
+a busy machine (a few hundred microseconds of CPU, with cold caches, against a
+few for the tick itself), so the rounds are as few as coverage allows.
 
 Each sample also reads the thread's own CPU clock (:mod:`.thread_cpu`): the
 clock's advance since the previous sample is the CPU time of that slice, the
@@ -70,6 +76,8 @@ if TYPE_CHECKING:
 #: Asked with the request's frames, innermost first.
 Admit = Callable[[InFlightRequest, Sequence[FrameType]], bool]
 Notify = Callable[[InFlightRequest], None]
+#: How long the thread sleeps with no request in flight, unless a request wakes it first.
+IDLE_WAIT_SECONDS = 60.0
 
 logger = logging.getLogger(__name__)
 _failures = LogOnce(logger)
@@ -116,30 +124,45 @@ class StackSampler:
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
+        self._alarm = threading.Event()  # wakes the thread: a request started, or stop()
+        # True while no thread runs, or while it sleeps because no request was in flight:
+        # the request path reads this one attribute.
+        self.asleep = True
         self._last_early_ns = 0  # when the last early round was
 
-    def ensure_started(self) -> None:
-        if self._thread is None:
-            self._start_thread()
+    def ensure_awake(self) -> None:
+        """From the request path, after the request was registered: start the thread, or
+        wake it from its idle sleep. One attribute read while it is awake."""
+        if self.asleep:
+            self._wake()
 
-    def _start_thread(self) -> None:
+    def _wake(self) -> None:
         with self._lock:
-            if self._thread is not None:
-                return
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="otel-wpm-sampler", daemon=True)
-            self._thread.start()
+            if self._thread is None:
+                self._stop.clear()
+                self._thread = threading.Thread(
+                    target=self._run, name="otel-wpm-sampler", daemon=True
+                )
+                self._thread.start()
+            self.asleep = False
+            self._alarm.set()
 
     def stop(self) -> None:
         self._stop.set()
+        self._alarm.set()
         with self._lock:
             thread, self._thread = self._thread, None
+            self.asleep = True
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
 
     def _run(self) -> None:
         wait = self._interval
-        while not self._stop.wait(wait):
+        while True:
+            self._alarm.wait(wait)
+            self._alarm.clear()
+            if self._stop.is_set():
+                return
             started_cpu = time.thread_time()
             in_flight = self._requests.any_running()
             try:
@@ -149,15 +172,30 @@ class StackSampler:
                 logger.exception("otel-wpm sampler tick failed")
             if in_flight:
                 self._on_cpu(time.thread_time() - started_cpu)
+            elif self._fall_asleep():
+                wait = IDLE_WAIT_SECONDS
+
+    def _fall_asleep(self) -> bool:
+        """Whether no request is in flight, so the thread may sleep until one starts.
+
+        Checked again after ``asleep`` is set: a request registers itself before it
+        reads ``asleep``, so one starting meanwhile is either seen here or wakes us.
+        """
+        if self._requests.any_running():
+            return False
+        self.asleep = True
+        if self._requests.any_running():
+            self.asleep = False
+            return False
+        return True
 
     def tick(self) -> float:
         """Sample what is due and report threshold crossings (also callable from tests).
 
         Returns how long the thread may sleep before the next tick: one interval
         while requests are sampled at full rate, else until the next early round
-        or until the oldest request becomes due, whichever comes first. Without
-        early sampling, an idle process sleeps until a request starting now
-        would be due.
+        or until the oldest request becomes due, whichever comes first. (With no
+        request in flight, the thread then sleeps until one starts.)
         """
         now = self._clock_ns()
         early = self._early_interval_ns > 0 and now - self._last_early_ns >= self._early_interval_ns
