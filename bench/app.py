@@ -18,6 +18,8 @@ The watching stack is chosen by the ``BENCH_CONFIG`` environment variable:
 * ``wpm_precise``: ``otel`` + ``ProfilingSpanProcessor(engine="pyinstrument")``.
 * ``wpm_late``: ``wpm`` without early sampling (``early_sampling_interval_seconds=0``):
   requests are sampled only from ``sample_after_fraction`` x threshold on.
+* ``wpm_after_half``: ``wpm`` sampling at full rate from half the threshold on
+  (``sample_after_fraction=0.5``), early rounds before.
 * ``otel_noop``: ``otel`` + a span processor that does nothing: what the SDK
   charges for one more processor.
 * ``otel_minimal``: ``otel`` + the least a processor that watches requests can
@@ -53,7 +55,9 @@ from typing import Any, Optional
 
 from flask import Flask, jsonify
 
-CONFIGS = ("bare", "otel", "wpm", "wpm_precise", "wpm_late", "otel_noop", "otel_minimal")
+CONFIGS = (
+    "bare", "otel", "wpm", "wpm_precise", "wpm_late", "otel_noop", "otel_minimal", "wpm_after_half"
+)  # fmt: skip
 
 #: fib(27) takes ~17-20 ms on the 2-core benchmark machine (Python 3.11).
 FIB_N = 27
@@ -79,6 +83,7 @@ _WPM_CONFIGS: dict[str, dict[str, Any]] = {
     "wpm": {},
     "wpm_precise": {"engine": "pyinstrument"},
     "wpm_late": {"early_sampling_interval_seconds": 0},
+    "wpm_after_half": {"sample_after_fraction": 0.5},
 }
 #: The phases of ``/phases`` (seconds of CPU, then of sleep) and the CPU of ``/busy``.
 PHASE_CPU_SECONDS = 0.6

@@ -42,7 +42,10 @@ from typing import Any, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUNICORN_CONF = os.path.join(ROOT, "bench", "gunicorn_conf.py")
 HOST = "127.0.0.1"
-CONFIGS = ("bare", "otel", "wpm", "wpm_precise", "wpm_late", "otel_noop", "otel_minimal")
+#: As bench/app.py names them (not imported: the driver stays free of Flask and OTel).
+CONFIGS = (
+    "bare", "otel", "wpm", "wpm_precise", "wpm_late", "otel_noop", "otel_minimal", "wpm_after_half"
+)  # fmt: skip
 DEFAULT_CONFIGS = CONFIGS[:4]
 #: The benchmark apps: their module, the endpoints measured by default, and the server.
 APPS = {
@@ -400,6 +403,18 @@ def cpu_ratios(samples: Sequence[Sample], num: str, den: str, endpoint: str) -> 
     ]
 
 
+def paired_ratios(samples: Sequence[Sample], num: str, den: str, endpoint: str) -> list[float]:
+    """Throughput ratio ``num / den`` of each burst against ``den``'s burst of the same
+    round: the configurations' bursts alternate, so a pair shares the machine's drift."""
+    bursts = {(s.rep, s.config, s.endpoint): s.burst_rps for s in samples}
+    paired = []
+    for rep in sorted({s.rep for s in samples}):
+        mine, theirs = bursts.get((rep, num, endpoint)), bursts.get((rep, den, endpoint))
+        if mine and theirs:
+            paired += [a / b for a, b in zip(mine, theirs) if b]
+    return paired
+
+
 def spread(values: Sequence[float]) -> dict[str, float]:
     if not values:
         return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
@@ -436,6 +451,9 @@ def summarise(samples: Sequence[Sample], args: argparse.Namespace) -> dict[str, 
         for config in args.configs:
             rows[config] = {
                 "ratio_vs_baseline": spread(ratios(samples, config, args.baseline, endpoint)),
+                "paired_ratio_vs_baseline": spread(
+                    paired_ratios(samples, config, args.baseline, endpoint)
+                ),
                 "cpu_ratio_vs_baseline": spread(
                     cpu_ratios(samples, config, args.baseline, endpoint)
                 ),
@@ -490,10 +508,12 @@ def print_markdown(summary: dict[str, Any], args: argparse.Namespace) -> None:
     rev = getattr(args, "revision", None) or "unknown"
     titles = {
         "ratio_vs_baseline": "Throughput",
+        "paired_ratio_vs_baseline": "Throughput in paired bursts (each against the same round's)",
         "cpu_ratio_vs_baseline": "Requests per CPU-second of the server",
     }
     for key, title in titles.items():
-        head = f"{title} vs {args.baseline}, median [min-max] over {args.reps} reps"
+        over = "bursts" if key.startswith("paired") else f"{args.reps} reps"
+        head = f"{title} vs {args.baseline}, median [min-max] over {over}"
         print(f"\n{head} (otel_wpm {rev}):\n")
         print("| config | " + " | ".join(f"`{e}`" for e in eps) + " |")
         print("|---" * (len(eps) + 1) + "|")

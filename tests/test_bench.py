@@ -181,3 +181,12 @@ def test_fidelity_harness_compares_each_engines_report_with_the_truth(tmp_path) 
         assert 0 < measured["coverage"] <= 1.01
         assert not measured["other_request_in_report"]
     assert "reports of /phases holding a frame of /busy: 0" in result.stdout
+
+
+def test_the_driver_names_the_configurations_the_app_makes() -> None:
+    sys.path.insert(0, str(REPO_DIR))
+    try:
+        from bench import app, run
+    finally:
+        sys.path.remove(str(REPO_DIR))
+    assert run.CONFIGS == app.CONFIGS
