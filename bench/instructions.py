@@ -14,7 +14,7 @@ does not: each configuration of ``bench/app.py`` runs in a child process under
 ``--calls a,b``) after the same warm-up, and the difference of the two counts
 of the request thread, divided by ``b - a``, is what one request costs, free
 of start-up and of the monitor's own threads (those are ``run.py``'s to
-measure). ``PYTHONHASHSEED`` is fixed, so a run repeats to within a few hundred
+measure). ``PYTHONHASHSEED`` is fixed, so a run repeats to within about a thousand
 instructions. Flask's ``/fast`` runs about 5 instructions a nanosecond on the
 benchmark machine, so 1,000 instructions are about 0.2 us.
 
