@@ -180,10 +180,11 @@ class ProfilingSpanProcessor(SpanProcessor):
         # and the WSGI environ found, by the sampler thread once a request has run long
         # enough to matter; only a body must be caught here, before the app reads it.
         key = request_key(thread_id)
-        stale = self._requests.start(span, key, settings)
+        context = span.context
+        stale = self._requests.start(span, context, key, settings)
         if stale:
             self._forget_stale(stale)
-        self._trace_spans.watch(span)
+        self._trace_spans.watch(context)
         self._sampler.ensure_awake()
         if key is not thread_id and (task := task_of(key)) is not None:
             self._requests.on_loop(task, thread_id)
@@ -249,7 +250,7 @@ class ProfilingSpanProcessor(SpanProcessor):
     def _forget_stale(self, stale: Sequence[InFlightRequest]) -> None:
         for request in stale:
             self._functions.pop(request.span.context.span_id, None)
-            self._trace_spans.leave(request.span)
+            self._trace_spans.leave(request.span, request.span.context)
             if request.profiler is not None:
                 stop_profiler(request.profiler)
         self._failures.warning(
@@ -341,8 +342,9 @@ class ProfilingSpanProcessor(SpanProcessor):
         thread_id = threading.get_ident()
         key = request_key(thread_id)
         duration_ns = (span.end_time or time.time_ns()) - (span.start_time or 0)
-        spans = self._trace_spans.leave(span)
-        settings = self._requests.leave(span, key)
+        context = span.context
+        spans = self._trace_spans.leave(span, context)
+        settings = self._requests.leave(context, key)
         if settings is None:  # not watched, or it started on another thread or task
             if duration_ns >= self._settings.threshold_ns:
                 self._end_elsewhere(span, key, thread_id, duration_ns, spans)
@@ -378,7 +380,7 @@ class ProfilingSpanProcessor(SpanProcessor):
             settings = request.settings if request is not None else None
         else:
             self.stats.count_request(thread_id, duration_ns)
-            spans = self._trace_spans.leave(span)
+            spans = self._trace_spans.leave(span, span.context)
             settings, request = self._requests.end(span, key)
         self._finish(span, request, settings or self._settings, duration_ns, spans)
 

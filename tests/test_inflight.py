@@ -54,7 +54,7 @@ def test_a_span_ended_on_its_thread_is_matched_by_its_read_only_copy(
 ) -> None:
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, THREAD, SETTINGS)
+    requests.start(span, span.context, THREAD, SETTINGS)
     state = requests.state_of(THREAD, span, SETTINGS)
     finished = end(span, ended, 2 * SECOND)
     assert finished is not span
@@ -66,27 +66,28 @@ def test_a_span_ended_on_its_thread_is_matched_by_its_read_only_copy(
 def test_a_new_span_on_a_thread_returns_the_one_that_never_ended(tracer) -> None:
     requests = InFlightRequests()
     never_ended = start(tracer)
-    requests.start(never_ended, THREAD, SETTINGS)
+    requests.start(never_ended, never_ended.context, THREAD, SETTINGS)
     kept = InFlightRequest(never_ended, THREAD, SETTINGS)
     requests.keep(kept)
     fresh = start(tracer)
-    assert list(requests.start(fresh, THREAD, SETTINGS)) == [kept]
+    assert list(requests.start(fresh, fresh.context, THREAD, SETTINGS)) == [kept]
     assert requests.running() == [(THREAD, fresh, SETTINGS)]
 
 
 def test_a_span_that_ended_is_not_stale(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     first = start(tracer)
-    requests.start(first, THREAD, SETTINGS)
-    requests.leave(end(first, ended, 1000), THREAD)
-    assert list(requests.start(start(tracer), THREAD, SETTINGS)) == []
+    requests.start(first, first.context, THREAD, SETTINGS)
+    requests.leave(end(first, ended, 1000).context, THREAD)
+    fresh = start(tracer)
+    assert list(requests.start(fresh, fresh.context, THREAD, SETTINGS)) == []
 
 
 def test_a_thread_whose_span_ended_elsewhere_is_not_watching(tracer, ended: EndedSpans) -> None:
     """A decorated function started there afterwards is not nested in that old request."""
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, THREAD, SETTINGS)
+    requests.start(span, span.context, THREAD, SETTINGS)
     end(span, ended, 1000)  # ended, but on_end ran on another thread
     assert not requests.is_watching(THREAD)
 
@@ -94,7 +95,7 @@ def test_a_thread_whose_span_ended_elsewhere_is_not_watching(tracer, ended: Ende
 def test_a_span_ended_on_another_thread_is_found(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, THREAD, SETTINGS)
+    requests.start(span, span.context, THREAD, SETTINGS)
     state = requests.state_of(THREAD, span, SETTINGS)
     finished = end(span, ended, 2 * SECOND)
     assert requests.end(finished, OTHER_THREAD) == (SETTINGS, state)
@@ -107,8 +108,8 @@ def test_states_of_fast_ended_spans_are_pruned_and_slow_ones_kept(
     strict = ActiveSettings.from_config(Config(threshold_seconds=0.2, enable_local_file=False))
     requests = InFlightRequests()
     fast, slow = start(tracer), start(tracer)
-    requests.start(fast, THREAD, SETTINGS)
-    requests.start(slow, OTHER_THREAD, strict)
+    requests.start(fast, fast.context, THREAD, SETTINGS)
+    requests.start(slow, slow.context, OTHER_THREAD, strict)
     requests.state_of(THREAD, fast, SETTINGS)
     slow_state = requests.state_of(OTHER_THREAD, slow, strict)
     end(fast, ended, SECOND // 2)
@@ -122,7 +123,7 @@ def test_states_of_fast_ended_spans_are_pruned_and_slow_ones_kept(
 def test_no_state_is_made_for_a_span_that_ended(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, THREAD, SETTINGS)
+    requests.start(span, span.context, THREAD, SETTINGS)
     end(span, ended, 1000)
     assert requests.state_of(THREAD, span, SETTINGS) is None
     assert requests.running() == []
@@ -131,9 +132,9 @@ def test_no_state_is_made_for_a_span_that_ended(tracer, ended: EndedSpans) -> No
 def test_unknown_spans_are_left_alone(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     watched = start(tracer)
-    requests.start(watched, THREAD, SETTINGS)
+    requests.start(watched, watched.context, THREAD, SETTINGS)
     other = end(start(tracer), ended, 1000)
-    assert requests.leave(other, THREAD) is None
+    assert requests.leave(other.context, THREAD) is None
     assert requests.end(other, THREAD) == (None, None)
     assert requests.running() == [(THREAD, watched, SETTINGS)]
 
@@ -141,7 +142,7 @@ def test_unknown_spans_are_left_alone(tracer, ended: EndedSpans) -> None:
 def test_nested_requests_end_by_span(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     outer, inner_span = start(tracer), start(tracer)
-    requests.start(outer, THREAD, SETTINGS)
+    requests.start(outer, outer.context, THREAD, SETTINGS)
     inner = InFlightRequest(inner_span, THREAD, SETTINGS, nested=True)
     requests.keep(inner)
     assert requests.nested() == [inner]
@@ -154,7 +155,7 @@ def test_the_registry_is_empty_in_a_forked_child(tracer) -> None:
     """The parent's requests run on threads the child does not have."""
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, THREAD, SETTINGS)
+    requests.start(span, span.context, THREAD, SETTINGS)
     pid = os.fork()
     if pid == 0:
         os._exit(0 if requests.running() == [] else 1)
@@ -166,7 +167,7 @@ def test_the_registry_is_empty_in_a_forked_child(tracer) -> None:
 def test_a_thread_has_state_to_collect_until_its_span_ends(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, THREAD, SETTINGS)
+    requests.start(span, span.context, THREAD, SETTINGS)
     assert not requests.has_state(THREAD)
     state = requests.state_of(THREAD, span, SETTINGS)
     assert requests.has_state(THREAD)

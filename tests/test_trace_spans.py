@@ -31,7 +31,7 @@ def child_of(parent, name: str) -> ReadableSpan:
 def test_spans_of_a_watched_trace_are_kept_until_the_request_leaves() -> None:
     kept = TraceSpans()
     request = tracer.start_span("GET /orders", kind=SpanKind.SERVER)
-    kept.watch(request)
+    kept.watch(request.context)
     child_of(request, "before")  # made and ended before add: only add() counts
     query = child_of(request, "SELECT")
     call = child_of(request, "GET")
@@ -39,10 +39,10 @@ def test_spans_of_a_watched_trace_are_kept_until_the_request_leaves() -> None:
     kept.add(call)
     kept.add(ended("another trace"))
     request.end()
-    spans = kept.leave(request)
+    spans = kept.leave(request, request.context)
     assert names(spans) == ["SELECT", "GET"] and spans.not_kept == 0
     kept.add(child_of(request, "after its end"))
-    assert kept.leave(request) is None
+    assert kept.leave(request, request.context) is None
 
 
 def test_the_caller_span_is_not_the_request_s_own_even_when_it_ends_first() -> None:
@@ -53,12 +53,12 @@ def test_the_caller_span_is_not_the_request_s_own_even_when_it_ends_first() -> N
     request = tracer.start_span(
         "GET /orders", context=trace.set_span_in_context(call), kind=SpanKind.SERVER
     )
-    kept.watch(request)
+    kept.watch(request.context)
     kept.add(child_of(request, "SELECT"))
     call.end()
     kept.add(call)
     request.end()
-    spans = kept.leave(request)
+    spans = kept.leave(request, request.context)
     assert names(spans) == ["SELECT", "GET"]
     assert names(spans.of_request(request)) == ["SELECT"]
 
@@ -67,42 +67,42 @@ def test_a_span_under_one_not_kept_still_counts_as_the_request_s() -> None:
     """Its parent is still open (work left running), or was past the limit."""
     kept = TraceSpans()
     request = tracer.start_span("GET /orders", kind=SpanKind.SERVER)
-    kept.watch(request)
+    kept.watch(request.context)
     still_open = tracer.start_span("background", context=trace.set_span_in_context(request))
     kept.add(child_of(still_open, "SELECT"))
     request.end()
-    assert names(kept.leave(request).of_request(request)) == ["SELECT"]
+    assert names(kept.leave(request, request.context).of_request(request)) == ["SELECT"]
 
 
 def test_a_request_without_spans_leaves_nothing() -> None:
     kept = TraceSpans()
     request = tracer.start_span("GET /fast", kind=SpanKind.SERVER)
-    kept.watch(request)
+    kept.watch(request.context)
     request.end()
-    assert kept.leave(request) is None
+    assert kept.leave(request, request.context) is None
     assert kept.so_far(request) == [] and kept.so_far(request).not_kept == 0
 
 
 def test_past_the_limit_spans_are_counted_not_kept() -> None:
     kept = TraceSpans(limit=3)
     request = tracer.start_span("GET /many", kind=SpanKind.SERVER)
-    kept.watch(request)
+    kept.watch(request.context)
     for number in range(10):
         kept.add(child_of(request, f"query {number}"))
     assert len(kept.so_far(request)) == 3 and kept.so_far(request).not_kept == 7
-    spans = kept.leave(request)
+    spans = kept.leave(request, request.context)
     assert names(spans) == ["query 0", "query 1", "query 2"] and spans.not_kept == 7
 
 
 def test_a_copy_while_it_runs() -> None:
     kept = TraceSpans()
     request = tracer.start_span("GET /hung", kind=SpanKind.SERVER)
-    kept.watch(request)
+    kept.watch(request.context)
     kept.add(child_of(request, "first"))
     spans = kept.so_far(request)
     kept.add(child_of(request, "second"))
     assert names(spans) == ["first"]
-    assert names(kept.leave(request)) == ["first", "second"]
+    assert names(kept.leave(request, request.context)) == ["first", "second"]
 
 
 def remote_parent(trace_id: int) -> trace.Context:
@@ -116,55 +116,56 @@ def test_two_requests_of_one_trace_each_take_their_own_spans() -> None:
     parent = remote_parent(0x0AF7651916CD43DD8448EB211C80319C)
     a = tracer.start_span("GET /a", context=parent, kind=SpanKind.SERVER)
     b = tracer.start_span("GET /b", context=parent, kind=SpanKind.SERVER)
-    kept.watch(a)
-    kept.watch(b)
+    kept.watch(a.context)
+    kept.watch(b.context)
     a_work = tracer.start_span("a work", context=trace.set_span_in_context(a))
     kept.add(child_of(a_work, "a query"))
     a_work.end()
     kept.add(a_work)
     kept.add(child_of(b, "b query"))
     a.end()
-    assert names(kept.leave(a).of_request(a)) == ["a query", "a work"]
+    assert names(kept.leave(a, a.context).of_request(a)) == ["a query", "a work"]
     kept.add(child_of(b, "b call"))
     b.end()
-    assert names(kept.leave(b).of_request(b)) == ["b query", "b call"]
-    assert kept.leave(b) is None  # nothing left behind
+    assert names(kept.leave(b, b.context).of_request(b)) == ["b query", "b call"]
+    assert kept.leave(b, b.context) is None  # nothing left behind
 
 
 def test_a_request_calling_its_own_service_keeps_the_inner_request_spans_too() -> None:
     kept = TraceSpans()
     outer = tracer.start_span("GET /outer", kind=SpanKind.SERVER)
-    kept.watch(outer)
+    kept.watch(outer.context)
     call = tracer.start_span("GET", context=trace.set_span_in_context(outer))
     # the inner server span's parent is the outgoing call, as propagation makes it
     inner = tracer.start_span(
         "GET /inner", context=trace.set_span_in_context(call), kind=SpanKind.SERVER
     )
-    kept.watch(inner)
+    kept.watch(inner.context)
     kept.add(child_of(inner, "inner query"))
     inner.end()
-    assert names(kept.leave(inner).of_request(inner)) == ["inner query"]
+    assert names(kept.leave(inner, inner.context).of_request(inner)) == ["inner query"]
     call.end()
     kept.add(call)
     outer.end()
-    assert names(kept.leave(outer).of_request(outer)) == ["inner query", "GET /inner", "GET"]
+    spans = kept.leave(outer, outer.context)
+    assert names(spans.of_request(outer)) == ["inner query", "GET /inner", "GET"]
 
 
 def test_a_forked_child_keeps_nothing_of_its_parent() -> None:
     kept = TraceSpans()
     request = tracer.start_span("GET /orders", kind=SpanKind.SERVER)
-    kept.watch(request)
+    kept.watch(request.context)
     kept.add(child_of(request, "SELECT"))
     kept.after_fork_in_child()
-    assert kept.leave(request) is None
+    assert kept.leave(request, request.context) is None
 
 
 def test_a_request_whose_trace_ends_no_span_leaves_nothing() -> None:
     kept = TraceSpans()
     request = tracer.start_span("GET /fast", kind=SpanKind.SERVER)
-    kept.watch(request)
+    kept.watch(request.context)
     request.end()
-    assert kept.leave(request) is None
+    assert kept.leave(request, request.context) is None
     kept.add(child_of(request, "after its end"))
     assert kept.so_far(request) == []
 
@@ -177,12 +178,12 @@ def test_a_shared_trace_whose_first_request_ends_before_any_span_keeps_the_link(
     inner = tracer.start_span(
         "GET /inner", context=trace.set_span_in_context(outer), kind=SpanKind.SERVER
     )
-    kept.watch(outer)
-    kept.watch(inner)
+    kept.watch(outer.context)
+    kept.watch(inner.context)
     outer.end()
-    assert kept.leave(outer) is None
+    assert kept.leave(outer, outer.context) is None
     kept.add(child_of(inner, "inner query"))
     inner.end()
-    spans = kept.leave(inner)
+    spans = kept.leave(inner, inner.context)
     assert spans.shared and names(spans.of_request(inner)) == ["inner query"]
-    assert kept.leave(inner) is None
+    assert kept.leave(inner, inner.context) is None

@@ -1,10 +1,10 @@
 """The requests being served right now, shared by the processor and the sampler.
 
 Every request passes through here at its start and at its end, so that path is
-two dict writes at the start (the span, and a reference to the
-:class:`~otel_wpm.active_settings.ActiveSettings` it started under) and a delete and a read at
-the end, with no lock and no allocation; only the thread serving a request writes
-its keys. A request keeps those settings to its end, whatever ``update_config``
+one dict write at the start (the span, its context and the
+:class:`~otel_wpm.active_settings.ActiveSettings` it started under, in a tuple) and a
+read and a delete at the end, with no lock; only the thread serving a request
+writes its key. A request keeps those settings to its end, whatever ``update_config``
 does meanwhile.
 
 A request is keyed by what serves it (:func:`request_key`): the thread, or, inside
@@ -45,6 +45,8 @@ _failures = LogOnce(logger)
 #: What serves a request: a thread id, the asyncio Task inside a running loop, or a
 #: greenlet once gevent patched threading.
 RequestKey = Union[int, "Task[Any]", Any]
+#: A watched span while it runs: (the span, its SpanContext, the settings it started under).
+_Running = tuple[Any, Any, "ActiveSettings"]
 _current_greenlet: Optional[Callable[[], Any]] = None
 _LOOPS_KEPT = 64
 # asyncio's, once it is imported: no event loop runs before, and a WSGI app that
@@ -176,10 +178,9 @@ class InFlightRequests:
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
-        # Only the thread serving a request writes its key in _spans and _settings, and a
-        # dict get or set is atomic, so the request path takes no lock.
-        self._spans: dict[RequestKey, Any] = {}
-        self._settings: dict[RequestKey, ActiveSettings] = {}
+        # Only the thread serving a request writes its key, and a dict get or set is
+        # atomic, so the request path takes no lock.
+        self._running: dict[RequestKey, _Running] = {}
         self._loop_threads: dict[Any, int] = {}  # event loop -> the thread running it
         self._states: dict[RequestKey, InFlightRequest] = {}
         self._nested: dict[RequestKey, list[InFlightRequest]] = {}
@@ -187,17 +188,15 @@ class InFlightRequests:
     # --- request thread ----------------------------------------------------------------
 
     def start(
-        self, span: Any, key: RequestKey, settings: ActiveSettings
+        self, span: Any, context: Any, key: RequestKey, settings: ActiveSettings
     ) -> Sequence[InFlightRequest]:
-        """Watch ``span`` under ``settings``; returns what a span served by ``key`` that
-        never ended left behind."""
-        previous = self._spans.get(key)
-        stale: Sequence[InFlightRequest] = ()
-        if previous is not None and previous.end_time is None:
-            stale = self._stale(previous, key)
-        self._settings[key] = settings
-        self._spans[key] = span
-        return stale
+        """Watch ``span`` (whose context is ``context``) under ``settings``; returns what a
+        span served by ``key`` that never ended left behind."""
+        previous = self._running.get(key)
+        self._running[key] = (span, context, settings)
+        if previous is not None and previous[0].end_time is None:
+            return self._stale(previous, key)
+        return ()
 
     def on_loop(self, task: Task[Any], thread_id: int) -> None:
         """``task``, which serves a request, runs on the event loop of ``thread_id``."""
@@ -207,12 +206,13 @@ class InFlightRequests:
                 self._loop_threads.clear()
             self._loop_threads[loop] = thread_id
 
-    def _stale(self, previous: Any, key: RequestKey) -> Sequence[InFlightRequest]:
+    def _stale(self, previous: _Running, key: RequestKey) -> Sequence[InFlightRequest]:
+        span, _, settings = previous
         with self._lock:
             state = self._states.pop(key, None)
             nested = self._nested.pop(key, [])
-        if state is None or state.span is not previous:
-            state = self.state_for(previous, key, self._settings[key])
+        if state is None or state.span is not span:
+            state = self.state_for(span, key, settings)
         return [state, *nested]
 
     def keep(self, request: InFlightRequest) -> None:
@@ -223,18 +223,21 @@ class InFlightRequests:
             else:
                 self._states[request.key] = request
 
-    def leave(self, span: Any, key: RequestKey) -> Optional[ActiveSettings]:
-        """Stop watching ``span`` if ``key`` serves it: the settings it started under.
+    def leave(self, context: Any, key: RequestKey) -> Optional[ActiveSettings]:
+        """Stop watching the span of ``context`` if ``key`` serves it: the settings it
+        started under.
 
         None when it is not watched under ``key``. Its state stays for :meth:`take_state`.
         """
-        running = self._spans.get(key)
-        if running is None or (
-            running.context is not span.context and not _same_span(running, span)
-        ):
+        running = self._running.get(key)
+        if running is None:
             return None
-        del self._spans[key]
-        return self._settings.pop(key)
+        _, started, settings = running
+        # on_end gets a read-only copy of the span, which shares the live span's context
+        if started is not context and started.span_id != context.span_id:
+            return None
+        del self._running[key]
+        return settings
 
     def has_state(self, key: RequestKey) -> bool:
         """Whether the span ending under ``key`` has state to collect with :meth:`take_state`.
@@ -262,12 +265,12 @@ class InFlightRequests:
         ``span`` is looked for under ``key`` first, then under every key: a span may
         end on another thread or task than the one it started on (never under WSGI).
         """
-        settings = self.leave(span, key)
+        context = span.context
+        settings = self.leave(context, key)
         if settings is None:
-            for other, running in list(self._spans.items()):
+            for other, (running, _, _) in list(self._running.items()):
                 if running.end_time is not None and _same_span(running, span):
-                    settings = self._settings.get(other)
-                    self.leave(span, other)
+                    settings = self.leave(context, other)
                     key = other
                     break
         state = self.take_state(span, key)
@@ -288,28 +291,27 @@ class InFlightRequests:
 
     def is_watching(self, key: RequestKey) -> bool:
         """Whether a watched span is running under ``key`` (for decorated functions)."""
-        running = self._spans.get(key)
-        return running is not None and running.end_time is None
+        running = self._running.get(key)
+        return running is not None and running[0].end_time is None
 
     # --- sampler thread ----------------------------------------------------------------
 
     def any_running(self) -> bool:
         """Whether a watched span may be running: a cheap hint, read without the lock."""
-        return bool(self._spans) or bool(self._nested)
+        return bool(self._running) or bool(self._nested)
 
     def running(self) -> list[tuple[RequestKey, Any, ActiveSettings]]:
         """(key, span, the settings it started under) of every watched span running."""
         running = []
-        for key, span in list(self._spans.items()):
-            settings = self._settings.get(key)
-            if span.end_time is None and settings is not None:
+        for key, (span, _, settings) in list(self._running.items()):
+            if span.end_time is None:
                 running.append((key, span, settings))
         return running
 
     def tasks_on(self, thread_id: int) -> list[tuple[Task[Any], Any]]:
         """(task, span) of every watched span that a task of the loop on ``thread_id`` serves."""
         found = []
-        for key, span in list(self._spans.items()):
+        for key, (span, _, _) in list(self._running.items()):
             task = task_of(key)
             if task is not None and self._loop_threads.get(task.get_loop()) == thread_id:
                 found.append((task, span))
@@ -353,12 +355,12 @@ class InFlightRequests:
                 )
                 if ended_fast and state.profiler is None:
                     del self._states[key]
-        for key, span in list(self._spans.items()):
+        for key, (span, context, _) in list(self._running.items()):
             if type(key) is not int and span.end_time is None and _finished(key):
-                self._forget_stale(key, span)
+                self._forget_stale(key, context)
 
-    def _forget_stale(self, key: RequestKey, span: Any) -> None:
-        self.leave(span, key)
+    def _forget_stale(self, key: RequestKey, context: Any) -> None:
+        self.leave(context, key)
         with self._lock:
             self._states.pop(key, None)
             self._nested.pop(key, None)

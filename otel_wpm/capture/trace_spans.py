@@ -3,10 +3,11 @@
 Usage (this is what ``ProfilingSpanProcessor`` does)::
 
     kept = TraceSpans()
-    kept.watch(request_span)          # on_start of a request: one dict write
+    kept.watch(request_span.context)  # on_start of a request: one dict write
     kept.add(span)                    # on_end of any other span: one dict lookup,
                                       # and an append if its trace is watched
-    spans = kept.leave(request_span)  # on_end of the request: its trace's KeptSpans, or None
+    spans = kept.leave(request_span, request_span.context)
+                                      # on_end of the request: its trace's KeptSpans, or None
     spans = kept.so_far(request_span) # sampler thread: a copy while the request runs
     spans.of_request(request_span)    # those below the request: its own
     spans.not_kept                    # how many past the limit were only counted
@@ -32,6 +33,7 @@ import threading
 from typing import Any, Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext
 
 from .._runtime import forksafe
 
@@ -105,9 +107,9 @@ class TraceSpans:
         self._spans: dict[int, Any] = {}  # trace id -> KeptSpans, or the marker
         self._requests: dict[int, int] = {}  # traces with more than one watched request
 
-    def watch(self, span: ReadableSpan) -> None:
-        """Keep the spans of ``span``'s trace from now until :meth:`leave`."""
-        context = span.context
+    def watch(self, context: SpanContext) -> None:
+        """Keep the spans of the trace of ``context``, a request span's, from now until
+        :meth:`leave`."""
         if self._spans.setdefault(context.trace_id, context) is not context:
             self._share(context.trace_id)
 
@@ -143,17 +145,17 @@ class TraceSpans:
             spans.shared = trace_id in self._requests
             return spans
 
-    def leave(self, span: ReadableSpan) -> Optional[KeptSpans]:
-        """Stop keeping spans for ``span``, a watched request that ended: its trace's spans
-        (see :meth:`KeptSpans.of_request` for its own), None if none ended."""
-        trace_id = span.context.trace_id
+    def leave(self, span: ReadableSpan, context: SpanContext) -> Optional[KeptSpans]:
+        """Stop keeping spans for ``span``, a watched request that ended, whose context is
+        ``context``: its trace's spans (see :meth:`KeptSpans.of_request` for its own),
+        None if none ended."""
+        trace_id = context.trace_id
         if self._requests and trace_id in self._requests:
-            return self._leave_shared(span)
+            return self._leave_shared(span, trace_id)
         spans = self._spans.pop(trace_id, None)
         return spans if type(spans) is KeptSpans else None
 
-    def _leave_shared(self, span: ReadableSpan) -> Optional[KeptSpans]:
-        trace_id = span.context.trace_id
+    def _leave_shared(self, span: ReadableSpan, trace_id: int) -> Optional[KeptSpans]:
         with self._lock:
             spans = self._spans.get(trace_id)
             others = self._requests.get(trace_id, 1) - 1
