@@ -181,13 +181,12 @@ class ProfilingSpanProcessor(SpanProcessor):
         # enough to matter; only a body must be caught here, before the app reads it.
         key = request_key(thread_id)
         context = span.context
-        stale = self._requests.start(span, context, key, settings)
+        stale = self._requests.start(span, context, key, thread_id, settings)
         if stale:
             self._forget_stale(stale)
         self._trace_spans.watch(context)
         self._sampler.ensure_awake()
         if key is not thread_id and (task := task_of(key)) is not None:
-            self._requests.on_loop(task, thread_id)
             self._watch_task(span, task, settings)
             return
         record_body = settings.captures_body and may_carry_body(span)

@@ -89,8 +89,7 @@ def start(requests: InFlightRequests, span: Any) -> None:
     """What the processor does when a request's span starts in a task."""
     thread_id = threading.get_ident()
     key = request_key(thread_id)
-    requests.start(span, span.context, key, SETTINGS)
-    requests.on_loop(key, thread_id)
+    requests.start(span, span.context, key, thread_id, SETTINGS)
 
 
 def names(location: Any) -> list[str]:
@@ -327,7 +326,9 @@ def test_a_request_on_a_thread_that_cannot_be_read_is_said_once(
     span = TRACER.start_span("GET /gone", kind=SpanKind.SERVER, start_time=1)
     # started on a thread that is gone (as a green thread is never an OS thread)
     gone = threading.Thread(
-        target=lambda: requests.start(span, span.context, threading.get_ident(), SETTINGS)
+        target=lambda: requests.start(
+            span, span.context, threading.get_ident(), threading.get_ident(), SETTINGS
+        )
     )
     gone.start()
     gone.join(10)

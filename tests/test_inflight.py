@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
@@ -44,6 +45,16 @@ def start(tracer, start_time: int = 10 * SECOND) -> Span:
     return tracer.start_span("GET /x", kind=SpanKind.SERVER, start_time=start_time)
 
 
+def watch(
+    requests: InFlightRequests,
+    span: Span,
+    thread: int = THREAD,
+    settings: ActiveSettings = SETTINGS,
+) -> Sequence[InFlightRequest]:
+    """What the processor does when a request's span starts on ``thread``."""
+    return requests.start(span, span.context, thread, thread, settings)
+
+
 def end(span: Span, ended: EndedSpans, after_ns: int) -> ReadableSpan:
     span.end(end_time=(span.start_time or 0) + after_ns)
     return ended.ended[-1]
@@ -54,7 +65,7 @@ def test_a_span_ended_on_its_thread_is_matched_by_its_read_only_copy(
 ) -> None:
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, span.context, THREAD, SETTINGS)
+    watch(requests, span)
     state = requests.state_of(THREAD, span, SETTINGS)
     finished = end(span, ended, 2 * SECOND)
     assert finished is not span
@@ -66,28 +77,28 @@ def test_a_span_ended_on_its_thread_is_matched_by_its_read_only_copy(
 def test_a_new_span_on_a_thread_returns_the_one_that_never_ended(tracer) -> None:
     requests = InFlightRequests()
     never_ended = start(tracer)
-    requests.start(never_ended, never_ended.context, THREAD, SETTINGS)
+    watch(requests, never_ended)
     kept = InFlightRequest(never_ended, THREAD, SETTINGS)
     requests.keep(kept)
     fresh = start(tracer)
-    assert list(requests.start(fresh, fresh.context, THREAD, SETTINGS)) == [kept]
+    assert list(watch(requests, fresh)) == [kept]
     assert requests.running() == [(THREAD, fresh, SETTINGS)]
 
 
 def test_a_span_that_ended_is_not_stale(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     first = start(tracer)
-    requests.start(first, first.context, THREAD, SETTINGS)
+    watch(requests, first)
     requests.leave(end(first, ended, 1000).context, THREAD)
     fresh = start(tracer)
-    assert list(requests.start(fresh, fresh.context, THREAD, SETTINGS)) == []
+    assert list(watch(requests, fresh)) == []
 
 
 def test_a_thread_whose_span_ended_elsewhere_is_not_watching(tracer, ended: EndedSpans) -> None:
     """A decorated function started there afterwards is not nested in that old request."""
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, span.context, THREAD, SETTINGS)
+    watch(requests, span)
     end(span, ended, 1000)  # ended, but on_end ran on another thread
     assert not requests.is_watching(THREAD)
 
@@ -95,7 +106,7 @@ def test_a_thread_whose_span_ended_elsewhere_is_not_watching(tracer, ended: Ende
 def test_a_span_ended_on_another_thread_is_found(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, span.context, THREAD, SETTINGS)
+    watch(requests, span)
     state = requests.state_of(THREAD, span, SETTINGS)
     finished = end(span, ended, 2 * SECOND)
     assert requests.end(finished, OTHER_THREAD) == (SETTINGS, state)
@@ -108,8 +119,8 @@ def test_states_of_fast_ended_spans_are_pruned_and_slow_ones_kept(
     strict = ActiveSettings.from_config(Config(threshold_seconds=0.2, enable_local_file=False))
     requests = InFlightRequests()
     fast, slow = start(tracer), start(tracer)
-    requests.start(fast, fast.context, THREAD, SETTINGS)
-    requests.start(slow, slow.context, OTHER_THREAD, strict)
+    watch(requests, fast)
+    watch(requests, slow, OTHER_THREAD, settings=strict)
     requests.state_of(THREAD, fast, SETTINGS)
     slow_state = requests.state_of(OTHER_THREAD, slow, strict)
     end(fast, ended, SECOND // 2)
@@ -123,7 +134,7 @@ def test_states_of_fast_ended_spans_are_pruned_and_slow_ones_kept(
 def test_no_state_is_made_for_a_span_that_ended(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, span.context, THREAD, SETTINGS)
+    watch(requests, span)
     end(span, ended, 1000)
     assert requests.state_of(THREAD, span, SETTINGS) is None
     assert requests.running() == []
@@ -132,7 +143,7 @@ def test_no_state_is_made_for_a_span_that_ended(tracer, ended: EndedSpans) -> No
 def test_unknown_spans_are_left_alone(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     watched = start(tracer)
-    requests.start(watched, watched.context, THREAD, SETTINGS)
+    watch(requests, watched)
     other = end(start(tracer), ended, 1000)
     assert requests.leave(other.context, THREAD) is None
     assert requests.end(other, THREAD) == (None, None)
@@ -142,7 +153,7 @@ def test_unknown_spans_are_left_alone(tracer, ended: EndedSpans) -> None:
 def test_nested_requests_end_by_span(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     outer, inner_span = start(tracer), start(tracer)
-    requests.start(outer, outer.context, THREAD, SETTINGS)
+    watch(requests, outer)
     inner = InFlightRequest(inner_span, THREAD, SETTINGS, nested=True)
     requests.keep(inner)
     assert requests.nested() == [inner]
@@ -155,7 +166,7 @@ def test_the_registry_is_empty_in_a_forked_child(tracer) -> None:
     """The parent's requests run on threads the child does not have."""
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, span.context, THREAD, SETTINGS)
+    watch(requests, span)
     pid = os.fork()
     if pid == 0:
         os._exit(0 if requests.running() == [] else 1)
@@ -167,7 +178,7 @@ def test_the_registry_is_empty_in_a_forked_child(tracer) -> None:
 def test_a_thread_has_state_to_collect_until_its_span_ends(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
     span = start(tracer)
-    requests.start(span, span.context, THREAD, SETTINGS)
+    watch(requests, span)
     assert not requests.has_state(THREAD)
     state = requests.state_of(THREAD, span, SETTINGS)
     assert requests.has_state(THREAD)

@@ -107,7 +107,10 @@ class Rig:
 
     def start(self, settings: ActiveSettings = SETTINGS) -> Any:
         span = self.new_span()
-        assert list(self.requests.start(span, span.context, self.thread_id, settings)) == []
+        assert (
+            list(self.requests.start(span, span.context, self.thread_id, self.thread_id, settings))
+            == []
+        )
         return span
 
     def state(self, span: Any) -> InFlightRequest:

@@ -1,8 +1,9 @@
 """The requests being served right now, shared by the processor and the sampler.
 
 Every request passes through here at its start and at its end, so that path is
-one dict write at the start (the span, its context and the
-:class:`~otel_wpm.active_settings.ActiveSettings` it started under, in a tuple) and a
+one dict write at the start (the span, its context, the
+:class:`~otel_wpm.active_settings.ActiveSettings` it started under and the thread
+serving it, in a tuple) and a
 read and a delete at the end, with no lock; only the thread serving a request
 writes its key. A request keeps those settings to its end, whatever ``update_config``
 does meanwhile.
@@ -45,10 +46,10 @@ _failures = LogOnce(logger)
 #: What serves a request: a thread id, the asyncio Task inside a running loop, or a
 #: greenlet once gevent patched threading.
 RequestKey = Union[int, "Task[Any]", Any]
-#: A watched span while it runs: (the span, its SpanContext, the settings it started under).
-_Running = tuple[Any, Any, "ActiveSettings"]
+#: A watched span while it runs: (the span, its SpanContext, the settings it started under,
+#: the thread it started on: for a task, its loop's).
+_Running = tuple[Any, Any, "ActiveSettings", int]
 _current_greenlet: Optional[Callable[[], Any]] = None
-_LOOPS_KEPT = 64
 # asyncio's, once it is imported: no event loop runs before, and a WSGI app that
 # never imports asyncio does not pay for importing it.
 _get_running_loop: Optional[Callable[[], Any]] = None
@@ -181,33 +182,25 @@ class InFlightRequests:
         # Only the thread serving a request writes its key, and a dict get or set is
         # atomic, so the request path takes no lock.
         self._running: dict[RequestKey, _Running] = {}
-        self._loop_threads: dict[Any, int] = {}  # event loop -> the thread running it
         self._states: dict[RequestKey, InFlightRequest] = {}
         self._nested: dict[RequestKey, list[InFlightRequest]] = {}
 
     # --- request thread ----------------------------------------------------------------
 
     def start(
-        self, span: Any, context: Any, key: RequestKey, settings: ActiveSettings
+        self, span: Any, context: Any, key: RequestKey, thread_id: int, settings: ActiveSettings
     ) -> Sequence[InFlightRequest]:
-        """Watch ``span`` (whose context is ``context``) under ``settings``; returns what a
-        span served by ``key`` that never ended left behind."""
+        """Watch ``span`` (whose context is ``context``), served by ``key`` on ``thread_id``,
+        under ``settings``; returns what a span served by ``key`` that never ended left
+        behind."""
         previous = self._running.get(key)
-        self._running[key] = (span, context, settings)
+        self._running[key] = (span, context, settings, thread_id)
         if previous is not None and previous[0].end_time is None:
             return self._stale(previous, key)
         return ()
 
-    def on_loop(self, task: Task[Any], thread_id: int) -> None:
-        """``task``, which serves a request, runs on the event loop of ``thread_id``."""
-        loop = task.get_loop()
-        if self._loop_threads.get(loop) != thread_id:
-            if len(self._loop_threads) >= _LOOPS_KEPT:  # asyncio.run() again and again
-                self._loop_threads.clear()
-            self._loop_threads[loop] = thread_id
-
     def _stale(self, previous: _Running, key: RequestKey) -> Sequence[InFlightRequest]:
-        span, _, settings = previous
+        span, _, settings, _ = previous
         with self._lock:
             state = self._states.pop(key, None)
             nested = self._nested.pop(key, [])
@@ -232,7 +225,7 @@ class InFlightRequests:
         running = self._running.get(key)
         if running is None:
             return None
-        _, started, settings = running
+        _, started, settings, _ = running
         # on_end gets a read-only copy of the span, which shares the live span's context
         if started is not context and started.span_id != context.span_id:
             return None
@@ -268,7 +261,7 @@ class InFlightRequests:
         context = span.context
         settings = self.leave(context, key)
         if settings is None:
-            for other, (running, _, _) in list(self._running.items()):
+            for other, (running, *_) in list(self._running.items()):
                 if running.end_time is not None and _same_span(running, span):
                     settings = self.leave(context, other)
                     key = other
@@ -303,7 +296,7 @@ class InFlightRequests:
     def running(self) -> list[tuple[RequestKey, Any, ActiveSettings]]:
         """(key, span, the settings it started under) of every watched span running."""
         running = []
-        for key, (span, _, settings) in list(self._running.items()):
+        for key, (span, _, settings, _) in list(self._running.items()):
             if span.end_time is None:
                 running.append((key, span, settings))
         return running
@@ -311,9 +304,9 @@ class InFlightRequests:
     def tasks_on(self, thread_id: int) -> list[tuple[Task[Any], Any]]:
         """(task, span) of every watched span that a task of the loop on ``thread_id`` serves."""
         found = []
-        for key, (span, _, _) in list(self._running.items()):
+        for key, (span, _, _, running_on) in list(self._running.items()):
             task = task_of(key)
-            if task is not None and self._loop_threads.get(task.get_loop()) == thread_id:
+            if task is not None and running_on == thread_id:
                 found.append((task, span))
         return found
 
@@ -335,7 +328,8 @@ class InFlightRequests:
             return InFlightRequest(span, key, settings)
         task = task_of(key)
         if task is not None:
-            loop_thread = self._loop_threads.get(task.get_loop(), 0)
+            running = self._running.get(key)
+            loop_thread = running[3] if running is not None else 0
             return InFlightRequest(span, loop_thread, settings, task=task)
         request = InFlightRequest(span, 0, settings)
         request.greenlet = key
@@ -355,7 +349,7 @@ class InFlightRequests:
                 )
                 if ended_fast and state.profiler is None:
                     del self._states[key]
-        for key, (span, context, _) in list(self._running.items()):
+        for key, (span, context, *_) in list(self._running.items()):
             if type(key) is not int and span.end_time is None and _finished(key):
                 self._forget_stale(key, context)
 
