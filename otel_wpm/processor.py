@@ -187,23 +187,24 @@ class ProfilingSpanProcessor(SpanProcessor):
         self._trace_spans.watch(context)
         self._sampler.ensure_awake()
         if key is not thread_id and (task := task_of(key)) is not None:
-            self._watch_task(span, task, settings)
+            # The precise engine's profiler is per thread, and every task of a loop shares
+            # its thread, so task-served requests are always sampled; only the facade's
+            # body recorder is kept.
+            recorder = recording_receive.get()
+            if recorder is not None and settings.captures_body:
+                self._keep_recorder(span, task, settings, recorder)
             return
         record_body = settings.captures_body and may_carry_body(span)
         if record_body or settings.budget is not None:
             self._watch_closely(self._requests.state_for(span, key, settings), record_body)
 
-    def _watch_task(self, span: Span, task: RequestKey, settings: ActiveSettings) -> None:
-        """A request served by an asyncio task: only the facade's body recorder is kept.
-
-        The precise engine's profiler is per thread, and every task of a loop shares
-        its thread, so task-served requests are always sampled.
-        """
-        recorder = recording_receive.get()
-        if recorder is not None and settings.captures_body:
-            request = self._requests.state_for(span, task, settings)
-            request.recorder = recorder
-            self._requests.keep(request)
+    def _keep_recorder(
+        self, span: Span, task: RequestKey, settings: ActiveSettings, recorder: Any
+    ) -> None:
+        """Keep the facade's recorder of the body of a request a task serves."""
+        request = self._requests.state_for(span, task, settings)
+        request.recorder = recorder
+        self._requests.keep(request)
 
     def _watch_closely(self, request: InFlightRequest, record_body: bool) -> None:
         """Put a recorder in front of the request body; run the precise engine's profiler
