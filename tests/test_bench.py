@@ -190,3 +190,21 @@ def test_the_driver_names_the_configurations_the_app_makes() -> None:
     finally:
         sys.path.remove(str(REPO_DIR))
     assert run.CONFIGS == app.CONFIGS
+
+
+def test_each_part_of_the_request_path_runs_against_the_processor_as_it_is(tmp_path) -> None:
+    # The child mode, without valgrind: a part the processor's code no longer matches
+    # (a renamed method, a changed signature) fails here rather than in a measurement.
+    sys.path.insert(0, str(REPO_DIR / "bench"))
+    try:
+        import path_parts
+    finally:
+        sys.path.remove(str(REPO_DIR / "bench"))
+    for part in ["empty", *path_parts.PARTS]:
+        assert path_parts.main(["--child", part, "3"]) == 0, part
+
+
+def test_the_request_path_parts_harness_rejects_an_unknown_part(tmp_path) -> None:
+    result = run_bench("path_parts.py", "--parts", "key,nope", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown part 'nope'" in result.stderr
