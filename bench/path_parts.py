@@ -11,8 +11,8 @@ does on a request's ``on_start`` and ``on_end``, run once for each of a list
 of ended server spans, in a child process under ``valgrind --tool=callgrind``,
 twice (for ``a`` and ``b`` spans): the difference of the two counts divided by
 ``b - a``, less the same for an empty statement, is what the part costs. The
-statements run in a function, as the processor's do, and the parts marked
-"task" inside an asyncio task, as an ASGI request's do.
+statements run in a function, as the processor's do, and those of
+:data:`IN_A_TASK` inside an asyncio task, as an ASGI request's do.
 
 Alone, with warm caches, a part costs fewer instructions than the sum shows on
 a request, and far less time than its count suggests there: the processor's
@@ -35,37 +35,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-#: name -> (what it is, the statement run for each span ``s``, whether in a task)
-PARTS: dict[str, tuple[str, str, bool]] = {
-    "local_root": (
-        "the request test (also the minimal watcher's)",
-        "s.kind is SERVER and (s.parent is None or s.parent.is_remote)",
-        False,
-    ),
-    "duration": (
-        "end_time - start_time (also the minimal watcher's)",
-        "s.end_time - s.start_time",
-        False,
-    ),
-    "context": ("span.context, read once at each end", "s.context", False),
-    "key": ("request_key(thread), at each end", "request_key(thread_id)", False),
-    "key_task": ("request_key(thread) in an asyncio task", "request_key(thread_id)", True),
-    "registry": (
-        "InFlightRequests.start + leave",
-        "requests.start(s, c, thread_id, thread_id, settings); requests.leave(c, thread_id)",
-        False,
-    ),
-    "trace_mark": ("TraceSpans.watch + leave", "traces.watch(c); traces.leave(s, c)", False),
-    "body": (
-        "the body recorder decided from the span name",
-        "settings.captures_body and may_carry_body(s)",
-        False,
-    ),
-    "count": ("Stats.count_request", "stats.count_request(thread_id, 5)", False),
-    "has_state": ("InFlightRequests.has_state", "requests.has_state(thread_id)", False),
-    "awake": ("StackSampler.ensure_awake", "sampler.ensure_awake()", False),
-    "settings": ("the settings in force, enabled?", "processor._settings.enabled", False),
-}  # fmt: skip
+_LOCAL_ROOT = "s.kind is SERVER and (s.parent is None or s.parent.is_remote)"
+_REGISTRY = "requests.start(s, c, thread_id, thread_id, settings); requests.leave(c, thread_id)"
+#: name -> (what it is, the statement run for each span ``s``)
+PARTS: dict[str, tuple[str, str]] = {
+    "local_root": ("the request test (the minimal watcher's too)", _LOCAL_ROOT),
+    "duration": ("end_time - start_time (the minimal watcher's too)", "s.end_time - s.start_time"),
+    "context": ("span.context, read once at each end", "s.context"),
+    "key": ("request_key(thread), at each end", "request_key(thread_id)"),
+    "key_task": ("request_key(thread) in an asyncio task", "request_key(thread_id)"),
+    "registry": ("InFlightRequests.start + leave", _REGISTRY),
+    "trace_mark": ("TraceSpans.watch + leave", "traces.watch(c); traces.leave(s, c)"),
+    "body": ("the body recorder decided from the name", "captures and may_carry_body(s)"),
+    "count": ("Stats.count_request", "stats.count_request(thread_id, 5)"),
+    "has_state": ("InFlightRequests.has_state", "requests.has_state(thread_id)"),
+    "awake": ("StackSampler.ensure_awake", "sampler.ensure_awake()"),
+    "settings": ("the settings in force, enabled?", "processor._settings.enabled"),
+}
+#: The parts run inside an asyncio task, as an ASGI request's are.
+IN_A_TASK = frozenset({"key_task"})
 _TOTALS = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
 CALLS = (2000, 12000)
 
@@ -100,13 +88,14 @@ def run_child(part: str, count: int) -> None:
         "stats": processor.stats,
         "sampler": processor._sampler,
         "settings": processor.settings,
+        "captures": processor.settings.captures_body,
         "thread_id": threading.get_ident(),
         "c": spans[0].context,
         "spans": spans,
     }
-    _, statement, in_task = PARTS[part] if part != "empty" else ("", "pass", False)
+    statement = PARTS[part][1] if part != "empty" else "pass"
     exec(f"def run():\n    for s in spans:\n        {statement}\n", names)
-    if in_task:
+    if part in IN_A_TASK:
 
         async def in_a_task() -> None:
             names["run"]()
