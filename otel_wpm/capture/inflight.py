@@ -1,12 +1,11 @@
 """The requests being served right now, shared by the processor and the sampler.
 
 Every request passes through here at its start and at its end, so that path is
-one dict write at the start (the span, its context, the
+one dict write at the start (a tuple of the span, its context, the
 :class:`~otel_wpm.active_settings.ActiveSettings` it started under and the thread
-serving it, in a tuple) and a
-read and a delete at the end, with no lock; only the thread serving a request
-writes its key. A request keeps those settings to its end, whatever ``update_config``
-does meanwhile.
+serving it) and a read and a delete at the end, with no lock; only the thread
+serving a request writes its key. A request keeps those settings to its end,
+whatever ``update_config`` does meanwhile.
 
 A request is keyed by what serves it (:func:`request_key`): the thread, or, inside
 a running asyncio event loop, whose requests all share one thread, the task; under
