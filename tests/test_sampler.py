@@ -195,6 +195,19 @@ def test_an_early_round_leaves_a_request_younger_than_an_interval_to_the_next(ri
     assert rig.state(span).sampled_seconds() == pytest.approx(0.035)
 
 
+def test_an_early_round_leaves_a_request_younger_than_half_an_early_interval(rig: Rig) -> None:
+    # Most requests of a busy service end within a few tens of milliseconds; sampling
+    # them costs the sampler and tells nothing. Half an early interval (15 ms here)
+    # bounds what the first sample stands for at one and a half early intervals.
+    rig.advance(10)  # an early round with nothing in flight; the next is 30 ms later
+    rig.clock.now += 18 * MS
+    span = rig.start()
+    rig.advance(12)  # the next round: 12 ms old, older than one sampling interval
+    assert not rig.state(span).samples
+    rig.advance(30)  # the round after: one sample, standing for its 42 ms
+    assert rig.state(span).sampled_seconds() == pytest.approx(0.042)
+
+
 def test_a_waiting_thread_is_sampled_as_waiting(rig: Rig) -> None:
     span = rig.start()
     rig.advance(10, times=10)
@@ -276,10 +289,10 @@ def test_an_idle_sampler_wakes_for_each_early_round(rig: Rig) -> None:
     assert rig.sampler.tick() == pytest.approx(0.03)  # nothing in flight: the next round
     rig.clock.now += 30 * MS
     span = rig.start()
-    rig.clock.now += 10 * MS
+    rig.clock.now += 20 * MS
     assert rig.sampler.tick() == pytest.approx(0.03)  # a round now, the next in 30 ms
-    assert rig.state(span).sampled_seconds() == pytest.approx(0.01)
-    rig.clock.now += 30 * MS
+    assert rig.state(span).sampled_seconds() == pytest.approx(0.02)
+    rig.clock.now += 20 * MS
     assert rig.sampler.tick() == pytest.approx(0.01)  # due in 10 ms: sooner than a round
 
 

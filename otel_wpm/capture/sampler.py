@@ -20,11 +20,13 @@ phases, so a slow request is covered from its start while fast ones cost next
 to nothing:
 
 * early: every ``early_interval`` (100 ms by default), every request in flight
-  for at least one ``interval`` gets a sample. Nothing else is done for it: no
-  black-list, no WSGI environ, no callbacks. Most requests end before they are
-  ever looked at, the others get a sample or two at 10 rounds a second, and the
-  first sample of a request stands for the time since its start (at most one
-  early interval and one interval), so coverage starts with the request.
+  for half an early interval (50 ms; at least one ``interval``) gets a sample.
+  Nothing else is done for it: no black-list, no WSGI environ, no callbacks.
+  Most requests end before they are ever looked at (a 20 ms request, sampled,
+  cost the sampler more than its whole profile is worth), the others get a
+  sample or two at 10 rounds a second, and the first sample of a request stands
+  for the time since its start (at most one and a half early intervals), so
+  coverage starts with the request.
 * full rate: once older than its ``sample_after``, a request is admitted
   (``admit``) and sampled every ``interval`` (10 ms).
 
@@ -118,6 +120,7 @@ class StackSampler:
         self._interval = config.sampling_interval_seconds
         self._interval_ns = int(self._interval * 1e9)
         self._early_interval_ns = int(config.early_sampling_interval_seconds * 1e9)
+        self._early_after_ns = max(self._interval_ns, self._early_interval_ns // 2)  # min. age
         self._sample_after_ns = settings.sample_after_ns
 
     def after_fork_in_child(self) -> None:
@@ -224,8 +227,8 @@ class StackSampler:
         self, now: int, early: bool
     ) -> tuple[list[InFlightRequest], list[InFlightRequest], list[int]]:
         """The requests old enough for full-rate sampling; the younger ones if this is an
-        early round (but those younger than one interval: most requests are, and end
-        before the next round); and how long until each younger one is due."""
+        early round (but those younger than half an early interval: most requests are,
+        and end before the next round); and how long until each younger one is due."""
         due: list[InFlightRequest] = []
         young: list[InFlightRequest] = []
         until_due: list[int] = []
@@ -235,7 +238,7 @@ class StackSampler:
             wait = settings.sample_after_ns - age
             if wait > 0:
                 until_due.append(wait)
-                if not early or age < self._interval_ns:
+                if not early or age < self._early_after_ns:
                     continue
             request = self._requests.state_of(key, span, settings)
             if request is not None:
@@ -244,7 +247,7 @@ class StackSampler:
             age = now - request.start_ns
             if age >= request.settings.sample_after_ns:
                 due.append(request)
-            elif early and age >= self._interval_ns:
+            elif early and age >= self._early_after_ns:
                 young.append(request)
         return due, young, until_due
 
