@@ -22,11 +22,11 @@ to nothing:
 * early: every ``early_interval`` (100 ms by default), every request in flight
   for half an early interval (50 ms; at least one ``interval``) gets a sample.
   Nothing else is done for it: no black-list, no WSGI environ, no callbacks.
-  Most requests end before they are ever looked at (a 20 ms request, sampled,
-  cost the sampler more than its whole profile is worth), the others get a
-  sample or two at 10 rounds a second, and the first sample of a request stands
-  for the time since its start (at most one and a half early intervals), so
-  coverage starts with the request.
+  Most requests end before they are ever looked at (an early sample of a
+  request that ends fast is work thrown away), the others get a sample or two
+  at 10 rounds a second, and the first sample of a request stands for the time
+  since its start (at most one and a half early intervals), so coverage starts
+  with the request.
 * full rate: once older than its ``sample_after``, a request is admitted
   (``admit``) and sampled every ``interval`` (10 ms).
 
