@@ -123,10 +123,10 @@ def test_states_of_fast_ended_spans_are_pruned_and_slow_ones_kept(
     watch(requests, slow, OTHER_THREAD, settings=strict)
     requests.state_of(THREAD, fast, SETTINGS)
     slow_state = requests.state_of(OTHER_THREAD, slow, strict)
-    end(fast, ended, SECOND // 2)
+    finished_fast = end(fast, ended, SECOND // 2)
     finished_slow = end(slow, ended, SECOND // 2)
     requests.prune()  # the sampler, between span end and on_end
-    assert not requests.has_state(THREAD)
+    assert requests.leave(finished_fast.context, THREAD) == (SETTINGS, False)
     assert requests.end(finished_slow, OTHER_THREAD) == (strict, slow_state)
     assert requests.state_of(THREAD, fast, SETTINGS) is None
 
@@ -175,12 +175,14 @@ def test_the_registry_is_empty_in_a_forked_child(tracer) -> None:
     assert requests.running() == [(THREAD, span, SETTINGS)]
 
 
-def test_a_thread_has_state_to_collect_until_its_span_ends(tracer, ended: EndedSpans) -> None:
+def test_leaving_says_whether_the_span_has_state_to_collect(tracer, ended: EndedSpans) -> None:
     requests = InFlightRequests()
-    span = start(tracer)
-    watch(requests, span)
-    assert not requests.has_state(THREAD)
-    state = requests.state_of(THREAD, span, SETTINGS)
-    assert requests.has_state(THREAD)
-    assert requests.end(end(span, ended, 1000), THREAD) == (SETTINGS, state)
-    assert not requests.has_state(THREAD)
+    plain, sampled = start(tracer), start(tracer)
+    watch(requests, plain)
+    assert requests.leave(end(plain, ended, 1000).context, THREAD) == (SETTINGS, False)
+    watch(requests, sampled)
+    state = requests.state_of(THREAD, sampled, SETTINGS)
+    finished = end(sampled, ended, 1000)
+    assert requests.leave(finished.context, THREAD) == (SETTINGS, True)
+    assert requests.take_state(finished, THREAD) is state
+    assert requests.take_state(finished, THREAD) is None

@@ -192,13 +192,14 @@ def test_the_sampler_charges_its_ticks_only_while_requests_are_in_flight() -> No
         clock_ns=clock,
         on_cpu=charged.append,
     )
-    sampler.ensure_awake()
+    sampler.wake()
     try:
         wait_until(lambda: sampler.asleep, "the idle sampler falls asleep")
         assert clock.ticks >= 1 and charged == []  # idle: nothing to slow down
         span = SimpleNamespace(start_time=0, end_time=None, context=SimpleNamespace(span_id=1))
         in_flight.start(span, span.context, threading.get_ident(), threading.get_ident(), settings)
-        sampler.ensure_awake()  # as a request starting does
+        if sampler.asleep:  # as a request starting does
+            sampler.wake()
         clock.wait_for(clock.ticks + 3)
         wait_until(lambda: len(charged) >= 2, "ticks charged while a request runs")
     finally:

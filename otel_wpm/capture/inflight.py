@@ -215,11 +215,13 @@ class InFlightRequests:
             else:
                 self._states[request.key] = request
 
-    def leave(self, context: Any, key: RequestKey) -> Optional[ActiveSettings]:
+    def leave(self, context: Any, key: RequestKey) -> Optional[tuple[ActiveSettings, bool]]:
         """Stop watching the span of ``context`` if ``key`` serves it: the settings it
-        started under.
+        started under, and whether it has state to collect with :meth:`take_state`.
 
-        None when it is not watched under ``key``. Its state stays for :meth:`take_state`.
+        None when it is not watched under ``key``. Whether it has state is read without
+        the lock: once a span has ended the sampler makes no state for it, and only the
+        thread serving ``key`` keeps state for its own spans.
         """
         running = self._running.get(key)
         if running is None:
@@ -229,15 +231,7 @@ class InFlightRequests:
         if started is not context and started.span_id != context.span_id:
             return None
         del self._running[key]
-        return settings
-
-    def has_state(self, key: RequestKey) -> bool:
-        """Whether the span ending under ``key`` has state to collect with :meth:`take_state`.
-
-        Read without the lock: once a span has ended the sampler makes no state for
-        it, and only the thread serving ``key`` keeps state for its own spans.
-        """
-        return key in self._states
+        return settings, key in self._states
 
     def take_state(self, span: Any, key: RequestKey) -> Optional[InFlightRequest]:
         """The state of ``span``, which ``key`` served and which has ended, if it has one."""
@@ -258,15 +252,17 @@ class InFlightRequests:
         end on another thread or task than the one it started on (never under WSGI).
         """
         context = span.context
-        settings = self.leave(context, key)
-        if settings is None:
+        watched = self.leave(context, key)
+        if watched is None:
             for other, (running, *_) in list(self._running.items()):
                 if running.end_time is not None and _same_span(running, span):
-                    settings = self.leave(context, other)
+                    watched = self.leave(context, other)
                     key = other
                     break
         state = self.take_state(span, key)
-        return (state.settings, state) if state is not None else (settings, None)
+        if state is not None:
+            return state.settings, state
+        return (watched[0] if watched is not None else None), None
 
     def end_nested(self, span: Any, key: RequestKey) -> Optional[InFlightRequest]:
         """Stop watching a nested span and take its state."""

@@ -10,7 +10,8 @@ Usage::
         settings=settings,          # the ActiveSettings in force: the tick
         on_cpu=stats.charge_cpu,    # told the CPU time of each tick while requests run
     )
-    sampler.ensure_awake()         # from the request path: one attribute read once awake
+    if sampler.asleep:             # from the request path: one attribute read once awake
+        sampler.wake()
     sampler.configure(new_settings)
 
 This is the default profiling engine. Nothing runs on the request path but the
@@ -31,7 +32,7 @@ to nothing:
   (``admit``) and sampled every ``interval`` (10 ms).
 
 With no request in flight, the thread sleeps until one starts
-(:meth:`StackSampler.ensure_awake`, one attribute read on the request path): an
+(the request path reads ``asleep`` and only then calls :meth:`StackSampler.wake`): an
 idle process is not woken at all. Each wake costs more than the work it does on
 a busy machine (a few hundred microseconds of CPU, with cold caches, against a
 few for the tick itself), so the rounds are as few as coverage allows.
@@ -133,13 +134,9 @@ class StackSampler:
         self.asleep = True
         self._last_early_ns = 0  # when the last early round was
 
-    def ensure_awake(self) -> None:
-        """From the request path, after the request was registered: start the thread, or
-        wake it from its idle sleep. One attribute read while it is awake."""
-        if self.asleep:
-            self._wake()
-
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Start the thread, or wake it from its idle sleep. The request path calls this,
+        after registering the request, only when it reads ``asleep`` true."""
         with self._lock:
             if self._thread is None:
                 self._stop.clear()
