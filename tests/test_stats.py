@@ -178,6 +178,47 @@ class CountingClock:
             assert self._ticked.wait_for(lambda: self.ticks >= ticks, 10), "the sampler stopped"
 
 
+class SettableClock(CountingClock):
+    """A counting clock that reads ``now``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 10**18
+
+    def __call__(self) -> int:
+        super().__call__()
+        return self.now
+
+
+def test_an_idle_sampler_ticks_on_for_a_second_before_it_sleeps() -> None:
+    """A stream of short requests, each over before a tick sees it, does not wake it for
+    each one: waking it costs a request more than a tick costs."""
+    settings = ActiveSettings.from_config(
+        Config(
+            sampling_interval_seconds=0.005,
+            early_sampling_interval_seconds=0.01,
+            enable_local_file=False,
+        )
+    )
+    clock = SettableClock()
+    sampler = StackSampler(
+        InFlightRequests(),
+        admit=lambda request, frame: True,
+        on_threshold_crossed=lambda request: None,
+        on_hung=lambda request: None,
+        settings=settings,
+        clock_ns=clock,
+    )
+    sampler.wake()
+    try:
+        clock.wait_for(clock.ticks + 20)  # idle ticks, the clock standing still
+        assert not sampler.asleep
+        clock.now += 1_000_000_000
+        wait_until(lambda: sampler.asleep, "the sampler sleeps after a second without requests")
+    finally:
+        sampler.stop()
+
+
 def test_the_sampler_charges_its_ticks_only_while_requests_are_in_flight() -> None:
     settings = ActiveSettings.from_config(
         Config(threshold_seconds=0.02, sampling_interval_seconds=0.005, enable_local_file=False)
@@ -191,6 +232,7 @@ def test_the_sampler_charges_its_ticks_only_while_requests_are_in_flight() -> No
         settings=settings,
         clock_ns=clock,
         on_cpu=charged.append,
+        stay_awake_seconds=0,
     )
     sampler.wake()
     try:

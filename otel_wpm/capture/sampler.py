@@ -31,10 +31,17 @@ to nothing:
 * full rate: once older than its ``sample_after``, a request is admitted
   (``admit``) and sampled every ``interval`` (10 ms).
 
-With no request in flight, the thread sleeps until one starts
-(the request path reads ``asleep`` and only then calls :meth:`StackSampler.wake`): an
-idle process is not woken at all. Each wake costs more than the work it does on
-a busy machine (a few hundred microseconds of CPU, with cold caches, against a
+Once no request has been in flight for a second (``stay_awake_seconds``), the
+thread sleeps until one starts (the request path reads ``asleep`` and only then
+calls :meth:`StackSampler.wake`): an idle process is not woken at all. It does
+not sleep sooner because a wake costs the request that does it more than a tick
+costs: tens of microseconds of CPU on the request's thread, and under an event
+loop much more, as the woken thread then waits a long time for the GIL (the
+loop releases and takes it back around each ``epoll_wait``, so CPython never
+asks it to hand over) and each release in the meantime signals it again. A
+steady stream of short requests, each ended before a tick sees it, would
+otherwise wake it for nearly every one. Each wake and tick costs more than the
+work it does (a few hundred microseconds of CPU, with cold caches, against a
 few for the tick itself), so the rounds are as few as coverage allows.
 
 Each sample also reads the thread's own CPU clock (:mod:`.thread_cpu`): the
@@ -81,6 +88,8 @@ Admit = Callable[[InFlightRequest, Sequence[FrameType]], bool]
 Notify = Callable[[InFlightRequest], None]
 #: How long the thread sleeps with no request in flight, unless a request wakes it first.
 IDLE_WAIT_SECONDS = 60.0
+#: How long the thread goes on ticking with no request in flight before it sleeps.
+STAY_AWAKE_SECONDS = 1.0
 
 logger = logging.getLogger(__name__)
 _failures = LogOnce(logger)
@@ -103,8 +112,10 @@ class StackSampler:
         settings: ActiveSettings,
         clock_ns: Callable[[], int] = time.time_ns,
         on_cpu: Callable[[float], None] = lambda seconds: None,
+        stay_awake_seconds: float = STAY_AWAKE_SECONDS,
     ) -> None:
         self._requests = requests
+        self._stay_awake_ns = int(stay_awake_seconds * 1e9)
         self._loops: Optional[LoopSampler] = None  # made once asyncio is imported
         self._admit = admit
         self._on_threshold_crossed = on_threshold_crossed
@@ -158,8 +169,9 @@ class StackSampler:
 
     def _run(self) -> None:
         wait = self._interval
+        busy_ns = self._clock_ns()  # when a request was last in flight, or woke the thread
         while True:
-            self._alarm.wait(wait)
+            woken = self._alarm.wait(wait)
             self._alarm.clear()
             if self._stop.is_set():
                 return
@@ -172,7 +184,9 @@ class StackSampler:
                 logger.exception("otel-wpm sampler tick failed")
             if in_flight:
                 self._on_cpu(time.thread_time() - started_cpu)
-            elif self._fall_asleep():
+            if in_flight or woken:
+                busy_ns = self._clock_ns()
+            elif self._clock_ns() - busy_ns >= self._stay_awake_ns and self._fall_asleep():
                 wait = IDLE_WAIT_SECONDS
 
     def _fall_asleep(self) -> bool:
