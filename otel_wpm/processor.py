@@ -61,7 +61,7 @@ from ._runtime.stats import Stats
 from .active_settings import ActiveSettings
 from .capture import attributes
 from .capture.asgi import recording_receive
-from .capture.frames import callers, stack_of
+from .capture.frames import callers, current_frames, stack_of
 from .capture.greenlets import fill_unsampled
 from .capture.inflight import (
     InFlightRequest,
@@ -322,7 +322,7 @@ class ProfilingSpanProcessor(SpanProcessor):
             # The precise engine's profiler owns this thread and the sampler leaves it
             # alone; its profile can only be read when the request ends. Show where the
             # request is stuck now instead of an empty report.
-            frame = sys._current_frames().get(request.thread_id)
+            frame = current_frames().get(request.thread_id)
             if frame is not None:
                 samples.add(stack_of(frame), age)
             del frame

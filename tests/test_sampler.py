@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import sys
 import threading
@@ -303,3 +304,37 @@ def test_a_request_keeps_the_thresholds_it_started_under(rig: Rig) -> None:
     rig.sampler.configure(lenient)  # as update_config does, while the request runs
     rig.advance(10, times=7)
     assert [request.span for request in rig.listener.crossed] == [span]
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 collects only between bytecodes")
+def test_no_garbage_collection_starts_while_the_stacks_are_read(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On 3.11 a collection inside sys._current_frames() can deadlock the process
+    (CPython gh-106883); the collector is held off for the call, then restored."""
+    collector_on: list[bool] = []
+    read_stacks = sys._current_frames
+
+    def current_frames() -> dict[int, FrameType]:
+        collector_on.append(gc.isenabled())
+        return read_stacks()
+
+    monkeypatch.setattr(sys, "_current_frames", current_frames)
+    span = rig.start()
+    rig.advance(60)
+    assert rig.state(span).samples
+    assert collector_on == [False]
+    assert gc.isenabled()
+
+
+def test_the_stacks_are_read_with_the_collector_the_app_turned_off(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    span = rig.start()
+    gc.disable()
+    try:
+        rig.advance(60)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert rig.state(span).samples

@@ -2,6 +2,7 @@
 
 Usage::
 
+    frames = current_frames()            # sys._current_frames(), safe on CPython 3.11
     stack = stack_of(frame)              # ("main\x00app.py\x001", ..., "work\x00app.py\x0040")
     identifiers = [frame_identifier(f) for f in coroutine_frames]
 
@@ -11,13 +12,38 @@ sampler thread.
 
 from __future__ import annotations
 
+import gc
+import sys
 from collections.abc import Iterator
 from types import CodeType, FrameType
 from typing import Optional
 
 MAX_STACK_DEPTH = 256
+# Before 3.12 a collection starts in whichever allocation crosses the threshold, so one can
+# start inside sys._current_frames(); from 3.12 on it waits for the eval loop.
+_COLLECTS_INSIDE_CALLS = sys.version_info < (3, 12)
 _identifier_cache: dict[CodeType, str] = {}
 _IDENTIFIER_CACHE_LIMIT = 20_000
+
+
+def current_frames() -> dict[int, FrameType]:
+    """The frame each thread runs now: ``sys._current_frames()``, with the cyclic garbage
+    collector held off during the call on CPython 3.11.
+
+    There a collection can start inside the call (it makes a frame object for each
+    thread) while the call holds the runtime's lock on the list of threads. A
+    finalizer that then releases the GIL lets a thread that is starting or ending
+    take the GIL and wait for that lock, which the collecting thread holds while it
+    waits for the GIL: the process hangs (CPython gh-106883; 3.12 collects only
+    between bytecodes). The collector is left alone when the app turned it off.
+    """
+    if _COLLECTS_INSIDE_CALLS and gc.isenabled():
+        gc.disable()
+        try:
+            return sys._current_frames()
+        finally:
+            gc.enable()
+    return sys._current_frames()
 
 
 def _identifier(code: CodeType) -> str:

@@ -22,7 +22,6 @@ while it awaits or waits for the loop.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from types import CoroutineType, FrameType
 from typing import Any, Optional
 
 from .bridges import bridged_task, loop_thread_of
+from .frames import current_frames
 from .inflight import InFlightRequest, InFlightRequests, Stack
 from .loop_waits import (
     APPLICATION_PREFIXES,
@@ -154,7 +154,7 @@ def task_frames(request: InFlightRequest, frames: dict[int, FrameType]) -> list[
 
 def current_stack(request: InFlightRequest) -> Stack:
     """One stack of the task-served ``request`` now (a hung request that has no samples)."""
-    frames = sys._current_frames()
+    frames = current_frames()
     try:
         return _location_now(request, frames).stack()
     finally:

@@ -73,7 +73,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from .._runtime import forksafe
 from .._runtime.logs import LogOnce
-from .frames import callers, stack_of
+from .frames import callers, current_frames, stack_of
 from .greenlets import greenlet_frames, sample_greenlet
 from .inflight import InFlightRequest, InFlightRequests
 from .samples import Stack
@@ -218,7 +218,7 @@ class StackSampler:
         # without them, for one interval at most.
         since = 0 if self._early_interval_ns else now - self._interval_ns
         due, young, until_due = self._in_flight(now, early)
-        frames = sys._current_frames() if due or young else {}
+        frames = current_frames() if due or young else {}
         due = [r for r in due if self._keep(r, frames)]
         self._sample([*due, *young], frames, now, since)
         del frames

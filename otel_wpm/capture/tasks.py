@@ -2,7 +2,7 @@
 
 Usage (the loop sampler, :mod:`.loop_sampler`, on the sampler thread)::
 
-    view = LoopView(sys._current_frames()[loop_thread_id])
+    view = LoopView(current_frames()[loop_thread_id])
     location = locate(task, view, WorkerThreads(frames, skip={loop_thread_id}))
     location.state, location.stack()      # "awaiting", ("run_asgi\x00...", ..., "[await]")
 

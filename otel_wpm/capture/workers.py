@@ -2,7 +2,7 @@
 
 Usage::
 
-    workers = WorkerThreads(sys._current_frames(), skip={loop_thread_id})
+    workers = WorkerThreads(current_frames(), skip={loop_thread_id})
     job = workers.running(innermost_coroutine_frame)
     if job is not None:
         thread_id, frames = job       # frames: the worker's, outermost first, from its runner
