@@ -247,6 +247,39 @@ def test_sqlite_locked_by_another_process_fails_open_without_stalling(
     assert "works again" in messages[1]
 
 
+_HOLD_THE_LOCK_A_MOMENT = """
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(0.5)  # another worker setting up the same file, slowly
+connection.execute("ROLLBACK")
+"""
+
+
+def test_sqlite_set_up_by_another_process_at_the_same_time_is_waited_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Workers alerting on their first slow request at once all set the file up at once;
+    one that found it locked used to fail open and send a second alert."""
+    caplog.set_level(logging.INFO, logger="otel_wpm.alerting.dedup")
+    path = tmp_path / "dedup.sqlite3"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_THE_LOCK_A_MOMENT, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        store = SQLiteDedupStore(path)
+        assert decide(store) == (True, 0)
+        assert decide(store) == (False, 0)
+    finally:
+        holder.wait(30)
+    assert [r.getMessage() for r in caplog.records if r.name == "otel_wpm.alerting.dedup"] == []
+
+
 # -- several processes ---------------------------------------------------------------------
 
 

@@ -21,7 +21,9 @@ atomic (one transaction in SQLite, one script in Redis).
 A window of 0 turns de-duplication off. A store that fails (Redis down, a locked
 or broken SQLite file) lets every alert through and logs that once; it never
 makes an alert wait more than a moment (a SQLite lock is waited for
-``SQLiteDedupStore.BUSY_TIMEOUT_SECONDS``).
+``SQLiteDedupStore.BUSY_TIMEOUT_SECONDS``; only while a process sets the file up,
+once, for up to :data:`SETUP_TIMEOUT_SECONDS`, as other workers may be doing the
+same).
 
 Entries expire: a key's entry goes once its window has passed, or, while it
 counts held-back alerts, after :func:`count_ttl_seconds` (SQLite and memory
@@ -281,12 +283,7 @@ class SQLiteDedupStore(DedupStore):
         )
         try:
             connection.execute(f"PRAGMA busy_timeout = {int(self.BUSY_TIMEOUT_SECONDS * 1000)}")
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS dedup ("
-                "key TEXT PRIMARY KEY, last_sent REAL NOT NULL, "
-                "suppressed INTEGER NOT NULL DEFAULT 0)"
-            )
+            _set_up_sqlite(connection, sqlite3.OperationalError)
         except BaseException:
             connection.close()
             raise
@@ -298,6 +295,31 @@ class SQLiteDedupStore(DedupStore):
             if self._connection is not None and self._pid == os.getpid():
                 self._connection.close()
             self._connection = None
+
+
+#: How long a process waits for others setting up the same SQLite file at the same time.
+SETUP_TIMEOUT_SECONDS = 2.0
+
+
+def _set_up_sqlite(connection: sqlite3.Connection, busy: type[Exception]) -> None:
+    """Put the file in WAL mode and make the table, waiting for other processes doing
+    the same: workers that alert at once on their first slow request all set it up
+    at once, and switching to WAL can fail at once with "database is locked" rather
+    than wait the busy timeout. Once per process, on the alert thread."""
+    deadline = time.monotonic() + SETUP_TIMEOUT_SECONDS
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS dedup ("
+                "key TEXT PRIMARY KEY, last_sent REAL NOT NULL, "
+                "suppressed INTEGER NOT NULL DEFAULT 0)"
+            )
+            return
+        except busy as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 class RedisDedupStore(DedupStore):
