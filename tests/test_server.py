@@ -1018,10 +1018,12 @@ def test_is_loopback() -> None:
     assert not is_loopback("example.com")
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
-def test_module_entry_point_serves_logs_its_url_and_stops_on_interrupt(
-    reports: Path, tmp_path: Path, host: str
+def test_module_entry_point_serves_logs_its_url_and_stops_on_a_stop_signal(
+    reports: Path, tmp_path: Path, host: str, stop: signal.Signals
 ) -> None:
+    """Ctrl-C, or a service manager's SIGTERM, stops it cleanly (exit status 0)."""
     name = write_report(reports, TRACE_A, "/x", 1.0, when(1))
     log_path = tmp_path / "server.log"
     command = [sys.executable, "-m", "otel_wpm.server", "--dir", str(reports)]
@@ -1036,9 +1038,10 @@ def test_module_entry_point_serves_logs_its_url_and_stops_on_interrupt(
         assert response.status_code == 200
         assert response.url.endswith(f"/reports/{name}")
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         returncode = process.wait(timeout=30)
     assert returncode == 0
+    assert f"stopping ({stop.name})" in log_path.read_text()
     # the warning is logged before serving starts, so it is there by now if at all
     warned = "not a loopback address" in log_path.read_text()
     assert warned == (host != "127.0.0.1")

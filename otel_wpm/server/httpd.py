@@ -10,7 +10,7 @@ Usage::
     print(server.server_port)
     server.shutdown(); server.server_close()
 
-    serve("performance_reports")   # until interrupted, as ``otel-wpm serve`` does
+    serve("performance_reports")   # until SIGINT or SIGTERM, as ``otel-wpm serve`` does
 
 A connection must send its whole request head within ``timeout`` seconds and
 each write of the answer must progress within it, so slow or half-sent requests
@@ -20,10 +20,12 @@ many are open, a new one gets a short 503 and is closed.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -228,8 +230,42 @@ def serve(
             host,
         )
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        _serve_until_stopped(server)
     finally:
         server.server_close()
+
+
+#: What stops ``serve()``: Ctrl-C, and what a service manager (systemd, Kubernetes) sends.
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def _serve_until_stopped(server: ReportServer) -> None:
+    """``server.serve_forever()`` until a stop signal, then ``server.shutdown()``.
+
+    On POSIX the main thread blocks the stop signals and waits for one with
+    ``sigwait`` while a thread serves, rather than let Python's handler raise
+    ``KeyboardInterrupt``: on CPython 3.11 a signal that arrives while a
+    connection's thread runs Python code can be left unhandled (that thread resets
+    the flag the main thread would see), and the server then never stopped.
+    """
+    if not hasattr(signal, "sigwait") or threading.current_thread() is not threading.main_thread():
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
+        return
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        waiting = threading.get_ident()
+
+        def serve_forever() -> None:
+            try:
+                server.serve_forever()
+            except BaseException:  # the main thread would wait for a signal forever
+                signal.pthread_kill(waiting, signal.SIGTERM)
+                raise
+
+        threading.Thread(target=serve_forever, name="otel-wpm-serve", daemon=True).start()
+        stop = signal.sigwait(STOP_SIGNALS)
+        logger.info("otel-wpm report server stopping (%s)", signal.Signals(stop).name)
+        server.shutdown()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
