@@ -244,9 +244,9 @@ def _serve_until_stopped(server: ReportServer) -> None:
 
     On POSIX the main thread blocks the stop signals and waits for one with
     ``sigwait`` while a thread serves, rather than let Python's handler raise
-    ``KeyboardInterrupt``: on CPython 3.11 a signal that arrives while a
-    connection's thread runs Python code can be left unhandled (that thread resets
-    the flag the main thread would see), and the server then never stopped.
+    ``KeyboardInterrupt``: on CPython 3.11, under load, a Ctrl-C that arrived while
+    a connection's thread ran was now and then never handled (the main thread,
+    looping in ``serve_forever``, never raised it), and the server did not stop.
     """
     if not hasattr(signal, "sigwait") or threading.current_thread() is not threading.main_thread():
         with contextlib.suppress(KeyboardInterrupt):
