@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 _LOCAL_ROOT = "s.kind is SERVER and (s.parent is None or s.parent.is_remote)"
 _REGISTRY = "requests.start(s, c, thread_id, thread_id, settings); requests.leave(c, thread_id)"
-_BODY = "captures and not s.name.startswith(NAMES_WITHOUT_BODY) and may_carry_body(s)"
 #: name -> (what it is, the statement run for each span ``s``)
 PARTS: dict[str, tuple[str, str]] = {
     "local_root": ("the request test (the minimal watcher's too)", _LOCAL_ROOT),
@@ -47,7 +46,7 @@ PARTS: dict[str, tuple[str, str]] = {
     "key_task": ("request_key(thread) in an asyncio task", "request_key(thread_id)"),
     "registry": ("InFlightRequests.start + leave (with whether it has state)", _REGISTRY),
     "trace_mark": ("TraceSpans.watch + leave", "traces.watch(c); traces.leave(s, c)"),
-    "body": ("the body recorder decided from the name", _BODY),
+    "body": ("the body recorder decided from the name", "captures and may_carry_body(s)"),
     "count": ("Stats.count_request", "stats.count_request(thread_id, 5)"),
     "awake": ("StackSampler.asleep, read", "sampler.asleep"),
     "settings": ("the settings in force, enabled?", "processor._settings.enabled"),
@@ -68,7 +67,7 @@ def run_child(part: str, count: int) -> None:
 
     from otel_wpm import Config, ProfilingSpanProcessor
     from otel_wpm.capture.inflight import request_key
-    from otel_wpm.capture.semconv import NAMES_WITHOUT_BODY, may_carry_body
+    from otel_wpm.capture.semconv import may_carry_body
 
     tracer = TracerProvider().get_tracer("bench.path_parts")
     spans = [tracer.start_span("GET /fast", kind=SpanKind.SERVER) for _ in range(count)]
@@ -82,7 +81,6 @@ def run_child(part: str, count: int) -> None:
         "SERVER": SpanKind.SERVER,
         "request_key": request_key,
         "may_carry_body": may_carry_body,
-        "NAMES_WITHOUT_BODY": NAMES_WITHOUT_BODY,
         "processor": processor,
         "requests": processor._requests,
         "traces": processor._trace_spans,

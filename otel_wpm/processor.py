@@ -75,13 +75,7 @@ from .capture.precise import OverheadBudget, start_profiler, stop_profiler
 from .capture.request import find_request, start_recording
 from .capture.route import keep_framework_request, route_template
 from .capture.sampler import StackSampler
-from .capture.semconv import (
-    ASGI_MESSAGE_SPANS,
-    NAMES_WITHOUT_BODY,
-    http_facts,
-    is_websocket,
-    may_carry_body,
-)
+from .capture.semconv import ASGI_MESSAGE_SPANS, http_facts, is_websocket, may_carry_body
 from .capture.trace_spans import KeptSpans, TraceSpans
 from .config import Config
 from .reporting.reporter import Reporter
@@ -201,11 +195,7 @@ class ProfilingSpanProcessor(SpanProcessor):
             if recorder is not None and settings.captures_body:
                 self._keep_recorder(span, task, settings, recorder)
             return
-        record_body = (
-            settings.captures_body
-            and not span.name.startswith(NAMES_WITHOUT_BODY)  # most requests, without a call
-            and may_carry_body(span)
-        )
+        record_body = settings.captures_body and may_carry_body(span)
         if record_body or settings.budget is not None:
             self._watch_closely(self._requests.state_for(span, key, settings), record_body)
 
@@ -335,26 +325,7 @@ class ProfilingSpanProcessor(SpanProcessor):
         try:
             kind = span.kind
             if kind is SpanKind.SERVER and (span.parent is None or span.parent.is_remote):
-                # The end of a request, written out here rather than in a method of its
-                # own: a call costs as much as a dict write, and this runs on every
-                # request (bench/path_parts.py). A fast request without state (no body
-                # recorder, no profiler, not yet sampled) ends at the first return. It is
-                # judged by the settings it started under, and its profiler always stops.
-                thread_id = threading.get_ident()
-                key = request_key(thread_id)
-                duration_ns = (span.end_time or time.time_ns()) - (span.start_time or 0)
-                context = span.context
-                spans = self._trace_spans.leave(span, context)
-                watched = self._requests.leave(context, key)
-                if watched is None:  # not watched, or it started on another thread or task
-                    if duration_ns >= self._settings.threshold_ns:
-                        self._end_elsewhere(span, key, thread_id, duration_ns, spans)
-                    return
-                settings, has_state = watched
-                self.stats.count_request(thread_id, duration_ns)
-                if duration_ns >= settings.threshold_ns or has_state:
-                    request = self._requests.take_state(span, key)
-                    self._finish(span, request, settings, duration_ns, spans)
+                self._end_request(span)
                 return
             if self._functions and span.context.span_id in self._functions:
                 self._end_function(span)
@@ -364,6 +335,26 @@ class ProfilingSpanProcessor(SpanProcessor):
             self._trace_spans.add(span)
         except Exception:
             self._failures.warning("on_end", "otel-wpm failed to finish a span", exc_info=True)
+
+    def _end_request(self, span: ReadableSpan) -> None:
+        # Kept short on purpose: a fast request without state (no body recorder, no
+        # profiler, not yet sampled) ends here. It is judged by the settings it started
+        # under, whatever the config is now, and its profiler always stops.
+        thread_id = threading.get_ident()
+        key = request_key(thread_id)
+        duration_ns = (span.end_time or time.time_ns()) - (span.start_time or 0)
+        context = span.context
+        spans = self._trace_spans.leave(span, context)
+        watched = self._requests.leave(context, key)
+        if watched is None:  # not watched, or it started on another thread or task
+            if duration_ns >= self._settings.threshold_ns:
+                self._end_elsewhere(span, key, thread_id, duration_ns, spans)
+            return
+        settings, has_state = watched
+        self.stats.count_request(thread_id, duration_ns)
+        if duration_ns >= settings.threshold_ns or has_state:
+            request = self._requests.take_state(span, key)
+            self._finish(span, request, settings, duration_ns, spans)
 
     def _end_elsewhere(
         self,

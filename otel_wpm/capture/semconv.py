@@ -143,9 +143,7 @@ def is_websocket(attributes: Optional[Mapping[str, Any]]) -> bool:
 # RFC 9110 gives content in these requests no meaning; clients do not send any.
 _METHODS_WITHOUT_BODY = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-#: How the names of most requests without a body start ("GET /items"): the request path
-#: tells them apart without a call.
-NAMES_WITHOUT_BODY = tuple(f"{method} " for method in sorted(_METHODS_WITHOUT_BODY))
+_NAMES_WITHOUT_BODY = tuple(f"{method} " for method in sorted(_METHODS_WITHOUT_BODY))
 
 
 #: How the names of the spans OpenTelemetry's ASGI middleware makes for each message the
@@ -163,7 +161,7 @@ def may_carry_body(span: Any) -> bool:
     known method ("HTTP" for an unknown one, a custom name) defers to the attributes.
     """
     name = span.name
-    if name.startswith(NAMES_WITHOUT_BODY):  # the common case, without allocating
+    if name.startswith(_NAMES_WITHOUT_BODY):  # the common case, without allocating
         return False
     method = name.partition(" ")[0]
     if method in _METHODS_WITHOUT_BODY:
