@@ -47,6 +47,8 @@ from otel_wpm.masking import MASK
 OUTPUT = Path(__file__).parent / "output" / "report"
 QUERY_SECRET = "hunter2-in-a-literal"
 URL_SECRET = "key-in-the-query"
+# Not hex: a secret like "abc" turns up by chance inside a random trace or span id.
+TOKEN_SECRET = "token-of-the-caller"
 PAUSE_SECONDS = 0.4  # the slow query's own work
 BACKEND_SECONDS = 0.2  # the called service's
 MASKED_QUERY = "select pause(id), owner from orders where id = ? and secret != ?"
@@ -195,9 +197,9 @@ def report_of(shop: Shop, path: str) -> Path:
 
 @pytest.fixture(scope="module")
 def slow_order(shop: Shop) -> SlowOrder:
-    response = requests.get(shop.url + "/orders/7?token=abc", timeout=30)
+    response = requests.get(f"{shop.url}/orders/7?token={TOKEN_SECRET}", timeout=30)
     assert response.status_code == 200 and response.json() == {"rows": 1, "price": 12}
-    report = report_of(shop, "/orders/7?token=abc")
+    report = report_of(shop, f"/orders/7?token={TOKEN_SECRET}")
     html = report.read_text(encoding="utf-8")
     meta = written_metadata(html)
     [alert] = [
@@ -215,7 +217,7 @@ def slow_order(shop: Shop) -> SlowOrder:
 
 def test_the_report_names_the_query_and_the_call_masked(slow_order: SlowOrder) -> None:
     html = slow_order.html
-    for secret in (QUERY_SECRET, URL_SECRET, "abc"):
+    for secret in (QUERY_SECRET, URL_SECRET, TOKEN_SECRET):
         assert secret not in html
     assert MASKED_QUERY in html
     assert f"/prices?api_key={MASK}&amp;sku=12" in html
