@@ -118,6 +118,7 @@ class ProfilingSpanProcessor(SpanProcessor):
             on_hung=self._report_hung,
             settings=self._settings,
             on_cpu=self.stats.charge_cpu,
+            on_stale=self._forget_stale,
         )
         self._reporter = Reporter(config, self.stats)
         _set_log_level(config)
@@ -249,6 +250,8 @@ class ProfilingSpanProcessor(SpanProcessor):
         return self._url_filter.matches(facts.url, facts.path)
 
     def _forget_stale(self, stale: Sequence[InFlightRequest]) -> None:
+        """Forget requests whose span never ended: found by the next request of their thread
+        (request thread), or once their task or greenlet finished (sampler thread)."""
         for request in stale:
             self._functions.pop(request.span.context.span_id, None)
             self._trace_spans.leave(request.span, request.span.context)
@@ -256,8 +259,8 @@ class ProfilingSpanProcessor(SpanProcessor):
                 stop_profiler(request.profiler)
         self._failures.warning(
             "stale",
-            "otel-wpm: a watched span never ended on thread %d; its state was discarded",
-            stale[0].thread_id,
+            "otel-wpm: a watched span never ended (served by %s); its state was discarded",
+            _served_by(stale[0]),
         )
 
     # --- sampler thread -----------------------------------------------------------------
@@ -476,6 +479,14 @@ def _measured_request_cost(config: Config) -> float:
     except Exception:  # get_stats() must answer; called once per processor, so logged once
         logger.warning("otel-wpm could not measure the cost of a request", exc_info=True)
         return 0.0
+
+
+def _served_by(request: InFlightRequest) -> str:
+    if request.task is not None:
+        return f"task {request.task.get_name()} on thread {request.thread_id}"
+    if request.greenlet is not None:
+        return f"greenlet {request.greenlet!r}"
+    return f"thread {request.thread_id}"
 
 
 def _key_by_greenlet() -> None:

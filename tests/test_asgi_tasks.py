@@ -6,16 +6,18 @@ A real event loop runs on its own thread; the test thread plays the sampler.
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import pytest
 from apps.helpers import wait_until
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import SpanKind
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.trace import SpanKind, set_span_in_context
 
 from otel_wpm.active_settings import ActiveSettings
 from otel_wpm.capture.inflight import InFlightRequests, request_key
@@ -23,6 +25,7 @@ from otel_wpm.capture.loop_sampler import LoopSampler
 from otel_wpm.capture.tasks import WAITING_FOR_LOOP, ChildTasks, LoopView, State, locate
 from otel_wpm.capture.workers import WorkerThreads
 from otel_wpm.config import Config
+from otel_wpm.processor import ProfilingSpanProcessor
 
 SETTINGS = ActiveSettings.from_config(Config(threshold_seconds=1.0, enable_local_file=False))
 TRACER = TracerProvider().get_tracer("test")
@@ -180,7 +183,7 @@ def test_a_request_is_keyed_by_its_task_inside_a_loop_and_by_its_thread_outside(
 
 
 def test_requests_on_one_loop_are_kept_apart_and_a_finished_task_is_forgotten(
-    loop: Loop, caplog: pytest.LogCaptureFixture
+    loop: Loop,
 ) -> None:
     requests = InFlightRequests()
 
@@ -194,11 +197,54 @@ def test_requests_on_one_loop_are_kept_apart_and_a_finished_task_is_forgotten(
     assert {span for _, span, _ in requests.running()} == set(spans)
     assert [span for _, span in requests.tasks_on(loop.thread_id)] != []
 
-    requests.prune()  # neither span ended, and their tasks are done
-    requests.prune()
+    stale = requests.prune()  # neither span ended, and their tasks are done
+    assert {request.span for request in stale} == set(spans)
+    assert {request.task for request in stale} == set(tasks)
+    assert requests.prune() == []
     assert requests.running() == []
+
+
+class EndedSpans(SpanProcessor):
+    """Holds what every other processor was handed at a span's end, weakly."""
+
+    def __init__(self) -> None:
+        self.spans: list[weakref.ref[ReadableSpan]] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.spans.append(weakref.ref(span))
+
+
+def test_a_finished_task_s_unended_request_lets_go_of_its_trace_s_spans(
+    loop: Loop, caplog: pytest.LogCaptureFixture
+) -> None:
+    processor = ProfilingSpanProcessor(Config(threshold_seconds=30, enable_local_file=False))
+    ended = EndedSpans()
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    provider.add_span_processor(ended)
+    tracer = provider.get_tracer("test")
+    kept_while_it_ran: list[bool] = []
+
+    async def serve() -> None:  # a request whose server span is never ended
+        request = tracer.start_span("GET /left-open", kind=SpanKind.SERVER)
+        tracer.start_span("SELECT", context=set_span_in_context(request)).end()
+        kept_while_it_ran.append(ended.spans[0]() is not None)  # kept for its report
+
+    wait_until(loop.start(serve()).done, "the task to finish")
+    assert kept_while_it_ran == [True]
+    [kept] = ended.spans
+
+    def forgotten() -> bool:
+        gc.collect()
+        return kept() is None
+
+    try:
+        wait_until(forgotten, "the sampler to forget the request and its trace's spans")
+    finally:
+        provider.shutdown()
     stale = [r for r in caplog.records if "never ended" in r.getMessage()]
     assert len(stale) == 1
+    assert "served by task" in stale[0].getMessage()
 
 
 # --- where a task-served request is -------------------------------------------------------

@@ -24,23 +24,18 @@ under the lock.
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union, cast
 
 from .._runtime import forksafe
-from .._runtime.logs import LogOnce
 from .samples import FoldedSamples, Stack
 
 if TYPE_CHECKING:
     from asyncio import Task
 
     from ..active_settings import ActiveSettings
-
-logger = logging.getLogger(__name__)
-_failures = LogOnce(logger)
 
 #: What serves a request: a thread id, the asyncio Task inside a running loop, or a
 #: greenlet once gevent patched threading.
@@ -330,11 +325,12 @@ class InFlightRequests:
         request.greenlet = key
         return request
 
-    def prune(self) -> None:
+    def prune(self) -> list[InFlightRequest]:
         """Drop the states of spans that ended fast: their ``on_end`` does not collect them.
 
-        Also forget the spans of finished tasks and greenlets that never ended: a
-        thread's next request finds its stale span, but a task serves only one.
+        Also stop watching the spans of finished tasks and greenlets that never ended
+        (a thread's next request finds its stale span, but a task serves only one):
+        returns what they left behind, for the owner to forget (as :meth:`start` does).
         """
         with self._lock:
             for key, state in list(self._states.items()):
@@ -344,20 +340,12 @@ class InFlightRequests:
                 )
                 if ended_fast and state.profiler is None:
                     del self._states[key]
-        for key, (span, context, *_) in list(self._running.items()):
-            if type(key) is not int and span.end_time is None and _finished(key):
-                self._forget_stale(key, context)
-
-    def _forget_stale(self, key: RequestKey, context: Any) -> None:
-        self.leave(context, key)
-        with self._lock:
-            self._states.pop(key, None)
-            self._nested.pop(key, None)
-        _failures.warning(
-            "stale-task",
-            "otel-wpm: a watched span never ended in %r; its state was discarded",
-            key,
-        )
+        stale: list[InFlightRequest] = []
+        for key, running in list(self._running.items()):
+            if type(key) is not int and running[0].end_time is None and _finished(key):
+                stale.extend(self._stale(running, key))
+                self.leave(running[1], key)
+        return stale
 
     def nested(self) -> list[InFlightRequest]:
         with self._lock:

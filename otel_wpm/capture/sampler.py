@@ -9,6 +9,7 @@ Usage::
         on_hung=owner.report_hung,
         settings=settings,          # the ActiveSettings in force: the tick
         on_cpu=stats.charge_cpu,    # told the CPU time of each tick while requests run
+        on_stale=owner.forget,      # given the requests of finished tasks whose span never ended
     )
     if sampler.asleep:             # from the request path: one attribute read once awake
         sampler.wake()
@@ -86,6 +87,7 @@ if TYPE_CHECKING:
 #: Asked with the request's frames, innermost first.
 Admit = Callable[[InFlightRequest, Sequence[FrameType]], bool]
 Notify = Callable[[InFlightRequest], None]
+Forget = Callable[[Sequence[InFlightRequest]], None]
 #: How long the thread sleeps with no request in flight, unless a request wakes it first.
 IDLE_WAIT_SECONDS = 60.0
 #: How long the thread goes on ticking with no request in flight before it sleeps.
@@ -112,6 +114,7 @@ class StackSampler:
         settings: ActiveSettings,
         clock_ns: Callable[[], int] = time.time_ns,
         on_cpu: Callable[[float], None] = lambda seconds: None,
+        on_stale: Forget = lambda requests: None,
         stay_awake_seconds: float = STAY_AWAKE_SECONDS,
     ) -> None:
         self._requests = requests
@@ -122,6 +125,7 @@ class StackSampler:
         self._on_hung = on_hung
         self._clock_ns = clock_ns
         self._on_cpu = on_cpu
+        self._on_stale = on_stale
         self.configure(settings)
         self.after_fork_in_child()
         forksafe.register(self)
@@ -243,7 +247,9 @@ class StackSampler:
         due: list[InFlightRequest] = []
         young: list[InFlightRequest] = []
         until_due: list[int] = []
-        self._requests.prune()
+        stale = self._requests.prune()
+        if stale:
+            self._on_stale(stale)
         for key, span, settings in self._requests.running():
             age = now - span.start_time
             wait = settings.sample_after_ns - age
