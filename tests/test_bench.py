@@ -204,6 +204,14 @@ def test_each_part_of_the_request_path_runs_against_the_processor_as_it_is(tmp_p
         assert path_parts.main(["--child", part, "3"]) == 0, part
 
 
+def test_the_request_floor_times_every_rung_of_the_ladder(tmp_path) -> None:
+    result = run_bench("request_floor.py", "--rounds", "1", "--calls", "20", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rungs = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert rungs == ["noop", "minimal", "+settings", "+trace_mark", "+task_key", "+body", "wpm"]
+    assert "over noop" in result.stdout
+
+
 def test_the_request_path_parts_harness_rejects_an_unknown_part(tmp_path) -> None:
     result = run_bench("path_parts.py", "--parts", "key,nope", cwd=tmp_path)
     assert result.returncode == 2
