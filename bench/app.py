@@ -25,6 +25,10 @@ The watching stack is chosen by the ``BENCH_CONFIG`` environment variable:
 * ``otel_minimal``: ``otel`` + the least a processor that watches requests can
   do (recognise a request span, keep it under its thread, count it, check its
   duration): the floor under any design like otel-wpm's.
+* ``otel_floor``: ``otel`` + the work otel-wpm's request path must do, written
+  inline with no call of its own (``bench/request_floor.py``'s top rung: the
+  settings kept per request, the trace mark, the thread-or-task key, the body
+  decision): the least that work costs, short of anything a slow request needs.
 
 The ``wpm*`` configurations use :data:`WPM_OPTIONS` (threshold 1 s, ...), over
 which an app module's own ``WPM_OPTIONS`` and then the JSON object in
@@ -56,7 +60,8 @@ from typing import Any, Optional
 from flask import Flask, jsonify
 
 CONFIGS = (
-    "bare", "otel", "wpm", "wpm_precise", "wpm_late", "otel_noop", "otel_minimal", "wpm_after_half"
+    "bare", "otel", "wpm", "wpm_precise", "wpm_late", "otel_noop", "otel_minimal",
+    "wpm_after_half", "otel_floor",
 )  # fmt: skip
 
 #: fib(27) takes ~17-20 ms on the 2-core benchmark machine (Python 3.11).
@@ -282,6 +287,11 @@ def _add_reference_processor(provider: Any, config: str) -> None:
                 if span.end_time - span.start_time < 1_000_000_000:
                     self.running.pop(thread_id, None)
 
+    if config == "otel_floor":
+        from bench.request_floor import processor
+
+        provider.add_span_processor(processor("+body"))
+        return
     provider.add_span_processor(
         MinimalRequestWatcher() if config == "otel_minimal" else SpanProcessor()
     )
@@ -319,7 +329,7 @@ def watched(
 
     provider = _make_provider(set_global)
     processor = None
-    if config in ("otel_noop", "otel_minimal"):
+    if config in ("otel_noop", "otel_minimal", "otel_floor"):
         _add_reference_processor(provider, config)
     if config in _WPM_CONFIGS:
         out = output_dir or tempfile.mkdtemp(prefix="otel-wpm-bench-")

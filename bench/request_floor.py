@@ -46,6 +46,7 @@ from opentelemetry.trace import SpanKind  # noqa: E402
 
 from bench.app import WPM_OPTIONS, _add_reference_processor  # noqa: E402
 from otel_wpm import Config, ProfilingSpanProcessor  # noqa: E402
+from otel_wpm.active_settings import ActiveSettings  # noqa: E402
 from otel_wpm.capture.inflight import request_key  # noqa: E402
 from otel_wpm.capture.semconv import may_carry_body  # noqa: E402
 
@@ -99,11 +100,12 @@ def processor(rung: str) -> SpanProcessor:
         provider = TracerProvider()
         _add_reference_processor(provider, "otel_minimal")
         return provider._active_span_processor._span_processors[0]
-    wpm = ProfilingSpanProcessor(Config(**WPM_OPTIONS, local_output_dir=tempfile.mkdtemp()))
+    config = Config(**WPM_OPTIONS, local_output_dir=tempfile.mkdtemp())
+    if rung != "wpm":
+        return InlineWatcher(RUNGS.index(rung), ActiveSettings.from_config(config))
+    wpm = ProfilingSpanProcessor(config)
     wpm._sampler.asleep = False  # never woken: this times the request path alone
-    if rung == "wpm":
-        return wpm
-    return InlineWatcher(RUNGS.index(rung), wpm.settings)
+    return wpm
 
 
 def microseconds_per_request(watcher: SpanProcessor, tracer: Any, calls: int) -> float:

@@ -44,7 +44,8 @@ GUNICORN_CONF = os.path.join(ROOT, "bench", "gunicorn_conf.py")
 HOST = "127.0.0.1"
 #: As bench/app.py names them (not imported: the driver stays free of Flask and OTel).
 CONFIGS = (
-    "bare", "otel", "wpm", "wpm_precise", "wpm_late", "otel_noop", "otel_minimal", "wpm_after_half"
+    "bare", "otel", "wpm", "wpm_precise", "wpm_late", "otel_noop", "otel_minimal",
+    "wpm_after_half", "otel_floor",
 )  # fmt: skip
 DEFAULT_CONFIGS = CONFIGS[:4]
 #: The benchmark apps: their module, the endpoints measured by default, and the server.
