@@ -308,7 +308,7 @@ class ProfilingSpanProcessor(SpanProcessor):
         age = (time.time_ns() - request.start_ns) / 1e9
         samples = request.samples.snapshot()
         if not samples and request.task is not None:
-            from .capture.loop_sampler import current_stack
+            from .capture.loops.sampler import current_stack
 
             samples.add(current_stack(request), age)
         elif not samples:

@@ -21,9 +21,9 @@ from opentelemetry.trace import SpanKind, set_span_in_context
 
 from otel_wpm.active_settings import ActiveSettings
 from otel_wpm.capture.inflight import InFlightRequests, request_key
-from otel_wpm.capture.loop_sampler import LoopSampler
-from otel_wpm.capture.tasks import WAITING_FOR_LOOP, ChildTasks, LoopView, State, locate
-from otel_wpm.capture.workers import WorkerThreads
+from otel_wpm.capture.loops.sampler import LoopSampler
+from otel_wpm.capture.loops.tasks import WAITING_FOR_LOOP, ChildTasks, LoopView, State, locate
+from otel_wpm.capture.loops.workers import WorkerThreads
 from otel_wpm.config import Config
 from otel_wpm.processor import ProfilingSpanProcessor
 

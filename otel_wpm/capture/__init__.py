@@ -5,9 +5,8 @@ Runs on the **request thread** (``ProfilingSpanProcessor.on_start`` /
 :mod:`.asgi`, :mod:`.body`, :mod:`.semconv`, :mod:`.precise`; for an asyncio
 request, the event loop's thread) and on the **sampler thread** (:mod:`.sampler`,
 one a process; :mod:`.route` reads the framework's route template there while
-the request runs; :mod:`.frames`, :mod:`.loop_sampler`, :mod:`.tasks`,
-:mod:`.loop_waits`, :mod:`.workers`, :mod:`.bridges` and :mod:`.greenlets` for
-requests that tasks, thread pools and greenlets serve).
+the request runs; :mod:`.frames`; :mod:`.loops` for requests that asyncio tasks
+serve, and the thread pools they wait for; :mod:`.greenlets` for gevent's).
 
 Hands to :mod:`otel_wpm.reporting`: an ended slow request's
 :class:`~.inflight.InFlightRequest` (its samples or pyinstrument session, its

@@ -112,8 +112,8 @@ class InFlightRequest:
     crossed_threshold: bool = False
     reported_hung: bool = False
     sampling_paused: bool = False  # another profiler (precise engine) watches this thread
-    loop_waits: Any = None  # a LoopWaits (capture.loop_waits) once a task-served request is sampled
-    child_tasks: Any = None  # capture.tasks' ChildTasks: what its coroutines' frames hold
+    loop_waits: Any = None  # capture.loops.waits.LoopWaits, once a task-served request is sampled
+    child_tasks: Any = None  # capture.loops.tasks' ChildTasks: what its coroutines' frames hold
     greenlet: Any = None  # the greenlet serving it, under gevent
 
     def __init__(

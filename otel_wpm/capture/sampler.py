@@ -51,7 +51,7 @@ rest of it the thread waited (on I/O, a lock, a sleep, or the GIL held by
 another thread).
 
 A request an asyncio task serves shares its thread with the loop's other
-requests: :class:`~.loop_sampler.LoopSampler` samples the task's own stack
+requests: :class:`~.loops.sampler.LoopSampler` samples the task's own stack
 instead (and a thread that waits for a task, the task's). A greenlet's request
 is sampled where the greenlet waits (:mod:`.greenlets`).
 
@@ -82,7 +82,7 @@ from .thread_cpu import cpu_clock_of, cpu_time_ns
 
 if TYPE_CHECKING:
     from ..active_settings import ActiveSettings
-    from .loop_sampler import LoopSampler
+    from .loops.sampler import LoopSampler
 
 #: Asked with the request's frames, innermost first.
 Admit = Callable[[InFlightRequest, Sequence[FrameType]], bool]
@@ -294,11 +294,11 @@ class StackSampler:
     def _on_loops(
         self, requests: list[InFlightRequest], frames: dict[int, FrameType], now: int, since: int
     ) -> set[InFlightRequest]:
-        """Sample the requests event loops serve (:mod:`.loop_sampler`): those."""
+        """Sample the requests event loops serve (:mod:`.loops`): those."""
         if self._loops is None:
             if "asyncio" not in sys.modules:
                 return set()  # no task, and no thread waiting for one
-            from .loop_sampler import LoopSampler
+            from .loops.sampler import LoopSampler
 
             self._loops = LoopSampler(self._requests)
         return self._loops.sample(requests, frames, now, since)
@@ -317,7 +317,7 @@ class StackSampler:
         if not request.checked:
             request.checked = True
             if request.task is not None:
-                from .loop_sampler import task_frames
+                from .loops.sampler import task_frames
 
                 running = task_frames(request, frames)
             elif request.greenlet is not None:

@@ -28,7 +28,7 @@ from typing import Any, Optional
 from pyinstrument.renderers import HTMLRenderer
 
 from ..alerting.alert import HotFrame
-from ..capture.loop_waits import HeldLoop, LoopHolder
+from ..capture.loops.waits import HeldLoop, LoopHolder
 from ..capture.route import matched_no_route
 from ..capture.semconv import HttpFacts
 from ..masking import SecretMasker

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from ..capture.loop_waits import HeldLoop
+from ..capture.loops.waits import HeldLoop
 from ..capture.request import RawRequest
 from ..capture.semconv import HttpFacts
 

@@ -1,6 +1,6 @@
 """Where a request served by an asyncio task is, read from another thread.
 
-Usage (the loop sampler, :mod:`.loop_sampler`, on the sampler thread)::
+Usage (the loop sampler, :mod:`.sampler`, on the sampler thread)::
 
     view = LoopView(current_frames()[loop_thread_id])
     location = locate(task, view, WorkerThreads(frames, skip={loop_thread_id}))
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from types import CodeType, CoroutineType, FrameType, GeneratorType
 from typing import Any, Optional
 
-from .frames import MAX_STACK_DEPTH, callers, frame_identifier
-from .inflight import Stack
+from ..frames import MAX_STACK_DEPTH, callers, frame_identifier
+from ..inflight import Stack
 from .workers import WorkerThreads
 
 #: pyinstrument's leaf for time a coroutine spent suspended at an await (its own name

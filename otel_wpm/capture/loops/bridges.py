@@ -29,7 +29,7 @@ import threading
 from types import CodeType, CoroutineType, FrameType
 from typing import Any, Optional
 
-from .frames import callers
+from ..frames import callers
 
 _WAITING_FILES = frozenset({threading.__file__, queue.__file__})
 

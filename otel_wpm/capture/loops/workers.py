@@ -31,7 +31,7 @@ from contextvars import Context
 from types import BuiltinMethodType, FrameType
 from typing import Any, Optional
 
-from .frames import callers
+from ..frames import callers
 
 #: How many frames from the bottom of a thread are searched for the runner of a job:
 #: anyio's is the 3rd, concurrent.futures' the 5th, asgiref's the 7th.

@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from opentelemetry.trace import format_trace_id
 
-from .semconv import http_facts
+from ..semconv import http_facts
 
 _HOLDERS_KEPT = 50
 _OWN_DIRECTORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

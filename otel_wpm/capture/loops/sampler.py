@@ -1,6 +1,6 @@
 """Samples the due requests that asyncio tasks work for, and who holds their loop.
 
-Usage (what :class:`~.sampler.StackSampler` does each tick)::
+Usage (what :class:`~otel_wpm.capture.sampler.StackSampler` does each tick)::
 
     loops = LoopSampler(requests)              # the InFlightRequests registry
     sampled = loops.sample(requests, frames, now_ns, since_ns)   # as InFlightRequest.add_sample
@@ -11,7 +11,7 @@ A request is sampled here when a task serves it, or when the thread serving it
 waits for a task (:mod:`.bridges`). Requests are grouped by the thread of their
 loop; each loop's stack is read once a tick. While a request is awaiting or
 ready, whatever holds its loop is charged in its
-:class:`~.loop_waits.LoopWaits`: another request (the one the running task
+:class:`~.waits.LoopWaits`: another request (the one the running task
 serves), or a task or callback serving none.
 
 A sample's CPU time is read from the clock of the thread it ran on: the loop's
@@ -28,18 +28,18 @@ from dataclasses import dataclass, field
 from types import CoroutineType, FrameType
 from typing import Any, Optional
 
+from ..frames import current_frames
+from ..inflight import InFlightRequest, InFlightRequests, Stack
+from ..thread_cpu import cpu_clock_of, cpu_time_ns
 from .bridges import bridged_task, loop_thread_of
-from .frames import current_frames
-from .inflight import InFlightRequest, InFlightRequests, Stack
-from .loop_waits import (
+from .tasks import COROUTINE_FLAGS, ChildTasks, Location, LoopView, State, locate
+from .waits import (
     APPLICATION_PREFIXES,
     LoopHolder,
     LoopWaits,
     functions_of,
     request_holder,
 )
-from .tasks import COROUTINE_FLAGS, ChildTasks, Location, LoopView, State, locate
-from .thread_cpu import cpu_clock_of, cpu_time_ns
 from .workers import WorkerThreads
 
 
